@@ -1,0 +1,244 @@
+//! Bad configs and inputs give one-line errors that name the problem and what would be valid.
+
+use serde_json::json;
+use tch::Tensor;
+use vene_host::{
+    config::IntervenableConfig,
+    engine::IntervenableModel,
+    error::VeneError,
+    locations::{Subspaces, UnitLocations},
+    model::ForwardInputs,
+};
+
+use crate::common::*;
+
+fn bind(config: serde_json::Value) -> Result<IntervenableModel, VeneError> {
+    let plugins = gpt2_plugins();
+    let model = load_gpt2(&plugins);
+    let config: IntervenableConfig = serde_json::from_value(config).expect("config parses");
+    IntervenableModel::new(model, config, &plugins, 0)
+}
+
+fn ids() -> ForwardInputs {
+    ForwardInputs::from_ids(Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 4]))
+}
+
+fn one_line(error: &VeneError) -> String {
+    let text = error.to_string();
+    assert!(!text.contains('\n'), "error spans lines: {text}");
+    text
+}
+
+#[test]
+fn unknown_intervention_type_lists_known_types() {
+    let error = bind(json!({"representations": [{"component": "block_output", "intervention": {"type": "vanila"}}]}))
+        .err()
+        .expect("unknown type is refused");
+    let text = one_line(&error);
+    assert!(
+        text.contains("unknown intervention type 'vanila'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vanilla") && text.contains("collect") && text.contains("noise"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_component_lists_the_catalog() {
+    let error = bind(
+        json!({"representations": [{"component": "mlp_out", "intervention": {"type": "vanilla"}}]}),
+    )
+    .err()
+    .expect("unknown component is refused");
+    let text = one_line(&error);
+    assert!(
+        text.contains("unknown component 'mlp_out' for gpt2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mlp_output") && text.contains("head_attention_value_output"),
+        "{text}"
+    );
+}
+
+#[test]
+fn layer_out_of_range_names_the_valid_range() {
+    let error = bind(json!({"representations": [{"layer": 3, "component": "block_output", "intervention": {"type": "zero"}}]}))
+        .err()
+        .expect("layer 3 of a 3-layer model is refused");
+    assert_eq!(
+        one_line(&error),
+        "layer 3 is out of range for block_output: the model has layers 0..3"
+    );
+}
+
+#[test]
+fn invalid_unit_for_a_site_names_valid_units() {
+    let error = bind(json!({"representations": [
+        {"component": "head_attention_value_output", "unit": "pos", "intervention": {"type": "zero"}}]}))
+    .err()
+    .expect("pos on a head site is refused");
+    let text = one_line(&error);
+    assert!(
+        text.contains("unit 'pos' is not valid for head_attention_value_output")
+            && text.contains("h, h.pos"),
+        "{text}"
+    );
+}
+
+#[test]
+fn module_paths_name_the_same_sites_as_catalog_names() {
+    let by_path = bind(json!({"representations": [{"component": "transformer.h.2.mlp.output", "intervention": {"type": "zero"}}]}))
+        .expect("dotted module path binds");
+    let by_bracket = bind(json!({"representations": [{"component": "h[2].mlp.output", "intervention": {"type": "zero"}}]}))
+        .expect("bracket module path binds");
+    let by_name = bind(json!({"representations": [{"layer": 2, "component": "mlp_output", "intervention": {"type": "zero"}}]}))
+        .expect("catalog name binds");
+    let run = |mut m: IntervenableModel| {
+        m.run(
+            &ids(),
+            &[],
+            &UnitLocations::parse(Some(&json!({"base": 1}))).unwrap(),
+            &Subspaces::None,
+        )
+        .unwrap()
+        .output
+    };
+    let (a, b, c) = (run(by_path), run(by_bracket), run(by_name));
+    assert_eq!(max_abs_diff(&a, &c), 0.0);
+    assert_eq!(max_abs_diff(&b, &c), 0.0);
+}
+
+#[test]
+fn location_out_of_range_names_the_sequence_length() {
+    let mut model = bind(json!({"representations": [{"layer": 1, "component": "block_output", "intervention": {"type": "zero"}}]}))
+        .unwrap();
+    let error = model
+        .run(
+            &ids(),
+            &[],
+            &UnitLocations::parse(Some(&json!({"base": 9}))).unwrap(),
+            &Subspaces::None,
+        )
+        .err()
+        .expect("position 9 of 4 is refused");
+    let text = one_line(&error);
+    assert!(
+        text.contains("unit location 9 is out of range (sequence length 4"),
+        "{text}"
+    );
+}
+
+#[test]
+fn head_out_of_range_is_refused() {
+    let mut model = bind(json!({"representations": [
+        {"component": "head_attention_value_output", "unit": "h.pos", "intervention": {"type": "zero"}}]}))
+    .unwrap();
+    let locations =
+        UnitLocations::parse(Some(&json!({"base": [[[[4], [0]], [[1], [2]]]]}))).unwrap();
+    let error = model
+        .run(&ids(), &[], &locations, &Subspaces::None)
+        .err()
+        .expect("head 4 of 4 is refused");
+    assert!(
+        one_line(&error).contains("unit location 4 is out of range"),
+        "{error}"
+    );
+}
+
+#[test]
+fn wrong_number_of_sources_says_how_many_are_needed() {
+    let mut model = bind(json!({"representations": [
+        {"layer": 0, "component": "block_output", "intervention": {"type": "vanilla"}},
+        {"layer": 1, "component": "block_output", "intervention": {"type": "vanilla"}},
+        {"layer": 2, "component": "block_output", "intervention": {"type": "vanilla"}}]}))
+    .unwrap();
+    let locations = UnitLocations::parse(Some(&json!({"sources->base": [1, 1]}))).unwrap();
+    let error = model
+        .run(
+            &ids(),
+            &[Some(ids()), Some(ids())],
+            &locations,
+            &Subspaces::None,
+        )
+        .err()
+        .expect("two sources for three groups is refused");
+    let text = one_line(&error);
+    assert!(
+        text.contains("the config has 3 group(s)") && text.contains("got 2"),
+        "{text}"
+    );
+    let error = model
+        .run(&ids(), &[], &locations, &Subspaces::None)
+        .err()
+        .expect("no sources is refused");
+    assert!(
+        one_line(&error).contains("needs a source run, but no sources were given"),
+        "{error}"
+    );
+}
+
+#[test]
+fn subspace_outside_the_partition_is_refused() {
+    let mut model = bind(json!({"representations": [
+        {"component": "block_output", "intervention": {"type": "zero"}, "subspace_partition": [[0, 8], [8, 32]]}]}))
+    .unwrap();
+    let error = model
+        .run(
+            &ids(),
+            &[],
+            &UnitLocations::parse(Some(&json!({"base": 1}))).unwrap(),
+            &Subspaces::Broadcast(vec![2]),
+        )
+        .err()
+        .expect("subspace 2 of 2 is refused");
+    assert!(
+        one_line(&error)
+            .contains("subspace id 2 is out of range: subspace_partition has 2 subspaces"),
+        "{error}"
+    );
+}
+
+#[test]
+fn malformed_config_json_is_one_line_from_the_cli() {
+    let dir = std::env::temp_dir().join(format!("vene-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(&config, "{\"representations\": [ {\"layer\": 1,, } ]}").unwrap();
+    let out = dir.join("out.safetensors");
+    let output = std::process::Command::new(vene_binary())
+        .args(["run", "--plugin", "gpt2", "--model"])
+        .arg(gpt2_dir())
+        .arg("--config")
+        .arg(&config)
+        .arg("--inputs")
+        .arg(fixtures().join("gpt2/cases/plain/inputs.json"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("vene runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("is not valid JSON for a vene config"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "no output is written on error");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn empty_batch_is_refused() {
+    let json: vene_host::inputs::RunInputsJson =
+        serde_json::from_value(json!({"base": {"input_ids": []}})).unwrap();
+    let error = vene_host::inputs::RunInputs::from_json(&json, tch::Device::Cpu)
+        .err()
+        .expect("empty batch refused");
+    assert_eq!(
+        one_line(&error),
+        "invalid inputs: base.input_ids is empty: give at least one example with one token"
+    );
+}

@@ -1,0 +1,10 @@
+//! vene's integration tests: one binary (each test binary links libtorch).
+//!
+//! Reference values come from pyvene 0.1.8 + transformers (scripts/gen_fixtures_gpt2.py, committed under
+//! tests/fixtures); plugins are the real cdylibs of this workspace, loaded with dlopen.
+
+mod common;
+mod errors;
+mod plugins;
+mod reference;
+mod units;

@@ -1,0 +1,221 @@
+//! Outputs compared with pyvene 0.1.8 on a seeded random GPT-2 (f32, tolerance 1e-4).
+
+use std::path::Path;
+
+use vene_host::{
+    config::IntervenableConfig, engine::IntervenableModel, inputs::RunInputs, pyvene_import,
+};
+
+use crate::common::*;
+
+const TOLERANCE: f64 = 1e-4;
+
+fn run_case(name: &str) {
+    let case = fixtures().join("gpt2/cases").join(name);
+    let plugins = gpt2_plugins();
+    let model = load_gpt2(&plugins);
+    let config = if case.join("pyvene_saved").is_dir() {
+        pyvene_import::import_dir(&case.join("pyvene_saved"), model.catalog())
+            .expect("pyvene directory imports")
+    } else {
+        IntervenableConfig::from_file(&case.join("config.json")).expect("config parses")
+    };
+    let inputs =
+        RunInputs::from_file(&case.join("inputs.json"), model.device()).expect("inputs parse");
+    let mut intervenable =
+        IntervenableModel::new(model, config, &plugins, 0).expect("config binds");
+    let _no_grad = tch::no_grad_guard();
+    let result = intervenable
+        .run(
+            &inputs.base,
+            &inputs.sources,
+            &inputs.unit_locations,
+            &inputs.subspaces,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let expected = read_safetensors(&case.join("expected.safetensors"));
+    let mut collected_expected = 0;
+    for (key, tensor) in &expected {
+        if key == "output" {
+            assert_close(
+                &result.output,
+                tensor,
+                TOLERANCE,
+                &format!("{name}: output"),
+            );
+        } else {
+            let index: usize = key
+                .strip_prefix("collected.")
+                .and_then(|i| i.parse().ok())
+                .expect("collected.{i}");
+            assert_close(
+                &result.collected[index],
+                tensor,
+                TOLERANCE,
+                &format!("{name}: {key}"),
+            );
+            collected_expected += 1;
+        }
+    }
+    assert_eq!(
+        result.collected.len(),
+        collected_expected,
+        "{name}: number of collected tensors"
+    );
+}
+
+#[test]
+fn plain_logits_match_transformers() {
+    run_case("plain");
+}
+
+#[test]
+fn collect_matches_pyvene() {
+    run_case("collect");
+}
+
+#[test]
+fn collect_attention_weight_matches_pyvene() {
+    run_case("collect_attention_weight");
+}
+
+#[test]
+fn vanilla_pair_shorthand_matches_pyvene() {
+    run_case("vanilla_pair");
+}
+
+#[test]
+fn per_example_batch_locations_with_several_units_match_pyvene() {
+    run_case("batch_multi_unit");
+}
+
+#[test]
+fn head_level_h_pos_matches_pyvene() {
+    run_case("head_pos");
+}
+
+#[test]
+fn addition_on_mlp_activation_matches_pyvene() {
+    run_case("addition_mlp_activation");
+}
+
+#[test]
+fn qkv_thirds_with_subspace_partition_match_pyvene() {
+    run_case("qkv_subspace");
+}
+
+#[test]
+fn two_source_parallel_matches_pyvene() {
+    run_case("parallel_two_sources");
+}
+
+#[test]
+fn serial_mode_matches_pyvene() {
+    run_case("serial");
+}
+
+#[test]
+fn zero_and_subtraction_match_pyvene() {
+    run_case("zero_and_subtraction");
+}
+
+#[test]
+fn constant_source_matches_pyvene() {
+    run_case("constant_source");
+}
+
+#[test]
+fn pyvene_saved_directory_matches_pyvene() {
+    run_case("pyvene_saved");
+}
+
+/// The CLI writes the same tensors as the library, as f32 safetensors.
+#[test]
+fn cli_run_writes_reference_outputs() {
+    let case = fixtures().join("gpt2/cases/head_pos");
+    let out = std::env::temp_dir().join(format!("vene-cli-{}.safetensors", std::process::id()));
+    let status = std::process::Command::new(vene_binary())
+        .args(["run", "--plugin", "gpt2", "--model"])
+        .arg(gpt2_dir())
+        .arg("--config")
+        .arg(case.join("config.json"))
+        .arg("--inputs")
+        .arg(case.join("inputs.json"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--repeat", "3"])
+        .output()
+        .expect("vene runs");
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "vene run failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        stdout.contains("\"forward_ms_median\""),
+        "no timing line in: {stdout}"
+    );
+    assert!(
+        stdout.contains("top-5 next tokens  intervened"),
+        "no top-5 in: {stdout}"
+    );
+    let written = read_safetensors(&out);
+    let expected = read_safetensors(&case.join("expected.safetensors"));
+    assert_close(&written[0].1, &expected[0].1, TOLERANCE, "cli output");
+    std::fs::remove_file(out).ok();
+}
+
+/// Skip replaces a block's output with its input: the block output then equals the block input.
+#[test]
+fn skip_replaces_block_output_with_block_input() {
+    let plugins = gpt2_plugins();
+    let model = load_gpt2(&plugins);
+    let config: IntervenableConfig = serde_json::from_str(
+        r#"{"representations": [
+            {"layer": 1, "component": "block_output", "intervention": {"type": "skip"}},
+            {"layer": 1, "component": "block_input", "intervention": {"type": "collect"}},
+            {"layer": 2, "component": "block_input", "intervention": {"type": "collect"}}]}"#,
+    )
+    .unwrap();
+    let ids = tch::Tensor::from_slice(&[5i64, 9, 13, 2, 40, 7]).view([2, 3]);
+    let base = vene_host::model::ForwardInputs::from_ids(ids);
+    let locations = vene_host::locations::UnitLocations::parse(Some(
+        &serde_json::json!({"base": [[[1], [2]], [[1], [2]], [[1], [2]]]}),
+    ))
+    .unwrap();
+    let mut intervenable = IntervenableModel::new(model, config, &plugins, 0).unwrap();
+    let result = intervenable
+        .run(
+            &base,
+            &[],
+            &locations,
+            &vene_host::locations::Subspaces::None,
+        )
+        .unwrap();
+    // Layer 2's input is layer 1's output: at the skipped positions it equals layer 1's input.
+    assert_close(
+        &result.collected[1],
+        &result.collected[0],
+        1e-6,
+        "skipped block output",
+    );
+}
+
+/// A config survives a JSON round trip unchanged.
+#[test]
+fn config_round_trips_through_json() {
+    let text =
+        std::fs::read_to_string(fixtures().join("gpt2/cases/qkv_subspace/config.json")).unwrap();
+    let config = IntervenableConfig::from_json(&text).unwrap();
+    let again = IntervenableConfig::from_json(&serde_json::to_string(&config).unwrap()).unwrap();
+    assert_eq!(config, again);
+    assert_eq!(
+        config.keys(),
+        vec![
+            "layer_1_comp_value_output_unit_pos_nunit_1#0",
+            "layer_2_comp_query_output_unit_pos_nunit_1#0"
+        ]
+    );
+    assert!(Path::new(&fixtures()).exists());
+}

@@ -1,0 +1,138 @@
+//! Gather/scatter of units and the unit-location formats.
+
+use serde_json::json;
+use tch::{Kind, Tensor};
+use vene_api::SiteLayout;
+use vene_host::{
+    locations::{Selection, UnitLocations, UnitLocs},
+    units::{flatten_units, unflatten_units, unit_axes, Indexer},
+};
+
+use crate::common::max_abs_diff;
+
+#[test]
+fn scatter_of_gathered_units_is_identity() {
+    tch::manual_seed(1);
+    let x = Tensor::randn([2, 4, 5, 3], (Kind::Float, tch::Device::Cpu));
+    let locations = UnitLocs::Two(vec![vec![0, 3], vec![2, 1]], vec![vec![4, 0], vec![1, 2]]);
+    let indexer = Indexer::new(
+        &unit_axes(SiteLayout::Heads, "h.pos").unwrap(),
+        &locations,
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let gathered = indexer.gather(&x);
+    assert_eq!(gathered.size(), [2, 2, 2, 3]);
+    assert_eq!(max_abs_diff(&indexer.scatter(&x, &gathered), &x), 0.0);
+    // Element (example 1, head 1, position 2) is the second head and second position selected for example 1.
+    assert_eq!(
+        gathered.double_value(&[1, 1, 1, 0]),
+        x.double_value(&[1, 1, 2, 0])
+    );
+}
+
+#[test]
+fn scatter_changes_only_the_selected_units() {
+    let x = Tensor::zeros([2, 5, 3], (Kind::Float, tch::Device::Cpu));
+    let indexer = Indexer::new(
+        &[1],
+        &UnitLocs::One(vec![vec![1], vec![4]]),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let written = indexer.scatter(
+        &x,
+        &Tensor::ones([2, 1, 3], (Kind::Float, tch::Device::Cpu)),
+    );
+    assert_eq!(written.sum(Kind::Float).double_value(&[]), 6.0);
+    assert_eq!(written.double_value(&[0, 1, 2]), 1.0);
+    assert_eq!(written.double_value(&[1, 4, 0]), 1.0);
+    assert_eq!(written.double_value(&[1, 1, 0]), 0.0);
+}
+
+#[test]
+fn flattening_round_trips_like_pyvene() {
+    let x = Tensor::arange(2 * 3 * 4 * 5, (Kind::Float, tch::Device::Cpu)).view([2, 3, 4, 5]);
+    let flat = flatten_units(&x);
+    assert_eq!(flat.size(), [2, 4, 15]);
+    assert_eq!(max_abs_diff(&unflatten_units(&flat, &x.size()), &x), 0.0);
+    let y = x.select(1, 0);
+    assert_eq!(flatten_units(&y).size(), [2, 20]);
+}
+
+fn base_units(locations: &UnitLocations, index: usize, count: usize, batch: usize) -> Selection {
+    locations
+        .resolve("sources->base", false, index, count, 1, batch, "test")
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn shorthands_expand_like_pyvene() {
+    let int = UnitLocations::parse(Some(&json!({"sources->base": 3}))).unwrap();
+    assert_eq!(
+        base_units(&int, 1, 2, 2),
+        Selection::Units(UnitLocs::One(vec![vec![3], vec![3]]))
+    );
+    let pair = UnitLocations::parse(Some(&json!({"sources->base": [1, 4]}))).unwrap();
+    assert_eq!(
+        pair.resolve("sources->base", true, 0, 1, 1, 2, "t")
+            .unwrap()
+            .unwrap(),
+        Selection::Units(UnitLocs::One(vec![vec![1], vec![1]]))
+    );
+    assert_eq!(
+        base_units(&pair, 0, 1, 2),
+        Selection::Units(UnitLocs::One(vec![vec![4], vec![4]]))
+    );
+    let flat = UnitLocations::parse(Some(&json!({"sources->base": [0, 1, 2]}))).unwrap();
+    assert_eq!(
+        base_units(&flat, 0, 1, 1),
+        Selection::Units(UnitLocs::One(vec![vec![0, 1, 2]]))
+    );
+    let base_only = UnitLocations::parse(Some(&json!({"base": 2}))).unwrap();
+    assert_eq!(
+        base_only
+            .resolve("sources->base", true, 0, 1, 1, 1, "t")
+            .unwrap(),
+        None
+    );
+    let whole = UnitLocations::parse(None).unwrap();
+    assert_eq!(base_units(&whole, 0, 1, 1), Selection::Whole);
+    let full = UnitLocations::parse(Some(
+        &json!({"sources->base": [[[[0], [1]], null], [[[2], [3]], [[4], [5]]]]}),
+    ))
+    .unwrap();
+    assert_eq!(
+        base_units(&full, 1, 2, 2),
+        Selection::Units(UnitLocs::One(vec![vec![4], vec![5]]))
+    );
+    assert_eq!(
+        full.resolve("sources->base", true, 1, 2, 1, 2, "t")
+            .unwrap(),
+        Some(Selection::Whole)
+    );
+}
+
+#[test]
+fn ragged_locations_are_refused() {
+    let ragged =
+        UnitLocations::parse(Some(&json!({"sources->base": [null, [[[0, 1], [2]]]]}))).unwrap();
+    let error = ragged
+        .resolve(
+            "sources->base",
+            false,
+            0,
+            1,
+            1,
+            2,
+            "zero on block_output at layer 0",
+        )
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("every example must select the same number of units"),
+        "{error}"
+    );
+}

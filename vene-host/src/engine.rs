@@ -1,0 +1,784 @@
+//! The intervention engine: binds a config to a loaded model and runs intervened forward passes with pyvene's
+//! semantics (parallel and serial modes, groups, linked interventions, constant sources, collect, skip).
+//!
+//! A run is a sequence of forward passes, each with a *plan*: per hook site, the getters (store the selected units of
+//! a source run) and setters (gather base units, apply the intervention, scatter back) to execute there. Sites
+//! without actions are inactive, so the adapter skips them with one flag check.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::std_types::{ROption, RResult};
+use tch::Tensor;
+use vene_api::{
+    model::HookSink, DTypeSpec, DeviceSpec, ErrorKind, Hooks, Intervention, InterventionSpec,
+    InterventionTraits, ModelCatalog, OwnedTensor, PluginError, SiteCall, SiteLayout, TensorRef,
+};
+
+use crate::{
+    config::{IntervenableConfig, Mode, Representation},
+    error::{Result, VeneError},
+    interventions,
+    locations::{expand_partition, Selection, Subspaces, UnitLocations},
+    model::{ForwardInputs, LoadedModel},
+    plugins::PluginSet,
+    units::{constant_vector, flatten_units, unflatten_units, unit_axes, Indexer},
+};
+
+/// A representation resolved against the model's catalog.
+struct Bound {
+    key: String,
+    /// "vanilla on block_output at layer 1", for messages.
+    description: String,
+    component: u32,
+    layer: u32,
+    axes: Vec<i64>,
+    dim: i64,
+    instance: usize,
+    traits: InterventionTraits,
+    partition: Option<Vec<Vec<i64>>>,
+    constant_source: Option<Tensor>,
+    /// For `skip`: the component whose tensor is this site's input.
+    skip_input: Option<u32>,
+}
+
+impl Bound {
+    /// Whether this representation reads a source run (rather than a constant, the site input, or nothing).
+    fn reads_source_run(&self) -> bool {
+        self.traits.needs_source && self.constant_source.is_none() && self.skip_input.is_none()
+    }
+}
+
+/// The results of one intervened run.
+pub struct RunOutput {
+    /// The model's final output of the intervened base run (logits for language models).
+    pub output: Tensor,
+    /// Activations returned by collect interventions, in config order.
+    pub collected: Vec<Tensor>,
+}
+
+/// A model with interventions bound to its hook sites.
+pub struct IntervenableModel {
+    model: LoadedModel,
+    config: IntervenableConfig,
+    reps: Vec<Bound>,
+    instances: Vec<Box<dyn Intervention>>,
+    groups: Vec<Vec<usize>>,
+}
+
+/// Resolves a catalog name or a pyvene module path (`h[3].mlp.output`, `transformer.h.3.mlp.output`).
+pub fn resolve_component(catalog: &ModelCatalog, rep: &Representation) -> Result<(u32, u32)> {
+    if let Some(index) = catalog.component_index(&rep.component) {
+        return Ok((index as u32, rep.layer));
+    }
+    let path = normalise_module_path(&rep.component);
+    for (index, component) in catalog.components.iter().enumerate() {
+        for template in component.module_paths.iter() {
+            let Some((prefix, suffix)) = template.as_str().split_once("{layer}") else {
+                continue;
+            };
+            let layer = path
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .and_then(|number| number.parse::<u32>().ok());
+            if let Some(layer) = layer {
+                return Ok((index as u32, layer));
+            }
+        }
+    }
+    Err(VeneError::UnknownComponent {
+        component: rep.component.clone(),
+        model_type: catalog.model_type.to_string(),
+        known: catalog
+            .component_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    })
+}
+
+/// `transformer.h.3.mlp.output` → `h[3].mlp.output`.
+fn normalise_module_path(path: &str) -> String {
+    let trimmed = ["transformer.", "model.", "gpt_neox."]
+        .iter()
+        .find_map(|p| path.strip_prefix(p))
+        .unwrap_or(path);
+    trimmed.split('.').fold(String::new(), |mut out, part| {
+        if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+        out
+    })
+}
+
+impl IntervenableModel {
+    /// Binds `config` to `model`, creating every intervention (`seed` seeds their initialisation).
+    pub fn new(
+        model: LoadedModel,
+        config: IntervenableConfig,
+        plugins: &PluginSet,
+        seed: u64,
+    ) -> Result<Self> {
+        let catalog = model.catalog().clone();
+        let keys = config.keys();
+        let groups = config.groups()?;
+        let mut reps = Vec::new();
+        let mut instances: Vec<Box<dyn Intervention>> = Vec::new();
+        let mut links: Vec<(i64, usize)> = Vec::new();
+        for (index, rep) in config.representations.iter().enumerate() {
+            let type_name = rep.intervention_type()?.to_string();
+            let (component, layer) = resolve_component(&catalog, rep)?;
+            let info = &catalog.components[component as usize];
+            let description = format!("{type_name} on {} at layer {layer}", info.name);
+            if layer >= catalog.num_layers {
+                return Err(VeneError::LayerOutOfRange {
+                    layer,
+                    component: info.name.to_string(),
+                    num_layers: catalog.num_layers,
+                });
+            }
+            let axes = unit_axes(info.layout, &rep.unit).ok_or_else(|| {
+                VeneError::Config(format!(
+                    "unit '{}' is not valid for {} ({:?} layout); valid units: {}",
+                    rep.unit,
+                    info.name,
+                    info.layout,
+                    info.layout.units().join(", ")
+                ))
+            })?;
+            if info.layout == SiteLayout::Recurrent {
+                return Err(VeneError::Config(format!(
+                    "{description}: timestep units need a recurrent adapter with timestep support"
+                )));
+            }
+            let dim = i64::from(info.dim);
+            let spec = InterventionSpec {
+                embed_dim: info.dim * rep.max_number_of_units,
+                unit_dim: info.dim,
+                max_units: rep.max_number_of_units,
+                low_rank_dimension: rep.low_rank_dimension.into(),
+                device: DeviceSpec::from_device(model.device()),
+                dtype: dtype_spec(model.kind()),
+                seed: seed.wrapping_add(index as u64),
+            };
+            let linked = rep
+                .intervention_link_key
+                .and_then(|k| links.iter().find(|(key, _)| *key == k).map(|(_, i)| *i));
+            let instance = match linked {
+                Some(shared) => shared,
+                None => {
+                    let created = interventions::create(&rep.intervention, &spec, plugins)?;
+                    instances.push(created);
+                    if let Some(link) = rep.intervention_link_key {
+                        links.push((link, instances.len() - 1));
+                    }
+                    instances.len() - 1
+                }
+            };
+            let traits = instances[instance].traits();
+            let partition = rep.subspace_partition.as_deref().map(expand_partition);
+            if let Some(bad) = partition
+                .iter()
+                .flatten()
+                .flatten()
+                .find(|&&d| d < 0 || d >= dim)
+            {
+                return Err(VeneError::Config(format!(
+                    "{description}: subspace_partition index {bad} is outside the component dimension {dim}"
+                )));
+            }
+            let constant_source = rep
+                .source_representation
+                .as_ref()
+                .map(|values| {
+                    let embed = i64::from(spec.embed_dim);
+                    let len = values.len() as i64;
+                    if len != dim && len != embed {
+                        return Err(VeneError::Config(format!(
+                            "{description}: source_representation has {len} values, expected {dim} (or {embed})"
+                        )));
+                    }
+                    Ok(constant_vector(values, model.kind(), model.device()))
+                })
+                .transpose()?;
+            let skip_input = if type_name == "skip" {
+                let input = info.skip_input.as_ref().into_option().ok_or_else(|| {
+                    let with_inputs: Vec<&str> = catalog
+                        .components
+                        .iter()
+                        .filter(|c| c.skip_input.is_some())
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    VeneError::Config(format!(
+                        "skip needs a component whose input is a site of the same shape; {} has none (use one of: {})",
+                        info.name,
+                        with_inputs.join(", ")
+                    ))
+                })?;
+                Some(catalog.component_index(input).unwrap_or_default() as u32)
+            } else {
+                None
+            };
+            reps.push(Bound {
+                key: keys[index].clone(),
+                description,
+                component,
+                layer,
+                axes,
+                dim,
+                instance,
+                traits,
+                partition,
+                constant_source,
+                skip_input,
+            });
+        }
+        Ok(Self {
+            model,
+            config,
+            reps,
+            instances,
+            groups,
+        })
+    }
+
+    pub fn model(&self) -> &LoadedModel {
+        &self.model
+    }
+
+    pub fn config(&self) -> &IntervenableConfig {
+        &self.config
+    }
+
+    pub fn keys(&self) -> Vec<&str> {
+        self.reps.iter().map(|r| r.key.as_str()).collect()
+    }
+
+    /// The intervention instance of representation `index` (shared between linked representations).
+    pub fn intervention(&self, index: usize) -> &dyn Intervention {
+        self.instances[self.reps[index].instance].as_ref()
+    }
+
+    pub fn intervention_mut(&mut self, index: usize) -> &mut dyn Intervention {
+        let instance = self.reps[index].instance;
+        self.instances[instance].as_mut()
+    }
+
+    /// Runs the sources and the intervened base.
+    pub fn run(
+        &mut self,
+        base: &ForwardInputs,
+        sources: &[Option<ForwardInputs>],
+        locations: &UnitLocations,
+        subspaces: &Subspaces,
+    ) -> Result<RunOutput> {
+        let batch = base.batch_size();
+        if batch == 0 {
+            return Err(VeneError::Inputs("the base batch is empty".to_string()));
+        }
+        let sources = self.broadcast_sources(sources)?;
+        for (i, source) in sources.iter().enumerate() {
+            if let Some(source) = source {
+                if source.batch_size() != batch {
+                    return Err(VeneError::Inputs(format!(
+                        "sources[{i}] has {} examples, the base has {batch}",
+                        source.batch_size()
+                    )));
+                }
+            }
+        }
+        let mut state = RunState::new(self.reps.len());
+        let setters = match self.config.mode {
+            Mode::Parallel => self.run_parallel_sources(&sources, locations, batch, &mut state)?,
+            Mode::Serial => {
+                self.run_serial_sources(&sources, locations, subspaces, batch, &mut state)?
+            }
+        };
+        let mut plan = self.plan();
+        for (rep, selection) in setters {
+            let dims = self.subspaces_for(rep, subspaces, batch)?;
+            self.add_setter(&mut plan, rep, &selection, dims)?;
+        }
+        let output = self.execute(base, &plan, &mut state)?;
+        let mut collected = Vec::new();
+        for (index, rep) in self.reps.iter().enumerate() {
+            if rep.traits.collects {
+                collected.push(state.collected[index].take().ok_or_else(|| {
+                    VeneError::Intervention {
+                        key: rep.key.clone(),
+                        message: "the collect site was never reached".to_string(),
+                    }
+                })?);
+            }
+        }
+        Ok(RunOutput { output, collected })
+    }
+
+    fn broadcast_sources<'s>(
+        &self,
+        sources: &'s [Option<ForwardInputs>],
+    ) -> Result<Vec<Option<&'s ForwardInputs>>> {
+        let groups = self.groups.len();
+        let needs_sources = self.reps.iter().any(Bound::reads_source_run);
+        if sources.is_empty() {
+            if needs_sources {
+                let first = self
+                    .reps
+                    .iter()
+                    .find(|r| r.reads_source_run())
+                    .map(|r| r.description.clone());
+                return Err(VeneError::Sources(format!(
+                    "{} needs a source run, but no sources were given (the config has {groups} group(s))",
+                    first.unwrap_or_default()
+                )));
+            }
+            return Ok(vec![None; groups]);
+        }
+        if sources.len() == 1 && groups > 1 {
+            return Ok(vec![sources[0].as_ref(); groups]);
+        }
+        if sources.len() != groups {
+            return Err(VeneError::Sources(format!(
+                "the config has {groups} group(s) (one per representation unless group_key is set), so give {groups} \
+                 sources (or one to reuse for all); got {}",
+                sources.len()
+            )));
+        }
+        Ok(sources.iter().map(Option::as_ref).collect())
+    }
+
+    /// Parallel mode: each group's getters on its own source run; returns the base setters.
+    fn run_parallel_sources(
+        &mut self,
+        sources: &[Option<&ForwardInputs>],
+        locations: &UnitLocations,
+        batch: i64,
+        state: &mut RunState,
+    ) -> Result<Vec<(usize, Selection)>> {
+        let count = self.reps.len();
+        let key = "sources->base";
+        for (group, members) in self.groups.clone().iter().enumerate() {
+            let Some(source) = sources[group] else {
+                continue;
+            };
+            let mut plan = self.plan();
+            for &rep in members.iter().filter(|&&r| self.reps[r].reads_source_run()) {
+                let selection = self.selection(locations, key, true, rep, count, rep, batch)?;
+                self.add_action(
+                    &mut plan,
+                    rep,
+                    self.reps[rep].component,
+                    ActionKind::Get,
+                    &selection,
+                    None,
+                )?;
+            }
+            if !plan.is_empty() {
+                let _source_output = self.execute(source, &plan, state)?;
+            }
+        }
+        let mut setters = Vec::new();
+        for rep in 0..count {
+            if self.reps[rep].reads_source_run() && state.activations[rep].is_none() {
+                continue; // its group's source was null: pyvene skips the group
+            }
+            setters.push((
+                rep,
+                self.selection(locations, key, false, rep, count, rep, batch)?,
+            ));
+        }
+        Ok(setters)
+    }
+
+    /// Serial mode: source_0 → source_1 → … → base; returns the setters for the base run.
+    fn run_serial_sources(
+        &mut self,
+        sources: &[Option<&ForwardInputs>],
+        locations: &UnitLocations,
+        subspaces: &Subspaces,
+        batch: i64,
+        state: &mut RunState,
+    ) -> Result<Vec<(usize, Selection)>> {
+        let groups = self.groups.clone();
+        let mut pending: Vec<(usize, Selection)> = Vec::new();
+        for (group, members) in groups.iter().enumerate() {
+            let Some(source) = sources[group] else {
+                continue;
+            };
+            let key = if group + 1 < groups.len() {
+                format!("source_{group}->source_{}", group + 1)
+            } else {
+                format!("source_{group}->base")
+            };
+            let mut plan = self.plan();
+            for (rep, selection) in pending.drain(..) {
+                let dims = self.subspaces_for(rep, subspaces, batch)?;
+                self.add_setter(&mut plan, rep, &selection, dims)?;
+            }
+            for (slot, &rep) in members.iter().enumerate() {
+                if !self.reps[rep].reads_source_run() {
+                    continue;
+                }
+                let selection =
+                    self.selection(locations, &key, true, slot, members.len(), rep, batch)?;
+                self.add_action(
+                    &mut plan,
+                    rep,
+                    self.reps[rep].component,
+                    ActionKind::Get,
+                    &selection,
+                    None,
+                )?;
+            }
+            let _source_output = self.execute(source, &plan, state)?;
+            for (slot, &rep) in members.iter().enumerate() {
+                if self.reps[rep].reads_source_run() && state.activations[rep].is_none() {
+                    continue;
+                }
+                let selection =
+                    self.selection(locations, &key, false, slot, members.len(), rep, batch)?;
+                pending.push((rep, selection));
+            }
+        }
+        Ok(pending)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn selection(
+        &self,
+        locations: &UnitLocations,
+        key: &str,
+        source_side: bool,
+        slot: usize,
+        count: usize,
+        rep: usize,
+        batch: i64,
+    ) -> Result<Selection> {
+        let bound = &self.reps[rep];
+        locations
+            .resolve(
+                key,
+                source_side,
+                slot,
+                count,
+                bound.axes.len().max(1),
+                batch as usize,
+                &bound.description,
+            )?
+            .ok_or_else(|| missing_side(&bound.description, key, source_side))
+    }
+
+    fn subspaces_for(
+        &self,
+        rep: usize,
+        subspaces: &Subspaces,
+        batch: i64,
+    ) -> Result<Option<Vec<Vec<i64>>>> {
+        let bound = &self.reps[rep];
+        subspaces.resolve(
+            rep,
+            self.reps.len(),
+            batch as usize,
+            bound.partition.as_deref(),
+            bound.dim,
+            &bound.description,
+        )
+    }
+
+    fn plan(&self) -> Plan {
+        let catalog = self.model.catalog();
+        let components = catalog.components.len();
+        let sites = components * catalog.num_layers as usize;
+        Plan {
+            components: components as u32,
+            active: vec![false; sites],
+            actions: (0..sites).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    fn add_setter(
+        &self,
+        plan: &mut Plan,
+        rep: usize,
+        selection: &Selection,
+        dims: Option<Vec<Vec<i64>>>,
+    ) -> Result<()> {
+        let bound = &self.reps[rep];
+        if let Some(input) = bound.skip_input {
+            self.add_action(plan, rep, input, ActionKind::GetSkipInput, selection, None)?;
+        }
+        self.add_action(plan, rep, bound.component, ActionKind::Set, selection, dims)
+    }
+
+    fn add_action(
+        &self,
+        plan: &mut Plan,
+        rep: usize,
+        component: u32,
+        kind: ActionKind,
+        selection: &Selection,
+        subspaces: Option<Vec<Vec<i64>>>,
+    ) -> Result<()> {
+        let bound = &self.reps[rep];
+        let indexer = match selection {
+            Selection::Whole => None,
+            Selection::Units(units) if bound.axes.is_empty() => {
+                return Err(VeneError::Locations(format!(
+                    "{}: this site has no units to select, give null locations (got {units:?})",
+                    bound.description
+                )))
+            }
+            Selection::Units(units) => Some(
+                Indexer::new(&bound.axes, units, self.model.device())
+                    .map_err(|e| VeneError::Locations(format!("{}: {e}", bound.description)))?,
+            ),
+        };
+        let site = (bound.layer * plan.components + component) as usize;
+        plan.active[site] = true;
+        plan.actions[site].push(Action {
+            rep,
+            kind,
+            indexer,
+            subspaces,
+        });
+        Ok(())
+    }
+
+    /// One forward pass executing `plan`; returns the model output.
+    fn execute(
+        &mut self,
+        inputs: &ForwardInputs,
+        plan: &Plan,
+        state: &mut RunState,
+    ) -> Result<Tensor> {
+        let expected: usize = plan.actions.iter().map(Vec::len).sum();
+        state.fired = 0;
+        let result = if plan.is_empty() {
+            self.model.forward(inputs, Hooks::none())
+        } else {
+            let sink = RunSink {
+                plan,
+                reps: &self.reps,
+                instances: &mut self.instances,
+                state: &mut *state,
+            };
+            self.model
+                .forward(inputs, Hooks::new(&plan.active, plan.components, sink))
+        };
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                return Err(state.error.take().unwrap_or(VeneError::Model {
+                    context: "forward pass".to_string(),
+                    error,
+                }))
+            }
+        };
+        if state.fired < expected {
+            let missed = plan
+                .actions
+                .iter()
+                .flatten()
+                .next()
+                .map(|a| self.reps[a.rep].description.clone());
+            return Err(VeneError::Intervention {
+                key: missed.unwrap_or_default(),
+                message: "the model never reached this hook site during the forward pass"
+                    .to_string(),
+            });
+        }
+        Ok(output.output)
+    }
+}
+
+fn missing_side(description: &str, key: &str, source_side: bool) -> VeneError {
+    VeneError::Locations(format!(
+        "{description}: '{key}' gives no {} locations",
+        if source_side { "source" } else { "base" }
+    ))
+}
+
+fn dtype_spec(kind: tch::Kind) -> DTypeSpec {
+    match kind {
+        tch::Kind::Half => DTypeSpec::F16,
+        tch::Kind::BFloat16 => DTypeSpec::BF16,
+        tch::Kind::Double => DTypeSpec::F64,
+        _ => DTypeSpec::F32,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActionKind {
+    /// Store the selected units of a source run.
+    Get,
+    /// Store the selected units of the site's input, for `skip`.
+    GetSkipInput,
+    /// Intervene on the selected units.
+    Set,
+}
+
+struct Action {
+    rep: usize,
+    kind: ActionKind,
+    /// `None`: the whole tensor.
+    indexer: Option<Indexer>,
+    subspaces: Option<Vec<Vec<i64>>>,
+}
+
+/// What one forward pass does at each site (`layer * components + component`).
+struct Plan {
+    components: u32,
+    active: Vec<bool>,
+    actions: Vec<Vec<Action>>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        !self.active.iter().any(|&a| a)
+    }
+}
+
+/// Activations carried between the passes of one run.
+struct RunState {
+    activations: Vec<Option<Tensor>>,
+    skip_inputs: Vec<Option<Tensor>>,
+    collected: Vec<Option<Tensor>>,
+    error: Option<VeneError>,
+    fired: usize,
+}
+
+impl RunState {
+    fn new(reps: usize) -> Self {
+        Self {
+            activations: (0..reps).map(|_| None).collect(),
+            skip_inputs: (0..reps).map(|_| None).collect(),
+            collected: (0..reps).map(|_| None).collect(),
+            error: None,
+            fired: 0,
+        }
+    }
+}
+
+/// The host's hook callback for one forward pass.
+struct RunSink<'a> {
+    plan: &'a Plan,
+    reps: &'a [Bound],
+    instances: &'a mut [Box<dyn Intervention>],
+    state: &'a mut RunState,
+}
+
+impl RunSink<'_> {
+    fn visit_site(&mut self, call: SiteCall, value: Tensor) -> Result<Option<Tensor>> {
+        let site = (call.layer * self.plan.components + call.component) as usize;
+        let Some(actions) = self.plan.actions.get(site) else {
+            return Ok(None);
+        };
+        let mut current = value;
+        let mut changed = false;
+        for action in actions {
+            self.state.fired += 1;
+            let bound = &self.reps[action.rep];
+            let selected = match &action.indexer {
+                Some(indexer) => {
+                    indexer.check(&current, &bound.description)?;
+                    indexer.gather(&current)
+                }
+                None => current.shallow_clone(),
+            };
+            match action.kind {
+                ActionKind::Get => self.state.activations[action.rep] = Some(selected),
+                ActionKind::GetSkipInput => self.state.skip_inputs[action.rep] = Some(selected),
+                ActionKind::Set => {
+                    let Some(output) = self.intervene(action, bound, &selected)? else {
+                        continue;
+                    };
+                    current = match &action.indexer {
+                        Some(indexer) => indexer.scatter(&current, &output),
+                        None => output,
+                    };
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed.then_some(current))
+    }
+
+    /// Applies the intervention to `selected`; `None` when it only collects.
+    fn intervene(
+        &mut self,
+        action: &Action,
+        bound: &Bound,
+        selected: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let source = if bound.skip_input.is_some() {
+            self.state.skip_inputs[action.rep].take()
+        } else if let Some(constant) = &bound.constant_source {
+            Some(constant.shallow_clone())
+        } else {
+            self.state.activations[action.rep]
+                .as_ref()
+                .map(Tensor::shallow_clone)
+        };
+        let fail = |message: String| VeneError::Intervention {
+            key: bound.description.clone(),
+            message,
+        };
+        if bound.traits.needs_source && source.is_none() {
+            return Err(fail(
+                "no source activation is available for this site".to_string(),
+            ));
+        }
+        let (base_in, source_in) = if bound.traits.distributed {
+            (flatten_units(selected), source.as_ref().map(flatten_units))
+        } else {
+            (selected.shallow_clone(), source)
+        };
+        let output = self.instances[bound.instance]
+            .apply(&base_in, source_in.as_ref(), action.subspaces.as_deref())
+            .map_err(|e| fail(e.to_string()))?;
+        if bound.traits.collects {
+            self.state.collected[action.rep] = Some(output);
+            return Ok(None);
+        }
+        let output = if bound.traits.distributed {
+            unflatten_units(&output, &selected.size())
+        } else {
+            output
+        };
+        if output.size() != selected.size() {
+            return Err(fail(format!(
+                "the intervention returned shape {:?}, expected {:?}",
+                output.size(),
+                selected.size()
+            )));
+        }
+        Ok(Some(output.to_kind(selected.kind())))
+    }
+}
+
+impl HookSink for RunSink<'_> {
+    fn visit(
+        &mut self,
+        call: SiteCall,
+        value: TensorRef<'_>,
+    ) -> RResult<ROption<OwnedTensor>, PluginError> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            self.visit_site(call, value.to_tensor())
+        }));
+        let error = match outcome {
+            Ok(Ok(replacement)) => return RResult::ROk(replacement.map(OwnedTensor::new).into()),
+            Ok(Err(error)) => error,
+            Err(_) => VeneError::Intervention {
+                key: format!("site {} at layer {}", call.component, call.layer),
+                message: "the host panicked while intervening".to_string(),
+            },
+        };
+        let message = error.to_string();
+        self.state.error = Some(error);
+        RResult::RErr(PluginError::new(ErrorKind::Host, message))
+    }
+}

@@ -1,0 +1,266 @@
+//! The built-in interventions: vanilla (interchange), addition, subtraction, zero, collect, skip and noise.
+//!
+//! All are localist (they keep `(batch, units, dim)`); with `subspaces` they act only on the listed dimensions of the
+//! last axis, per example. A constant `source_representation` in the representation is handed to them as the source.
+
+use rand::{rngs::StdRng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+use vene_api::{Intervention, InterventionSpec, InterventionTraits, PluginError, PluginResult};
+
+use super::{BuiltinConfig, BuiltinType};
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Replace,
+    Add,
+    Subtract,
+    Zero,
+    Collect,
+}
+
+/// The swap-style interventions, one struct for all of them.
+struct Swap {
+    op: Op,
+}
+
+/// `(batch, 1, …, dim)` mask that is true at `dims[i]` for example `i`.
+fn subspace_mask(base: &Tensor, dims: &[Vec<i64>]) -> PluginResult<Tensor> {
+    let size = base.size();
+    let (batch, dim) = (size[0], size[size.len() - 1]);
+    if dims.len() as i64 != batch {
+        return Err(PluginError::invalid_input(format!(
+            "subspaces are given for {} examples, the batch has {batch}",
+            dims.len()
+        )));
+    }
+    let mut mask = vec![false; (batch * dim) as usize];
+    for (example, selected) in dims.iter().enumerate() {
+        for &d in selected {
+            mask[example * dim as usize + d as usize] = true;
+        }
+    }
+    let mut view = vec![1i64; size.len()];
+    view[0] = batch;
+    view[size.len() - 1] = dim;
+    Ok(Tensor::from_slice(&mask)
+        .view(view.as_slice())
+        .to_device(base.device()))
+}
+
+fn broadcast_source(base: &Tensor, source: &Tensor) -> PluginResult<Tensor> {
+    if source.size() == base.size() {
+        return Ok(source.to_kind(base.kind()));
+    }
+    source.to_kind(base.kind()).f_expand_as(base).map_err(|_| {
+        PluginError::invalid_input(format!(
+            "source with shape {:?} cannot be broadcast into base with shape {:?}",
+            source.size(),
+            base.size()
+        ))
+    })
+}
+
+/// `base[..., dims[i]]` per example; every example must select the same number of dimensions.
+fn select_dims(base: &Tensor, dims: &[Vec<i64>]) -> PluginResult<Tensor> {
+    let width = dims.first().map_or(0, Vec::len);
+    if dims.iter().any(|d| d.len() != width) {
+        return Err(PluginError::invalid_input(
+            "collect needs the same number of subspace dimensions per example",
+        ));
+    }
+    let flat: Vec<i64> = dims.iter().flatten().copied().collect();
+    let size = base.size();
+    let mut view = vec![1i64; size.len()];
+    view[0] = dims.len() as i64;
+    view[size.len() - 1] = width as i64;
+    let mut target = size.clone();
+    target[size.len() - 1] = width as i64;
+    let index = Tensor::from_slice(&flat)
+        .view(view.as_slice())
+        .to_device(base.device())
+        .expand(target.as_slice(), false);
+    Ok(base.gather(-1, &index, false))
+}
+
+impl Intervention for Swap {
+    fn traits(&self) -> InterventionTraits {
+        InterventionTraits {
+            needs_source: matches!(self.op, Op::Replace | Op::Add | Op::Subtract),
+            collects: self.op == Op::Collect,
+            ..Default::default()
+        }
+    }
+
+    fn apply(
+        &mut self,
+        base: &Tensor,
+        source: Option<&Tensor>,
+        subspaces: Option<&[Vec<i64>]>,
+    ) -> PluginResult<Tensor> {
+        if self.op == Op::Collect {
+            return match subspaces {
+                None => Ok(base.shallow_clone()),
+                Some(dims) => select_dims(base, dims),
+            };
+        }
+        let source = match (self.op, source) {
+            (Op::Zero, _) => base.zeros_like(),
+            (_, Some(source)) => broadcast_source(base, source)?,
+            (_, None) => {
+                return Err(PluginError::invalid_input(
+                    "this intervention needs a source",
+                ))
+            }
+        };
+        let combined = match self.op {
+            Op::Add => base + &source,
+            Op::Subtract => base - &source,
+            _ => source,
+        };
+        match subspaces {
+            None => Ok(combined),
+            Some(dims) => Ok(combined.where_self(&subspace_mask(base, dims)?, base)),
+        }
+    }
+}
+
+/// Replaces the base units with the source units (interchange intervention).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vanilla {}
+
+/// Adds the source to the base.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addition {}
+
+/// Subtracts the source from the base.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subtraction {}
+
+/// Sets the base units to zero.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zero {}
+
+/// Returns the base units as collected activations and leaves the run unchanged.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collect {}
+
+/// Replaces the site's output with its input (skips the module), at the selected units.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skip {}
+
+/// Adds Gaussian noise `level · ε` from a seeded generator, fresh for each call.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Noise {
+    /// pyvene's default: three times GPT-2-XL's embedding standard deviation.
+    #[serde(default = "default_noise_level")]
+    pub level: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_noise_level() -> f64 {
+    0.13462981581687927
+}
+
+macro_rules! swap_type {
+    ($ty:ident, $name:literal, $op:expr, $summary:literal) => {
+        #[typetag::serde(name = $name)]
+        impl BuiltinConfig for $ty {
+            fn build(&self, _spec: &InterventionSpec) -> Result<Box<dyn Intervention>> {
+                Ok(Box::new(Swap { op: $op }))
+            }
+        }
+
+        inventory::submit! { BuiltinType { name: $name, summary: $summary } }
+    };
+}
+
+swap_type!(
+    Vanilla,
+    "vanilla",
+    Op::Replace,
+    "base[S] <- source[S] (interchange)"
+);
+swap_type!(Addition, "addition", Op::Add, "base[S] += source[S]");
+swap_type!(
+    Subtraction,
+    "subtraction",
+    Op::Subtract,
+    "base[S] -= source[S]"
+);
+swap_type!(Zero, "zero", Op::Zero, "base[S] <- 0");
+swap_type!(
+    Collect,
+    "collect",
+    Op::Collect,
+    "returns base[S]; the run is unchanged"
+);
+swap_type!(
+    Skip,
+    "skip",
+    Op::Replace,
+    "the site's input replaces its output"
+);
+
+struct NoiseIntervention {
+    level: f64,
+    rng: StdRng,
+}
+
+impl Intervention for NoiseIntervention {
+    fn traits(&self) -> InterventionTraits {
+        InterventionTraits::default()
+    }
+
+    fn apply(
+        &mut self,
+        base: &Tensor,
+        _source: Option<&Tensor>,
+        subspaces: Option<&[Vec<i64>]>,
+    ) -> PluginResult<Tensor> {
+        let count = base.numel();
+        let samples: Vec<f32> = (0..count)
+            .map(|_| StandardNormal.sample(&mut self.rng))
+            .collect();
+        let noise = Tensor::from_slice(&samples)
+            .view(base.size().as_slice())
+            .to_kind(base.kind())
+            .to_device(base.device())
+            * self.level;
+        let noisy = base + noise;
+        match subspaces {
+            None => Ok(noisy),
+            Some(dims) => Ok(noisy.where_self(&subspace_mask(base, dims)?, base)),
+        }
+    }
+}
+
+#[typetag::serde(name = "noise")]
+impl BuiltinConfig for Noise {
+    fn build(&self, _spec: &InterventionSpec) -> Result<Box<dyn Intervention>> {
+        Ok(Box::new(NoiseIntervention {
+            level: self.level,
+            rng: StdRng::seed_from_u64(self.seed),
+        }))
+    }
+}
+
+inventory::submit! { BuiltinType { name: "noise", summary: "base[S] += level * N(0, 1), seeded" } }
+
+/// Whether `kind` can carry activations (used to reject integer constant sources early).
+pub fn is_float(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+    )
+}

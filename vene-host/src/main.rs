@@ -1,0 +1,335 @@
+//! The `vene` command line: list plugins, show a model's hook sites, run interventions.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tch::{Kind, Tensor};
+use vene_api::{DTypeSpec, DeviceSpec};
+use vene_host::{
+    config::IntervenableConfig,
+    engine::IntervenableModel,
+    inputs::RunInputs,
+    interventions::builtin_types,
+    model::LoadedModel,
+    plugins::{PluginSearch, PluginSet},
+    pyvene_import,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "vene",
+    version,
+    about = "Interventions on neural model internals (pyvene semantics, native plugins)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct PluginArgs {
+    /// Extra directory to search for plugins (repeatable); searched after the executable's directory and VENE_PLUGIN_PATH.
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Load only this plugin: a name such as `gpt2` or a path to a library file (repeatable).
+    #[arg(long = "plugin", value_name = "NAME|PATH")]
+    plugins: Vec<String>,
+}
+
+impl PluginArgs {
+    fn load(&self) -> Result<PluginSet> {
+        let plugins = PluginSet::load(&PluginSearch::standard(&self.plugin_dirs, &self.plugins))?;
+        for failure in plugins.failures() {
+            eprintln!("warning: skipped {failure}");
+        }
+        Ok(plugins)
+    }
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A model directory in Hugging Face layout (config.json + model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16, bf16 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+impl ModelArgs {
+    fn load(&self, plugins: &PluginSet) -> Result<LoadedModel> {
+        let device = parse_device(&self.device)?;
+        let dtype = parse_dtype(&self.dtype)?;
+        Ok(LoadedModel::load(plugins, &self.model, device, dtype)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the loaded plugins with their versions and the types they provide.
+    Plugins {
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Show a model's hook-site catalog.
+    Sites {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Run an intervened forward pass and save its outputs.
+    Run {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A vene config JSON file, or a directory saved by vene or by pyvene's IntervenableModel.save.
+        #[arg(long, value_name = "CONFIG")]
+        config: PathBuf,
+        /// The inputs JSON: {"base": ..., "sources": [...], "unit_locations": ..., "subspaces": ...}.
+        #[arg(long, value_name = "INPUTS.json")]
+        inputs: PathBuf,
+        /// Where to write `output` and `collected.{i}` (safetensors).
+        #[arg(long, value_name = "OUT.safetensors")]
+        out: PathBuf,
+        /// After the first run, time this many more identical runs and print their median and minimum.
+        #[arg(long, default_value_t = 0)]
+        repeat: usize,
+        /// Seed for intervention initialisation and noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+}
+
+fn parse_device(text: &str) -> Result<DeviceSpec> {
+    match text {
+        "cpu" => Ok(DeviceSpec::CPU),
+        "cuda" => Ok(DeviceSpec {
+            kind: vene_api::model::DeviceKind::Cuda,
+            index: 0,
+        }),
+        other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(index) => Ok(DeviceSpec {
+                kind: vene_api::model::DeviceKind::Cuda,
+                index,
+            }),
+            None => bail!("unknown device '{other}': use cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+fn parse_dtype(text: &str) -> Result<DTypeSpec> {
+    Ok(match text {
+        "f32" | "float32" => DTypeSpec::F32,
+        "f16" | "float16" => DTypeSpec::F16,
+        "bf16" | "bfloat16" => DTypeSpec::BF16,
+        "f64" | "float64" => DTypeSpec::F64,
+        other => bail!("unknown dtype '{other}': use f32, f16, bf16 or f64"),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", format!("{error:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Plugins { plugins } => list_plugins(&plugins.load()?),
+        Command::Sites { model, plugins } => show_sites(&model.load(&plugins.load()?)?),
+        Command::Run {
+            model,
+            config,
+            inputs,
+            out,
+            repeat,
+            seed,
+            plugins,
+        } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            run_interventions(model, &plugins, &config, &inputs, &out, repeat, seed)
+        }
+    }
+}
+
+fn list_plugins(plugins: &PluginSet) -> Result<()> {
+    if plugins.plugins().is_empty() {
+        println!("no plugins found (searched the executable's directory, VENE_PLUGIN_PATH and --plugin-dir)");
+    }
+    for plugin in plugins.plugins() {
+        let build = &plugin.build;
+        println!(
+            "{} {}  ({})",
+            build.plugin_name,
+            build.plugin_version,
+            plugin.path.display()
+        );
+        println!(
+            "  built against vene-api {}, tch {}, libtorch {}",
+            build.vene_api, build.tch, build.libtorch
+        );
+        if !plugin.model_types.is_empty() {
+            println!("  model types: {}", plugin.model_types.join(", "));
+        }
+        if !plugin.intervention_types.is_empty() {
+            println!(
+                "  intervention types: {}",
+                plugin.intervention_types.join(", ")
+            );
+        }
+    }
+    println!("built-in intervention types:");
+    for builtin in builtin_types() {
+        println!("  {:<12} {}", builtin.name, builtin.summary);
+    }
+    Ok(())
+}
+
+fn show_sites(model: &LoadedModel) -> Result<()> {
+    let catalog = model.catalog();
+    println!(
+        "{}: {} layers, {} heads, hidden size {}{}  (plugin {})",
+        catalog.model_type,
+        catalog.num_layers,
+        catalog.num_heads,
+        catalog.hidden_size,
+        if catalog.vocab_size > 0 {
+            format!(", vocabulary {}", catalog.vocab_size)
+        } else {
+            String::new()
+        },
+        model.plugin_path().display()
+    );
+    println!(
+        "{:<30} {:<18} {:>6}  {:<12} module paths",
+        "component", "layout", "dim", "units"
+    );
+    for component in catalog.components.iter() {
+        let paths: Vec<&str> = component.module_paths.iter().map(|p| p.as_str()).collect();
+        println!(
+            "{:<30} {:<18} {:>6}  {:<12} {}",
+            component.name.as_str(),
+            format!("{:?}", component.layout),
+            component.dim,
+            component.layout.units().join(","),
+            paths.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// A config file, a vene-saved directory, or a pyvene-saved directory.
+fn load_config(path: &Path, model: &LoadedModel) -> Result<IntervenableConfig> {
+    if path.is_dir() {
+        let file = path.join("config.json");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if pyvene_import::is_pyvene_config(&text) {
+            return Ok(pyvene_import::import_dir(path, model.catalog())?);
+        }
+        return Ok(IntervenableConfig::from_file(&file)?);
+    }
+    Ok(IntervenableConfig::from_file(path)?)
+}
+
+fn run_interventions(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    config_path: &Path,
+    inputs_path: &Path,
+    out: &Path,
+    repeat: usize,
+    seed: u64,
+) -> Result<()> {
+    let config = load_config(config_path, &model)?;
+    let inputs = RunInputs::from_file(inputs_path, model.device())?;
+    let is_language_model = model.catalog().vocab_size > 0;
+    let plain = is_language_model
+        .then(|| model.forward_plain(&inputs.base))
+        .transpose()?;
+    let mut intervenable = IntervenableModel::new(model, config, plugins, seed)?;
+    let _guard = tch::no_grad_guard();
+    let result = intervenable.run(
+        &inputs.base,
+        &inputs.sources,
+        &inputs.unit_locations,
+        &inputs.subspaces,
+    )?;
+    let mut tensors = vec![("output".to_string(), result.output.to_kind(Kind::Float))];
+    for (i, collected) in result.collected.iter().enumerate() {
+        tensors.push((format!("collected.{i}"), collected.to_kind(Kind::Float)));
+    }
+    vene_checkpoint::save_safetensors(out, &tensors)?;
+    if let Some(plain) = plain {
+        print_top_tokens(&plain.output, &result.output);
+    }
+    println!("wrote {} ({} tensor(s))", out.display(), tensors.len());
+    if repeat > 0 {
+        let mut times = Vec::with_capacity(repeat);
+        for _ in 0..repeat {
+            let start = Instant::now();
+            let timed = intervenable.run(
+                &inputs.base,
+                &inputs.sources,
+                &inputs.unit_locations,
+                &inputs.subspaces,
+            )?;
+            drop(timed);
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{{\"forward_ms_median\": {:.4}, \"forward_ms_min\": {:.4}}}",
+            times[times.len() / 2],
+            times[0]
+        );
+    }
+    Ok(())
+}
+
+/// Top-5 next tokens after the last position of each base example, plain and intervened.
+fn print_top_tokens(plain: &Tensor, intervened: &Tensor) {
+    let top = |logits: &Tensor| -> Vec<Vec<(i64, f64)>> {
+        let probabilities = logits
+            .select(1, -1)
+            .to_kind(Kind::Float)
+            .softmax(-1, Kind::Float);
+        let (values, indices) = probabilities.topk(5, -1, true, true);
+        (0..values.size()[0])
+            .map(|b| {
+                (0..5)
+                    .map(|k| (indices.int64_value(&[b, k]), values.double_value(&[b, k])))
+                    .collect()
+            })
+            .collect()
+    };
+    let format = |row: &[(i64, f64)]| {
+        row.iter()
+            .map(|(t, p)| format!("{t} ({p:.3})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (b, (base, changed)) in top(plain).iter().zip(top(intervened)).enumerate() {
+        println!("example {b} top-5 next tokens  base: {}", format(base));
+        println!(
+            "example {b} top-5 next tokens  intervened: {}",
+            format(&changed)
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! A model loaded through an adapter plugin, and the inputs of one forward pass.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::std_types::{RBox, RSlice, RStr};
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+use vene_api::{
+    model::ModelAbi_TO, DTypeSpec, DeviceSpec, Hooks, LoadRequest, ModelCatalog, ModelInputs,
+    PluginError, TensorRef,
+};
+
+use crate::{
+    error::{Result, VeneError},
+    plugins::PluginSet,
+};
+
+/// The inputs of one forward pass, as host tensors.
+#[derive(Debug)]
+pub struct ForwardInputs {
+    pub input_ids: Option<Tensor>,
+    pub features: Option<Tensor>,
+    pub attention_mask: Option<Tensor>,
+    pub past: Vec<Tensor>,
+    pub use_cache: bool,
+}
+
+impl ForwardInputs {
+    pub fn from_ids(input_ids: Tensor) -> Self {
+        Self {
+            input_ids: Some(input_ids),
+            features: None,
+            attention_mask: None,
+            past: Vec::new(),
+            use_cache: false,
+        }
+    }
+
+    pub fn batch_size(&self) -> i64 {
+        self.input_ids
+            .as_ref()
+            .or(self.features.as_ref())
+            .map_or(0, |t| t.size().first().copied().unwrap_or(0))
+    }
+
+    pub fn to_device(&self, device: Device) -> Self {
+        let move_to = |t: &Option<Tensor>| t.as_ref().map(|t| t.to_device(device));
+        Self {
+            input_ids: move_to(&self.input_ids),
+            features: move_to(&self.features),
+            attention_mask: move_to(&self.attention_mask),
+            past: self.past.iter().map(|t| t.to_device(device)).collect(),
+            use_cache: self.use_cache,
+        }
+    }
+}
+
+/// A forward pass's results.
+pub struct ForwardOutput {
+    pub output: Tensor,
+    pub present: Vec<Tensor>,
+}
+
+/// A model held by an adapter plugin.
+pub struct LoadedModel {
+    inner: ModelAbi_TO<'static, RBox<()>>,
+    catalog: ModelCatalog,
+    dir: PathBuf,
+    plugin: PathBuf,
+    device: Device,
+    kind: Kind,
+}
+
+#[derive(Deserialize)]
+struct ModelTypeOnly {
+    model_type: Option<String>,
+}
+
+impl LoadedModel {
+    /// Loads the Hugging Face directory `dir` with the adapter that provides its `model_type`.
+    pub fn load(
+        plugins: &PluginSet,
+        dir: &Path,
+        device: DeviceSpec,
+        dtype: DTypeSpec,
+    ) -> Result<Self> {
+        let config: ModelTypeOnly = vene_checkpoint::read_config(dir)?;
+        let model_type = config.model_type.ok_or_else(|| {
+            VeneError::Config(format!(
+                "{} has no \"model_type\"",
+                dir.join("config.json").display()
+            ))
+        })?;
+        let (adapter, plugin) = plugins.adapter(&model_type).ok_or_else(|| {
+            let known = plugins.model_types();
+            VeneError::Config(format!(
+                "no loaded plugin provides model type '{model_type}' (loaded: {}); add its plugin with --plugin-dir",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })?;
+        let dir_text = dir.to_string_lossy();
+        let request = LoadRequest {
+            dir: RStr::from(dir_text.as_ref()),
+            device,
+            dtype,
+        };
+        let inner = adapter
+            .load(request)
+            .into_result()
+            .map_err(|error| VeneError::Model {
+                context: format!("loading {}", dir.display()),
+                error,
+            })?;
+        let catalog = inner
+            .catalog()
+            .into_result()
+            .map_err(|error| VeneError::Model {
+                context: "reading the model's catalog".to_string(),
+                error,
+            })?;
+        Ok(Self {
+            inner,
+            catalog,
+            dir: dir.to_path_buf(),
+            plugin: plugin.to_path_buf(),
+            device: device.to_device(),
+            kind: dtype.to_kind(),
+        })
+    }
+
+    pub fn catalog(&self) -> &ModelCatalog {
+        &self.catalog
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn plugin_path(&self) -> &Path {
+        &self.plugin
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// One forward pass; `hooks` decides which sites call back.
+    pub fn forward(
+        &self,
+        inputs: &ForwardInputs,
+        hooks: Hooks<'_>,
+    ) -> std::result::Result<ForwardOutput, PluginError> {
+        let past: Vec<TensorRef<'_>> = inputs.past.iter().map(TensorRef::new).collect();
+        let abi_inputs = ModelInputs {
+            input_ids: inputs.input_ids.as_ref().map(TensorRef::new).into(),
+            features: inputs.features.as_ref().map(TensorRef::new).into(),
+            attention_mask: inputs.attention_mask.as_ref().map(TensorRef::new).into(),
+            past: RSlice::from_slice(&past),
+            use_cache: inputs.use_cache,
+        };
+        let output = self.inner.forward(abi_inputs, hooks).into_result()?;
+        Ok(ForwardOutput {
+            output: output.output.into_tensor(),
+            present: output
+                .present
+                .into_iter()
+                .map(|t| t.into_tensor())
+                .collect(),
+        })
+    }
+
+    /// A plain forward pass with no hook site active.
+    pub fn forward_plain(&self, inputs: &ForwardInputs) -> Result<ForwardOutput> {
+        self.forward(inputs, Hooks::none())
+            .map_err(|error| VeneError::Model {
+                context: "forward pass".to_string(),
+                error,
+            })
+    }
+}
