@@ -15,7 +15,7 @@ fn run_case(name: &str) {
     let plugins = gpt2_plugins();
     let model = load_gpt2(&plugins);
     let config = if case.join("pyvene_saved").is_dir() {
-        pyvene_import::import_dir(&case.join("pyvene_saved"), model.catalog())
+        pyvene_import::import_dir(&case.join("pyvene_saved"))
             .expect("pyvene directory imports")
     } else {
         IntervenableConfig::from_file(&case.join("config.json")).expect("config parses")
@@ -218,4 +218,94 @@ fn config_round_trips_through_json() {
         ]
     );
     assert!(Path::new(&fixtures()).exists());
+}
+
+/// A checkpoint split into shards with a `model.safetensors.index.json` loads to the same logits.
+#[test]
+fn sharded_checkpoint_matches_single_file() {
+    let weights = read_safetensors(&gpt2_dir().join("model.safetensors"));
+    let dir = std::env::temp_dir().join(format!("vene-sharded-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(gpt2_dir().join("config.json"), dir.join("config.json")).unwrap();
+    let (first, second) = weights.split_at(weights.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+        vene_checkpoint::save_safetensors(&dir.join(file), part).unwrap();
+        for (name, _) in part {
+            weight_map.insert(name.clone(), serde_json::json!(file));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let plugins = gpt2_plugins();
+    let sharded = vene_host::model::LoadedModel::load(&plugins, &dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)
+        .expect("sharded checkpoint loads");
+    let single = load_gpt2(&plugins);
+    let ids = tch::Tensor::from_slice(&[4i64, 8, 15, 16, 23, 42]).view([1, 6]);
+    let inputs = vene_host::model::ForwardInputs::from_ids(ids);
+    let a = sharded.forward_plain(&inputs).unwrap().output;
+    let b = single.forward_plain(&inputs).unwrap().output;
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Decoding with the key/value cache gives the logits of a full forward pass at each new position.
+#[test]
+fn key_value_cache_matches_full_forward() {
+    let plugins = gpt2_plugins();
+    let model = load_gpt2(&plugins);
+    let tokens = [11i64, 27, 3, 99, 54, 6, 70];
+    let full = model
+        .forward_plain(&vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&tokens).view([1, 7])))
+        .unwrap()
+        .output;
+    let mut prompt = vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&tokens[..4]).view([1, 4]));
+    prompt.use_cache = true;
+    let mut step = model.forward_plain(&prompt).unwrap();
+    assert_eq!(step.present.len(), 6, "key and value for each of 3 layers");
+    for (position, &token) in tokens.iter().enumerate().skip(4) {
+        let mut next = vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&[token]).view([1, 1]));
+        next.past = step.present;
+        next.use_cache = true;
+        step = model.forward_plain(&next).unwrap();
+        let expected = full.narrow(1, position as i64, 1);
+        assert_close(&step.output, &expected, 1e-5, &format!("position {position}"));
+    }
+}
+
+/// Noise is seeded: the same seed gives the same output, another seed a different one.
+#[test]
+fn noise_is_reproducible_per_seed() {
+    let plugins = gpt2_plugins();
+    let ids = tch::Tensor::from_slice(&[5i64, 6, 7, 8]).view([1, 4]);
+    let base = vene_host::model::ForwardInputs::from_ids(ids);
+    let locations = vene_host::locations::UnitLocations::parse(Some(&serde_json::json!({"base": [0, 1]}))).unwrap();
+    let run = |seed: u64| {
+        let config: IntervenableConfig = serde_json::from_value(serde_json::json!({"representations": [
+            {"layer": 0, "component": "block_input", "max_number_of_units": 2,
+             "intervention": {"type": "noise", "level": 0.5, "seed": seed}}]}))
+        .unwrap();
+        let mut model = IntervenableModel::new(load_gpt2(&plugins), config, &plugins, 0).unwrap();
+        model.run(&base, &[], &locations, &vene_host::locations::Subspaces::None).unwrap().output
+    };
+    let plain = load_gpt2(&plugins).forward_plain(&base).unwrap().output;
+    let (a, b, c) = (run(1), run(1), run(2));
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    assert!(max_abs_diff(&a, &c) > 1e-3, "different seeds give different noise");
+    assert!(max_abs_diff(&a, &plain) > 1e-3, "noise changes the output");
+}
+
+/// Linked representations share one intervention instance.
+#[test]
+fn linked_representations_share_an_instance() {
+    let plugins = gpt2_plugins();
+    let config: IntervenableConfig = serde_json::from_value(serde_json::json!({"representations": [
+        {"layer": 0, "component": "block_output", "intervention": {"type": "noise", "seed": 3}, "intervention_link_key": 7},
+        {"layer": 1, "component": "block_output", "intervention": {"type": "noise", "seed": 9}, "intervention_link_key": 7},
+        {"layer": 2, "component": "block_output", "intervention": {"type": "noise", "seed": 3}}]}))
+    .unwrap();
+    let model = IntervenableModel::new(load_gpt2(&plugins), config, &plugins, 0).unwrap();
+    let address = |i: usize| model.intervention(i) as *const dyn vene_api::Intervention as *const () as usize;
+    assert_eq!(address(0), address(1));
+    assert_ne!(address(0), address(2));
 }

@@ -88,11 +88,7 @@ pub fn resolve_component(catalog: &ModelCatalog, rep: &Representation) -> Result
     Err(VeneError::UnknownComponent {
         component: rep.component.clone(),
         model_type: catalog.model_type.to_string(),
-        known: catalog
-            .component_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        known: catalog.component_names().iter().map(|s| s.to_string()).collect(),
     })
 }
 
@@ -368,14 +364,7 @@ impl IntervenableModel {
             let mut plan = self.plan();
             for &rep in members.iter().filter(|&&r| self.reps[r].reads_source_run()) {
                 let selection = self.selection(locations, key, true, rep, count, rep, batch)?;
-                self.add_action(
-                    &mut plan,
-                    rep,
-                    self.reps[rep].component,
-                    ActionKind::Get,
-                    &selection,
-                    None,
-                )?;
+                self.add_getter(&mut plan, rep, &selection)?;
             }
             if !plan.is_empty() {
                 let _source_output = self.execute(source, &plan, state)?;
@@ -425,14 +414,7 @@ impl IntervenableModel {
                 }
                 let selection =
                     self.selection(locations, &key, true, slot, members.len(), rep, batch)?;
-                self.add_action(
-                    &mut plan,
-                    rep,
-                    self.reps[rep].component,
-                    ActionKind::Get,
-                    &selection,
-                    None,
-                )?;
+                self.add_getter(&mut plan, rep, &selection)?;
             }
             let _source_output = self.execute(source, &plan, state)?;
             for (slot, &rep) in members.iter().enumerate() {
@@ -498,6 +480,11 @@ impl IntervenableModel {
             active: vec![false; sites],
             actions: (0..sites).map(|_| Vec::new()).collect(),
         }
+    }
+
+    fn add_getter(&self, plan: &mut Plan, rep: usize, selection: &Selection) -> Result<()> {
+        let component = self.reps[rep].component;
+        self.add_action(plan, rep, component, ActionKind::Get, selection, None)
     }
 
     fn add_setter(

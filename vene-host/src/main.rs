@@ -235,13 +235,13 @@ fn show_sites(model: &LoadedModel) -> Result<()> {
 }
 
 /// A config file, a vene-saved directory, or a pyvene-saved directory.
-fn load_config(path: &Path, model: &LoadedModel) -> Result<IntervenableConfig> {
+fn load_config(path: &Path) -> Result<IntervenableConfig> {
     if path.is_dir() {
         let file = path.join("config.json");
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         if pyvene_import::is_pyvene_config(&text) {
-            return Ok(pyvene_import::import_dir(path, model.catalog())?);
+            return Ok(pyvene_import::import_dir(path)?);
         }
         return Ok(IntervenableConfig::from_file(&file)?);
     }
@@ -257,7 +257,7 @@ fn run_interventions(
     repeat: usize,
     seed: u64,
 ) -> Result<()> {
-    let config = load_config(config_path, &model)?;
+    let config = load_config(config_path)?;
     let inputs = RunInputs::from_file(inputs_path, model.device())?;
     let is_language_model = model.catalog().vocab_size > 0;
     let plain = is_language_model

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use vene_api::ModelCatalog;
 use vene_checkpoint::pickle::read_torch_state_dict;
 
 use crate::{
@@ -72,7 +71,7 @@ fn field(fields: &[Value], index: usize) -> Option<&Value> {
 }
 
 /// Reads a pyvene-saved directory into a vene config, constant sources included.
-pub fn import_dir(dir: &Path, catalog: &ModelCatalog) -> Result<IntervenableConfig> {
+pub fn import_dir(dir: &Path) -> Result<IntervenableConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|source| VeneError::Io {
         path: path.clone(),
@@ -125,17 +124,6 @@ pub fn import_dir(dir: &Path, catalog: &ModelCatalog) -> Result<IntervenableConf
                 .to_string()
         };
         let component = text_field(1, "block_output");
-        if catalog.component_index(&component).is_none() && !component.contains('.') {
-            return Err(VeneError::UnknownComponent {
-                component,
-                model_type: catalog.model_type.to_string(),
-                known: catalog
-                    .component_names()
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            });
-        }
         let subspace_partition = field(fields, 7)
             .map(|v| serde_json::from_value::<Vec<Vec<i64>>>(v.clone()))
             .transpose()
