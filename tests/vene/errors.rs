@@ -70,7 +70,7 @@ fn layer_out_of_range_names_the_valid_range() {
         .expect("layer 3 of a 3-layer model is refused");
     assert_eq!(
         one_line(&error),
-        "layer 3 is out of range for block_output: the model has layers 0..3"
+        "layer 3 is out of range for block_output: it exists at layers 0..3"
     );
 }
 

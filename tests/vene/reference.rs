@@ -15,8 +15,7 @@ fn run_case(name: &str) {
     let plugins = gpt2_plugins();
     let model = load_gpt2(&plugins);
     let config = if case.join("pyvene_saved").is_dir() {
-        pyvene_import::import_dir(&case.join("pyvene_saved"))
-            .expect("pyvene directory imports")
+        pyvene_import::import_dir(&case.join("pyvene_saved")).expect("pyvene directory imports")
     } else {
         IntervenableConfig::from_file(&case.join("config.json")).expect("config parses")
     };
@@ -229,7 +228,10 @@ fn sharded_checkpoint_matches_single_file() {
     std::fs::copy(gpt2_dir().join("config.json"), dir.join("config.json")).unwrap();
     let (first, second) = weights.split_at(weights.len() / 2);
     let mut weight_map = serde_json::Map::new();
-    for (file, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
         vene_checkpoint::save_safetensors(&dir.join(file), part).unwrap();
         for (name, _) in part {
             weight_map.insert(name.clone(), serde_json::json!(file));
@@ -238,8 +240,13 @@ fn sharded_checkpoint_matches_single_file() {
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let plugins = gpt2_plugins();
-    let sharded = vene_host::model::LoadedModel::load(&plugins, &dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)
-        .expect("sharded checkpoint loads");
+    let sharded = vene_host::model::LoadedModel::load(
+        &plugins,
+        &dir,
+        vene_api::DeviceSpec::CPU,
+        vene_api::DTypeSpec::F32,
+    )
+    .expect("sharded checkpoint loads");
     let single = load_gpt2(&plugins);
     let ids = tch::Tensor::from_slice(&[4i64, 8, 15, 16, 23, 42]).view([1, 6]);
     let inputs = vene_host::model::ForwardInputs::from_ids(ids);
@@ -256,20 +263,31 @@ fn key_value_cache_matches_full_forward() {
     let model = load_gpt2(&plugins);
     let tokens = [11i64, 27, 3, 99, 54, 6, 70];
     let full = model
-        .forward_plain(&vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&tokens).view([1, 7])))
+        .forward_plain(&vene_host::model::ForwardInputs::from_ids(
+            tch::Tensor::from_slice(&tokens).view([1, 7]),
+        ))
         .unwrap()
         .output;
-    let mut prompt = vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&tokens[..4]).view([1, 4]));
+    let mut prompt = vene_host::model::ForwardInputs::from_ids(
+        tch::Tensor::from_slice(&tokens[..4]).view([1, 4]),
+    );
     prompt.use_cache = true;
     let mut step = model.forward_plain(&prompt).unwrap();
     assert_eq!(step.present.len(), 6, "key and value for each of 3 layers");
     for (position, &token) in tokens.iter().enumerate().skip(4) {
-        let mut next = vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&[token]).view([1, 1]));
+        let mut next = vene_host::model::ForwardInputs::from_ids(
+            tch::Tensor::from_slice(&[token]).view([1, 1]),
+        );
         next.past = step.present;
         next.use_cache = true;
         step = model.forward_plain(&next).unwrap();
         let expected = full.narrow(1, position as i64, 1);
-        assert_close(&step.output, &expected, 1e-5, &format!("position {position}"));
+        assert_close(
+            &step.output,
+            &expected,
+            1e-5,
+            &format!("position {position}"),
+        );
     }
 }
 
@@ -279,19 +297,33 @@ fn noise_is_reproducible_per_seed() {
     let plugins = gpt2_plugins();
     let ids = tch::Tensor::from_slice(&[5i64, 6, 7, 8]).view([1, 4]);
     let base = vene_host::model::ForwardInputs::from_ids(ids);
-    let locations = vene_host::locations::UnitLocations::parse(Some(&serde_json::json!({"base": [0, 1]}))).unwrap();
+    let locations =
+        vene_host::locations::UnitLocations::parse(Some(&serde_json::json!({"base": [0, 1]})))
+            .unwrap();
     let run = |seed: u64| {
-        let config: IntervenableConfig = serde_json::from_value(serde_json::json!({"representations": [
+        let config: IntervenableConfig =
+            serde_json::from_value(serde_json::json!({"representations": [
             {"layer": 0, "component": "block_input", "max_number_of_units": 2,
              "intervention": {"type": "noise", "level": 0.5, "seed": seed}}]}))
-        .unwrap();
+            .unwrap();
         let mut model = IntervenableModel::new(load_gpt2(&plugins), config, &plugins, 0).unwrap();
-        model.run(&base, &[], &locations, &vene_host::locations::Subspaces::None).unwrap().output
+        model
+            .run(
+                &base,
+                &[],
+                &locations,
+                &vene_host::locations::Subspaces::None,
+            )
+            .unwrap()
+            .output
     };
     let plain = load_gpt2(&plugins).forward_plain(&base).unwrap().output;
     let (a, b, c) = (run(1), run(1), run(2));
     assert_eq!(max_abs_diff(&a, &b), 0.0);
-    assert!(max_abs_diff(&a, &c) > 1e-3, "different seeds give different noise");
+    assert!(
+        max_abs_diff(&a, &c) > 1e-3,
+        "different seeds give different noise"
+    );
     assert!(max_abs_diff(&a, &plain) > 1e-3, "noise changes the output");
 }
 
@@ -305,7 +337,8 @@ fn linked_representations_share_an_instance() {
         {"layer": 2, "component": "block_output", "intervention": {"type": "noise", "seed": 3}}]}))
     .unwrap();
     let model = IntervenableModel::new(load_gpt2(&plugins), config, &plugins, 0).unwrap();
-    let address = |i: usize| model.intervention(i) as *const dyn vene_api::Intervention as *const () as usize;
+    let address =
+        |i: usize| model.intervention(i) as *const dyn vene_api::Intervention as *const () as usize;
     assert_eq!(address(0), address(1));
     assert_ne!(address(0), address(2));
 }

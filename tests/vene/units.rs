@@ -5,7 +5,7 @@ use tch::{Kind, Tensor};
 use vene_api::SiteLayout;
 use vene_host::{
     locations::{Selection, UnitLocations, UnitLocs},
-    units::{flatten_units, unflatten_units, unit_axes, Indexer},
+    units::{flatten_units, unflatten_units, unit_kind, Indexer, UnitKind},
 };
 
 use crate::common::max_abs_diff;
@@ -16,7 +16,7 @@ fn scatter_of_gathered_units_is_identity() {
     let x = Tensor::randn([2, 4, 5, 3], (Kind::Float, tch::Device::Cpu));
     let locations = UnitLocs::Two(vec![vec![0, 3], vec![2, 1]], vec![vec![4, 0], vec![1, 2]]);
     let indexer = Indexer::new(
-        &unit_axes(SiteLayout::Heads, "h.pos").unwrap(),
+        &unit_kind(SiteLayout::Heads, "h.pos").unwrap(),
         &locations,
         tch::Device::Cpu,
     )
@@ -35,7 +35,7 @@ fn scatter_of_gathered_units_is_identity() {
 fn scatter_changes_only_the_selected_units() {
     let x = Tensor::zeros([2, 5, 3], (Kind::Float, tch::Device::Cpu));
     let indexer = Indexer::new(
-        &[1],
+        &UnitKind::Axes(vec![1]),
         &UnitLocs::One(vec![vec![1], vec![4]]),
         tch::Device::Cpu,
     )
@@ -135,4 +135,30 @@ fn ragged_locations_are_refused() {
             .contains("every example must select the same number of units"),
         "{error}"
     );
+}
+
+#[test]
+fn spatial_positions_of_feature_maps_gather_channels_per_position() {
+    let x = Tensor::arange(2 * 3 * 2 * 2, (Kind::Float, tch::Device::Cpu)).view([2, 3, 2, 2]);
+    let kind = unit_kind(SiteLayout::FeatureMap, "pos").unwrap();
+    let indexer = Indexer::new(
+        &kind,
+        &UnitLocs::One(vec![vec![3], vec![0]]),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let gathered = indexer.gather(&x);
+    assert_eq!(gathered.size(), [2, 1, 3]);
+    // Position 3 is row 1, column 1: the three channels of example 0 there.
+    let expected = x.get(0).select(1, 1).select(1, 1);
+    assert_eq!(max_abs_diff(&gathered.get(0).get(0), &expected), 0.0);
+    assert_eq!(max_abs_diff(&indexer.scatter(&x, &gathered), &x), 0.0);
+    let zeroed = indexer.scatter(&x, &gathered.zeros_like());
+    assert_eq!(zeroed.double_value(&[0, 2, 1, 1]), 0.0);
+    assert_eq!(
+        zeroed.double_value(&[0, 2, 1, 0]),
+        x.double_value(&[0, 2, 1, 0])
+    );
+    let channels = unit_kind(SiteLayout::FeatureMap, "channel").unwrap();
+    assert_eq!(channels, UnitKind::Axes(vec![1]));
 }

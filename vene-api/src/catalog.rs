@@ -48,6 +48,8 @@ pub struct ComponentInfo {
     pub layout: SiteLayout,
     /// Size of the last axis (the per-unit dimension pyvene calls the component dimension).
     pub dim: u32,
+    /// How many layers have this site (usually [`ModelCatalog::num_layers`]; 1 for a site such as a CNN's stem).
+    pub layers: u32,
     /// The component whose tensor is this site's input, for the `skip` intervention (`block_output` → `block_input`).
     pub skip_input: ROption<RString>,
     /// pyvene module paths naming this site, with `{layer}` for the layer, e.g. `h[{layer}].mlp.output`.
@@ -85,5 +87,15 @@ impl ModelCatalog {
 
     pub fn component_names(&self) -> Vec<&str> {
         self.components.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// The largest layer count of any component: hook sites are numbered `layer * components + component`.
+    pub fn max_layers(&self) -> u32 {
+        self.components
+            .iter()
+            .map(|c| c.layers)
+            .chain([self.num_layers])
+            .max()
+            .unwrap_or(0)
     }
 }

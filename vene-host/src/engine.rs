@@ -11,17 +11,17 @@ use abi_stable::std_types::{ROption, RResult};
 use tch::Tensor;
 use vene_api::{
     model::HookSink, DTypeSpec, DeviceSpec, ErrorKind, Hooks, Intervention, InterventionSpec,
-    InterventionTraits, ModelCatalog, OwnedTensor, PluginError, SiteCall, SiteLayout, TensorRef,
+    InterventionTraits, ModelCatalog, OwnedTensor, PluginError, SiteCall, TensorRef,
 };
 
 use crate::{
     config::{IntervenableConfig, Mode, Representation},
     error::{Result, VeneError},
     interventions,
-    locations::{expand_partition, Selection, Subspaces, UnitLocations},
+    locations::{expand_partition, Selection, Subspaces, UnitLocations, UnitLocs},
     model::{ForwardInputs, LoadedModel},
     plugins::PluginSet,
-    units::{constant_vector, flatten_units, unflatten_units, unit_axes, Indexer},
+    units::{constant_vector, flatten_units, unflatten_units, unit_kind, Indexer, UnitKind},
 };
 
 /// A representation resolved against the model's catalog.
@@ -31,7 +31,7 @@ struct Bound {
     description: String,
     component: u32,
     layer: u32,
-    axes: Vec<i64>,
+    unit: UnitKind,
     dim: i64,
     instance: usize,
     traits: InterventionTraits,
@@ -88,7 +88,11 @@ pub fn resolve_component(catalog: &ModelCatalog, rep: &Representation) -> Result
     Err(VeneError::UnknownComponent {
         component: rep.component.clone(),
         model_type: catalog.model_type.to_string(),
-        known: catalog.component_names().iter().map(|s| s.to_string()).collect(),
+        known: catalog
+            .component_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     })
 }
 
@@ -130,14 +134,14 @@ impl IntervenableModel {
             let (component, layer) = resolve_component(&catalog, rep)?;
             let info = &catalog.components[component as usize];
             let description = format!("{type_name} on {} at layer {layer}", info.name);
-            if layer >= catalog.num_layers {
+            if layer >= info.layers {
                 return Err(VeneError::LayerOutOfRange {
                     layer,
                     component: info.name.to_string(),
-                    num_layers: catalog.num_layers,
+                    num_layers: info.layers,
                 });
             }
-            let axes = unit_axes(info.layout, &rep.unit).ok_or_else(|| {
+            let unit = unit_kind(info.layout, &rep.unit).ok_or_else(|| {
                 VeneError::Config(format!(
                     "unit '{}' is not valid for {} ({:?} layout); valid units: {}",
                     rep.unit,
@@ -146,11 +150,6 @@ impl IntervenableModel {
                     info.layout.units().join(", ")
                 ))
             })?;
-            if info.layout == SiteLayout::Recurrent {
-                return Err(VeneError::Config(format!(
-                    "{description}: timestep units need a recurrent adapter with timestep support"
-                )));
-            }
             let dim = i64::from(info.dim);
             let spec = InterventionSpec {
                 embed_dim: info.dim * rep.max_number_of_units,
@@ -224,7 +223,7 @@ impl IntervenableModel {
                 description,
                 component,
                 layer,
-                axes,
+                unit,
                 dim,
                 instance,
                 traits,
@@ -302,7 +301,22 @@ impl IntervenableModel {
         let output = self.execute(base, &plan, &mut state)?;
         let mut collected = Vec::new();
         for (index, rep) in self.reps.iter().enumerate() {
-            if rep.traits.collects {
+            if rep.traits.collects && rep.unit == UnitKind::Timestep {
+                let rows: Option<Vec<Tensor>> = std::mem::take(&mut state.step_collected[index])
+                    .into_iter()
+                    .collect();
+                let rows =
+                    rows.filter(|r| !r.is_empty())
+                        .ok_or_else(|| VeneError::Intervention {
+                            key: rep.key.clone(),
+                            message: "a collected timestep was never reached".to_string(),
+                        })?;
+                collected.push(Tensor::stack(&rows, 0).reshape([
+                    batch,
+                    rows.len() as i64 / batch,
+                    -1,
+                ]));
+            } else if rep.traits.collects {
                 collected.push(state.collected[index].take().ok_or_else(|| {
                     VeneError::Intervention {
                         key: rep.key.clone(),
@@ -447,7 +461,7 @@ impl IntervenableModel {
                 source_side,
                 slot,
                 count,
-                bound.axes.len().max(1),
+                bound.unit.levels(),
                 batch as usize,
                 &bound.description,
             )?
@@ -474,11 +488,12 @@ impl IntervenableModel {
     fn plan(&self) -> Plan {
         let catalog = self.model.catalog();
         let components = catalog.components.len();
-        let sites = components * catalog.num_layers as usize;
+        let sites = components * catalog.max_layers() as usize;
         Plan {
             components: components as u32,
             active: vec![false; sites],
             actions: (0..sites).map(|_| Vec::new()).collect(),
+            slots: Vec::new(),
         }
     }
 
@@ -511,25 +526,34 @@ impl IntervenableModel {
         subspaces: Option<Vec<Vec<i64>>>,
     ) -> Result<()> {
         let bound = &self.reps[rep];
-        let indexer = match selection {
-            Selection::Whole => None,
-            Selection::Units(units) if bound.axes.is_empty() => {
+        let target = match (selection, &bound.unit) {
+            (Selection::Whole, UnitKind::Timestep) => {
                 return Err(VeneError::Locations(format!(
-                    "{}: this site has no units to select, give null locations (got {units:?})",
+                    "{}: a timestep site needs unit_locations listing the timesteps to act at",
                     bound.description
                 )))
             }
-            Selection::Units(units) => Some(
-                Indexer::new(&bound.axes, units, self.model.device())
+            (Selection::Whole, _) => Target::Whole,
+            (Selection::Units(UnitLocs::One(steps)), UnitKind::Timestep) => {
+                Target::Steps(steps.clone())
+            }
+            (Selection::Units(units), kind) => Target::Units(
+                Indexer::new(kind, units, self.model.device())
                     .map_err(|e| VeneError::Locations(format!("{}: {e}", bound.description)))?,
             ),
         };
         let site = (bound.layer * plan.components + component) as usize;
         plan.active[site] = true;
+        let id = plan.slots.len();
+        plan.slots.push(match &target {
+            Target::Steps(steps) => steps.iter().map(Vec::len).sum(),
+            _ => 0,
+        });
         plan.actions[site].push(Action {
+            id,
             rep,
             kind,
-            indexer,
+            target,
             subspaces,
         });
         Ok(())
@@ -542,8 +566,7 @@ impl IntervenableModel {
         plan: &Plan,
         state: &mut RunState,
     ) -> Result<Tensor> {
-        let expected: usize = plan.actions.iter().map(Vec::len).sum();
-        state.fired = 0;
+        state.hits = vec![0; plan.slots.len()];
         let result = if plan.is_empty() {
             self.model.forward(inputs, Hooks::none())
         } else {
@@ -565,18 +588,24 @@ impl IntervenableModel {
                 }))
             }
         };
-        if state.fired < expected {
-            let missed = plan
-                .actions
-                .iter()
-                .flatten()
-                .next()
-                .map(|a| self.reps[a.rep].description.clone());
-            return Err(VeneError::Intervention {
-                key: missed.unwrap_or_default(),
-                message: "the model never reached this hook site during the forward pass"
-                    .to_string(),
-            });
+        for action in plan.actions.iter().flatten() {
+            let (hits, slots) = (state.hits[action.id], plan.slots[action.id]);
+            let missed = if slots == 0 { hits == 0 } else { hits < slots };
+            if missed {
+                let what = match &action.target {
+                    Target::Steps(steps) => format!(
+                        "the model never reached timestep {} of this site (locations {steps:?})",
+                        steps.iter().flatten().max().copied().unwrap_or_default()
+                    ),
+                    _ => {
+                        "the model never reached this hook site during the forward pass".to_string()
+                    }
+                };
+                return Err(VeneError::Intervention {
+                    key: self.reps[action.rep].description.clone(),
+                    message: what,
+                });
+            }
         }
         Ok(output.output)
     }
@@ -608,11 +637,19 @@ enum ActionKind {
     Set,
 }
 
+/// Which part of a site's tensor an action touches.
+enum Target {
+    Whole,
+    Units(Indexer),
+    /// Per example, the timesteps (one per unit) at which to act; the whole `(batch, dim)` row otherwise.
+    Steps(Vec<Vec<i64>>),
+}
+
 struct Action {
+    id: usize,
     rep: usize,
     kind: ActionKind,
-    /// `None`: the whole tensor.
-    indexer: Option<Indexer>,
+    target: Target,
     subspaces: Option<Vec<Vec<i64>>>,
 }
 
@@ -621,6 +658,8 @@ struct Plan {
     components: u32,
     active: Vec<bool>,
     actions: Vec<Vec<Action>>,
+    /// Per action id: how many (example, unit) timestep slots it must reach (0 for other targets).
+    slots: Vec<usize>,
 }
 
 impl Plan {
@@ -634,8 +673,15 @@ struct RunState {
     activations: Vec<Option<Tensor>>,
     skip_inputs: Vec<Option<Tensor>>,
     collected: Vec<Option<Tensor>>,
+    /// Timestep sites: per representation, rows `(dim)` at `example * units + unit`, from the source run.
+    step_sources: Vec<Vec<Option<Tensor>>>,
+    /// Timestep sites: per representation, site-input rows for `skip`.
+    step_skip_inputs: Vec<Vec<Option<Tensor>>>,
+    /// Timestep sites: per representation, collected rows.
+    step_collected: Vec<Vec<Option<Tensor>>>,
     error: Option<VeneError>,
-    fired: usize,
+    /// Per action id of the current pass: how often it ran (timestep slots reached, for timestep actions).
+    hits: Vec<usize>,
 }
 
 impl RunState {
@@ -644,8 +690,11 @@ impl RunState {
             activations: (0..reps).map(|_| None).collect(),
             skip_inputs: (0..reps).map(|_| None).collect(),
             collected: (0..reps).map(|_| None).collect(),
+            step_sources: (0..reps).map(|_| Vec::new()).collect(),
+            step_skip_inputs: (0..reps).map(|_| Vec::new()).collect(),
+            step_collected: (0..reps).map(|_| Vec::new()).collect(),
             error: None,
-            fired: 0,
+            hits: Vec::new(),
         }
     }
 }
@@ -658,6 +707,14 @@ struct RunSink<'a> {
     state: &'a mut RunState,
 }
 
+/// What an intervention produced at a site.
+enum Outcome {
+    /// New values for the selected units.
+    Replace(Tensor),
+    /// Collected activations; the site is unchanged.
+    Collected(Tensor),
+}
+
 impl RunSink<'_> {
     fn visit_site(&mut self, call: SiteCall, value: Tensor) -> Result<Option<Tensor>> {
         let site = (call.layer * self.plan.components + call.component) as usize;
@@ -667,49 +724,168 @@ impl RunSink<'_> {
         let mut current = value;
         let mut changed = false;
         for action in actions {
-            self.state.fired += 1;
             let bound = &self.reps[action.rep];
-            let selected = match &action.indexer {
-                Some(indexer) => {
+            if let Target::Steps(steps) = &action.target {
+                if let Some(next) =
+                    self.visit_step(action, bound, steps, call.timestep, &current)?
+                {
+                    current = next;
+                    changed = true;
+                }
+                continue;
+            }
+            self.state.hits[action.id] += 1;
+            let selected = match &action.target {
+                Target::Units(indexer) => {
                     indexer.check(&current, &bound.description)?;
                     indexer.gather(&current)
                 }
-                None => current.shallow_clone(),
+                _ => current.shallow_clone(),
             };
-            match action.kind {
-                ActionKind::Get => self.state.activations[action.rep] = Some(selected),
-                ActionKind::GetSkipInput => self.state.skip_inputs[action.rep] = Some(selected),
-                ActionKind::Set => {
-                    let Some(output) = self.intervene(action, bound, &selected)? else {
-                        continue;
-                    };
-                    current = match &action.indexer {
-                        Some(indexer) => indexer.scatter(&current, &output),
-                        None => output,
-                    };
-                    changed = true;
+            let source = match action.kind {
+                ActionKind::Get => {
+                    self.state.activations[action.rep] = Some(selected);
+                    continue;
                 }
-            }
+                ActionKind::GetSkipInput => {
+                    self.state.skip_inputs[action.rep] = Some(selected);
+                    continue;
+                }
+                ActionKind::Set => self.source_for(action.rep, bound),
+            };
+            let output =
+                match self.intervene(bound, &selected, source, action.subspaces.as_deref())? {
+                    Outcome::Replace(output) => output,
+                    Outcome::Collected(collected) => {
+                        self.state.collected[action.rep] = Some(collected);
+                        continue;
+                    }
+                };
+            current = match &action.target {
+                Target::Units(indexer) => indexer.scatter(&current, &output),
+                _ => output,
+            };
+            changed = true;
         }
         Ok(changed.then_some(current))
     }
 
-    /// Applies the intervention to `selected`; `None` when it only collects.
-    fn intervene(
-        &mut self,
-        action: &Action,
-        bound: &Bound,
-        selected: &Tensor,
-    ) -> Result<Option<Tensor>> {
-        let source = if bound.skip_input.is_some() {
-            self.state.skip_inputs[action.rep].take()
+    /// The source a setter reads: the site input (skip), a constant, or the stored source activation.
+    fn source_for(&mut self, rep: usize, bound: &Bound) -> Option<Tensor> {
+        if bound.skip_input.is_some() {
+            self.state.skip_inputs[rep].take()
         } else if let Some(constant) = &bound.constant_source {
             Some(constant.shallow_clone())
         } else {
-            self.state.activations[action.rep]
+            self.state.activations[rep]
                 .as_ref()
                 .map(Tensor::shallow_clone)
+        }
+    }
+
+    /// A timestep action at the site's call for `timestep`: acts on the examples whose locations list it.
+    fn visit_step(
+        &mut self,
+        action: &Action,
+        bound: &Bound,
+        steps: &[Vec<i64>],
+        timestep: u32,
+        current: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let units = steps.first().map_or(0, Vec::len);
+        let slots: Vec<(usize, usize)> = steps
+            .iter()
+            .enumerate()
+            .flat_map(|(example, list)| {
+                list.iter()
+                    .position(|&s| s == i64::from(timestep))
+                    .map(|unit| (example, unit))
+            })
+            .collect();
+        if slots.is_empty() {
+            return Ok(None);
+        }
+        self.state.hits[action.id] += steps
+            .iter()
+            .map(|list| list.iter().filter(|&&s| s == i64::from(timestep)).count())
+            .sum::<usize>();
+        let rows = |store: &mut Vec<Option<Tensor>>| {
+            if store.len() != steps.len() * units {
+                *store = (0..steps.len() * units).map(|_| None).collect();
+            }
+            for &(example, unit) in &slots {
+                store[example * units + unit] = Some(current.get(example as i64));
+            }
         };
+        match action.kind {
+            ActionKind::Get => {
+                rows(&mut self.state.step_sources[action.rep]);
+                return Ok(None);
+            }
+            ActionKind::GetSkipInput => {
+                rows(&mut self.state.step_skip_inputs[action.rep]);
+                return Ok(None);
+            }
+            ActionKind::Set => {}
+        }
+        let stored = if bound.skip_input.is_some() {
+            Some(&self.state.step_skip_inputs[action.rep])
+        } else if bound.constant_source.is_none() && bound.traits.needs_source {
+            Some(&self.state.step_sources[action.rep])
+        } else {
+            None
+        };
+        let source = match stored {
+            None => bound.constant_source.as_ref().map(Tensor::shallow_clone),
+            Some(stored) => {
+                let mut source_rows: Vec<Tensor> =
+                    (0..steps.len() as i64).map(|b| current.get(b)).collect();
+                for &(example, unit) in &slots {
+                    let row = stored.get(example * units + unit).and_then(Option::as_ref).ok_or_else(|| {
+                        VeneError::Intervention {
+                            key: bound.description.clone(),
+                            message: format!(
+                                "no source activation for example {example}, unit {unit}: the source run never reached \
+                                 its timestep"
+                            ),
+                        }
+                    })?;
+                    source_rows[example] = row.shallow_clone();
+                }
+                Some(Tensor::stack(&source_rows, 0))
+            }
+        };
+        let output = match self.intervene(bound, current, source, action.subspaces.as_deref())? {
+            Outcome::Replace(output) => output,
+            Outcome::Collected(collected) => {
+                let store = &mut self.state.step_collected[action.rep];
+                if store.len() != steps.len() * units {
+                    *store = (0..steps.len() * units).map(|_| None).collect();
+                }
+                for &(example, unit) in &slots {
+                    store[example * units + unit] = Some(collected.get(example as i64));
+                }
+                return Ok(None);
+            }
+        };
+        let mut mask = vec![false; steps.len()];
+        for &(example, _) in &slots {
+            mask[example] = true;
+        }
+        let mask = Tensor::from_slice(&mask)
+            .view([-1, 1])
+            .to_device(current.device());
+        Ok(Some(output.where_self(&mask, current)))
+    }
+
+    /// Applies the intervention of `bound` to `selected`.
+    fn intervene(
+        &mut self,
+        bound: &Bound,
+        selected: &Tensor,
+        source: Option<Tensor>,
+        subspaces: Option<&[Vec<i64>]>,
+    ) -> Result<Outcome> {
         let fail = |message: String| VeneError::Intervention {
             key: bound.description.clone(),
             message,
@@ -725,11 +901,10 @@ impl RunSink<'_> {
             (selected.shallow_clone(), source)
         };
         let output = self.instances[bound.instance]
-            .apply(&base_in, source_in.as_ref(), action.subspaces.as_deref())
+            .apply(&base_in, source_in.as_ref(), subspaces)
             .map_err(|e| fail(e.to_string()))?;
         if bound.traits.collects {
-            self.state.collected[action.rep] = Some(output);
-            return Ok(None);
+            return Ok(Outcome::Collected(output));
         }
         let output = if bound.traits.distributed {
             unflatten_units(&output, &selected.size())
@@ -743,7 +918,7 @@ impl RunSink<'_> {
                 selected.size()
             )));
         }
-        Ok(Some(output.to_kind(selected.kind())))
+        Ok(Outcome::Replace(output.to_kind(selected.kind())))
     }
 }
 

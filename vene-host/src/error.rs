@@ -16,7 +16,7 @@ pub enum VeneError {
         model_type: String,
         known: Vec<String>,
     },
-    #[error("layer {layer} is out of range for {component}: the model has layers 0..{num_layers}")]
+    #[error("layer {layer} is out of range for {component}: it exists at layers 0..{num_layers}")]
     LayerOutOfRange {
         layer: u32,
         component: String,

@@ -217,16 +217,17 @@ fn show_sites(model: &LoadedModel) -> Result<()> {
         model.plugin_path().display()
     );
     println!(
-        "{:<30} {:<18} {:>6}  {:<12} module paths",
-        "component", "layout", "dim", "units"
+        "{:<30} {:<18} {:>6} {:>6}  {:<12} module paths",
+        "component", "layout", "dim", "layers", "units"
     );
     for component in catalog.components.iter() {
         let paths: Vec<&str> = component.module_paths.iter().map(|p| p.as_str()).collect();
         println!(
-            "{:<30} {:<18} {:>6}  {:<12} {}",
+            "{:<30} {:<18} {:>6} {:>6}  {:<12} {}",
             component.name.as_str(),
             format!("{:?}", component.layout),
             component.dim,
+            component.layers,
             component.layout.units().join(","),
             paths.join(" ")
         );

@@ -9,8 +9,29 @@ use crate::{
     locations::UnitLocs,
 };
 
-/// The axes a unit selects along, outermost level first (`h.pos` on `(b, h, s, d)` → heads on 1, positions on 2).
-pub fn unit_axes(layout: SiteLayout, unit: &str) -> Option<Vec<i64>> {
+/// How a unit selects in a site's tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitKind {
+    /// Along these axes, outermost level first (`h.pos` on `(b, h, s, d)` → heads on 1, then positions on 2).
+    Axes(Vec<i64>),
+    /// Flattened spatial positions of a `(b, c, h, w)` feature map; selected units are `(b, units, c)`.
+    Spatial,
+    /// Timesteps of a recurrent site: the locations say at which calls of the site to act.
+    Timestep,
+}
+
+impl UnitKind {
+    /// How many location levels the unit takes (`h.pos` takes two).
+    pub fn levels(&self) -> usize {
+        match self {
+            UnitKind::Axes(axes) => axes.len().max(1),
+            UnitKind::Spatial | UnitKind::Timestep => 1,
+        }
+    }
+}
+
+/// What `unit` means on a site of `layout`, or `None` when the site does not support it.
+pub fn unit_kind(layout: SiteLayout, unit: &str) -> Option<UnitKind> {
     let axes = match (layout, unit) {
         (SiteLayout::Sequence, "pos") => vec![1],
         (SiteLayout::Heads | SiteLayout::AttentionWeights, "h") => vec![1],
@@ -18,22 +39,39 @@ pub fn unit_axes(layout: SiteLayout, unit: &str) -> Option<Vec<i64>> {
         (SiteLayout::Senses, "sense") => vec![1],
         (SiteLayout::Senses, "sense.pos") => vec![1, 2],
         (SiteLayout::FeatureMap, "channel") => vec![1],
-        (SiteLayout::Recurrent, "t") => vec![],
+        (SiteLayout::FeatureMap, "pos") => return Some(UnitKind::Spatial),
+        (SiteLayout::Recurrent, "t") => return Some(UnitKind::Timestep),
         _ => return None,
     };
-    Some(axes)
+    Some(UnitKind::Axes(axes))
 }
 
 /// Unit locations of one side, ready to index: one `(batch, units)` int64 tensor per level.
 pub struct Indexer {
     axes: Vec<i64>,
+    spatial: bool,
     indices: Vec<Tensor>,
     /// Largest location per level, for the range check.
     max: Vec<i64>,
 }
 
+/// `(b, c, h, w)` → `(b, h·w, c)`, so spatial positions are the unit axis.
+fn positions_major(tensor: &Tensor) -> Tensor {
+    let size = tensor.size();
+    tensor.reshape([size[0], size[1], -1]).permute([0, 2, 1])
+}
+
 impl Indexer {
-    pub fn new(axes: &[i64], locations: &UnitLocs, device: Device) -> Result<Self> {
+    pub fn new(kind: &UnitKind, locations: &UnitLocs, device: Device) -> Result<Self> {
+        let (axes, spatial) = match kind {
+            UnitKind::Axes(axes) => (axes.clone(), false),
+            UnitKind::Spatial => (vec![1], true),
+            UnitKind::Timestep => {
+                return Err(VeneError::Locations(
+                    "timestep locations do not index a tensor".to_string(),
+                ))
+            }
+        };
         let levels = locations.levels();
         if levels.len() != axes.len() {
             return Err(VeneError::Locations(format!(
@@ -55,7 +93,8 @@ impl Indexer {
             max.push(flat.iter().copied().max().unwrap_or(0));
         }
         Ok(Self {
-            axes: axes.to_vec(),
+            axes,
+            spatial,
             indices,
             max,
         })
@@ -63,14 +102,18 @@ impl Indexer {
 
     /// Fails with a message naming `what` when a location is outside `tensor`.
     pub fn check(&self, tensor: &Tensor, what: &str) -> Result<()> {
-        let size = tensor.size();
+        let size = if self.spatial {
+            positions_major(tensor).size()
+        } else {
+            tensor.size()
+        };
         for ((&axis, &max), index) in self.axes.iter().zip(&self.max).zip(&self.indices) {
             let extent = size.get(axis as usize).copied().unwrap_or(0);
             if max >= extent {
-                let unit = if axis == 1 && size.len() == 3 {
-                    "sequence length"
-                } else {
-                    "axis size"
+                let unit = match (self.spatial, axis, size.len()) {
+                    (true, _, _) => "spatial positions",
+                    (false, 1, 3) => "sequence length",
+                    _ => "axis size",
                 };
                 return Err(VeneError::Locations(format!(
                     "{what}: unit location {max} is out of range ({unit} {extent} on axis {axis} of shape {size:?})"
@@ -88,16 +131,24 @@ impl Indexer {
     }
 
     pub fn gather(&self, tensor: &Tensor) -> Tensor {
+        let source = if self.spatial {
+            positions_major(tensor)
+        } else {
+            tensor.shallow_clone()
+        };
         self.axes
             .iter()
             .zip(&self.indices)
-            .fold(tensor.shallow_clone(), |acc, (&axis, index)| {
-                gather_axis(&acc, axis, index)
-            })
+            .fold(source, |acc, (&axis, index)| gather_axis(&acc, axis, index))
     }
 
     /// `tensor` with the selected units replaced by `values` (shaped as [`Indexer::gather`] returns).
     pub fn scatter(&self, tensor: &Tensor, values: &Tensor) -> Tensor {
+        if self.spatial {
+            let written =
+                scatter_levels(&positions_major(tensor), &self.axes, &self.indices, values);
+            return written.permute([0, 2, 1]).reshape(tensor.size().as_slice());
+        }
         scatter_levels(tensor, &self.axes, &self.indices, values)
     }
 }

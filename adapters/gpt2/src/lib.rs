@@ -434,6 +434,7 @@ fn catalog(config: &Gpt2Config) -> ModelCatalog {
             name: name.into(),
             layout,
             dim,
+            layers: config.n_layer as u32,
             skip_input: skip_input.map(RString::from).into(),
             module_paths: paths.iter().map(|p| RString::from(*p)).collect::<RVec<_>>(),
         };
