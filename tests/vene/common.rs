@@ -12,19 +12,12 @@ use vene_host::{
 /// `target/<profile>`: the test binary lives in its `deps/` folder; cdylibs and the `vene` binary beside it.
 pub fn build_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
 }
 
 pub fn plugin_path(name: &str) -> PathBuf {
     let path = build_dir().join(format!("lib{name}.so"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
     path
 }
 
@@ -40,17 +33,54 @@ pub fn gpt2_dir() -> PathBuf {
     fixtures().join("gpt2/model")
 }
 
-/// The GPT-2 adapter only.
-pub fn gpt2_plugins() -> PluginSet {
+/// Just the named plugin libraries (`vene_gpt2`, …).
+pub fn plugins(names: &[&str]) -> PluginSet {
     let mut set = PluginSet::load(&PluginSearch::in_dirs(&[])).expect("empty plugin set");
-    set.add_library(&plugin_path("vene_gpt2"))
-        .expect("the GPT-2 adapter loads");
+    for name in names {
+        set.add_library(&plugin_path(name)).unwrap_or_else(|e| panic!("{name} loads: {e}"));
+    }
     set
 }
 
+/// The GPT-2 adapter only.
+pub fn gpt2_plugins() -> PluginSet {
+    plugins(&["vene_gpt2"])
+}
+
+/// Runs the reference case directory `case` on `model_dir` and compares with its `expected.safetensors`.
+pub fn run_reference_case(plugin_names: &[&str], model_dir: &Path, case: &Path, tolerance: f64) {
+    use vene_host::{config::IntervenableConfig, engine::IntervenableModel, inputs::RunInputs, pyvene_import};
+    let name = case.display().to_string();
+    let plugins = plugins(plugin_names);
+    let model = LoadedModel::load(&plugins, model_dir, DeviceSpec::CPU, DTypeSpec::F32)
+        .unwrap_or_else(|e| panic!("{}: {e}", model_dir.display()));
+    let config = if case.join("pyvene_saved").is_dir() {
+        pyvene_import::import_dir(&case.join("pyvene_saved")).expect("pyvene directory imports")
+    } else {
+        IntervenableConfig::from_file(&case.join("config.json")).expect("config parses")
+    };
+    let inputs = RunInputs::from_file(&case.join("inputs.json"), model.device()).expect("inputs parse");
+    let mut intervenable = IntervenableModel::new(model, config, &plugins, 0).expect("config binds");
+    let _no_grad = tch::no_grad_guard();
+    let result = intervenable
+        .run(&inputs.base, &inputs.sources, &inputs.unit_locations, &inputs.subspaces)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let expected = read_safetensors(&case.join("expected.safetensors"));
+    let mut collected_expected = 0;
+    for (key, tensor) in &expected {
+        if key == "output" {
+            assert_close(&result.output, tensor, tolerance, &format!("{name}: output"));
+        } else {
+            let index: usize = key.strip_prefix("collected.").and_then(|i| i.parse().ok()).expect("collected.{i}");
+            assert_close(&result.collected[index], tensor, tolerance, &format!("{name}: {key}"));
+            collected_expected += 1;
+        }
+    }
+    assert_eq!(result.collected.len(), collected_expected, "{name}: number of collected tensors");
+}
+
 pub fn load_gpt2(plugins: &PluginSet) -> LoadedModel {
-    LoadedModel::load(plugins, &gpt2_dir(), DeviceSpec::CPU, DTypeSpec::F32)
-        .expect("fixture GPT-2 loads")
+    LoadedModel::load(plugins, &gpt2_dir(), DeviceSpec::CPU, DTypeSpec::F32).expect("fixture GPT-2 loads")
 }
 
 pub fn read_safetensors(path: &Path) -> Vec<(String, Tensor)> {
@@ -59,17 +89,11 @@ pub fn read_safetensors(path: &Path) -> Vec<(String, Tensor)> {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
 
 pub fn assert_close(actual: &Tensor, expected: &Tensor, tolerance: f64, what: &str) {
     assert_eq!(actual.size(), expected.size(), "{what}: shape");
     let diff = max_abs_diff(actual, expected);
-    assert!(
-        diff <= tolerance,
-        "{what}: max |difference| {diff} exceeds {tolerance}"
-    );
+    assert!(diff <= tolerance, "{what}: max |difference| {diff} exceeds {tolerance}");
 }

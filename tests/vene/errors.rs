@@ -35,43 +35,27 @@ fn unknown_intervention_type_lists_known_types() {
         .err()
         .expect("unknown type is refused");
     let text = one_line(&error);
-    assert!(
-        text.contains("unknown intervention type 'vanila'"),
-        "{text}"
-    );
-    assert!(
-        text.contains("vanilla") && text.contains("collect") && text.contains("noise"),
-        "{text}"
-    );
+    assert!(text.contains("unknown intervention type 'vanila'"), "{text}");
+    assert!(text.contains("vanilla") && text.contains("collect") && text.contains("noise"), "{text}");
 }
 
 #[test]
 fn unknown_component_lists_the_catalog() {
-    let error = bind(
-        json!({"representations": [{"component": "mlp_out", "intervention": {"type": "vanilla"}}]}),
-    )
-    .err()
-    .expect("unknown component is refused");
+    let error = bind(json!({"representations": [{"component": "mlp_out", "intervention": {"type": "vanilla"}}]}))
+        .err()
+        .expect("unknown component is refused");
     let text = one_line(&error);
-    assert!(
-        text.contains("unknown component 'mlp_out' for gpt2"),
-        "{text}"
-    );
-    assert!(
-        text.contains("mlp_output") && text.contains("head_attention_value_output"),
-        "{text}"
-    );
+    assert!(text.contains("unknown component 'mlp_out' for gpt2"), "{text}");
+    assert!(text.contains("mlp_output") && text.contains("head_attention_value_output"), "{text}");
 }
 
 #[test]
 fn layer_out_of_range_names_the_valid_range() {
-    let error = bind(json!({"representations": [{"layer": 3, "component": "block_output", "intervention": {"type": "zero"}}]}))
-        .err()
-        .expect("layer 3 of a 3-layer model is refused");
-    assert_eq!(
-        one_line(&error),
-        "layer 3 is out of range for block_output: it exists at layers 0..3"
-    );
+    let error =
+        bind(json!({"representations": [{"layer": 3, "component": "block_output", "intervention": {"type": "zero"}}]}))
+            .err()
+            .expect("layer 3 of a 3-layer model is refused");
+    assert_eq!(one_line(&error), "layer 3 is out of range for block_output: it exists at layers 0..3");
 }
 
 #[test]
@@ -82,29 +66,25 @@ fn invalid_unit_for_a_site_names_valid_units() {
     .expect("pos on a head site is refused");
     let text = one_line(&error);
     assert!(
-        text.contains("unit 'pos' is not valid for head_attention_value_output")
-            && text.contains("h, h.pos"),
+        text.contains("unit 'pos' is not valid for head_attention_value_output") && text.contains("h, h.pos"),
         "{text}"
     );
 }
 
 #[test]
 fn module_paths_name_the_same_sites_as_catalog_names() {
-    let by_path = bind(json!({"representations": [{"component": "transformer.h.2.mlp.output", "intervention": {"type": "zero"}}]}))
-        .expect("dotted module path binds");
-    let by_bracket = bind(json!({"representations": [{"component": "h[2].mlp.output", "intervention": {"type": "zero"}}]}))
-        .expect("bracket module path binds");
-    let by_name = bind(json!({"representations": [{"layer": 2, "component": "mlp_output", "intervention": {"type": "zero"}}]}))
-        .expect("catalog name binds");
+    let by_path = bind(
+        json!({"representations": [{"component": "transformer.h.2.mlp.output", "intervention": {"type": "zero"}}]}),
+    )
+    .expect("dotted module path binds");
+    let by_bracket =
+        bind(json!({"representations": [{"component": "h[2].mlp.output", "intervention": {"type": "zero"}}]}))
+            .expect("bracket module path binds");
+    let by_name =
+        bind(json!({"representations": [{"layer": 2, "component": "mlp_output", "intervention": {"type": "zero"}}]}))
+            .expect("catalog name binds");
     let run = |mut m: IntervenableModel| {
-        m.run(
-            &ids(),
-            &[],
-            &UnitLocations::parse(Some(&json!({"base": 1}))).unwrap(),
-            &Subspaces::None,
-        )
-        .unwrap()
-        .output
+        m.run(&ids(), &[], &UnitLocations::parse(Some(&json!({"base": 1}))).unwrap(), &Subspaces::None).unwrap().output
     };
     let (a, b, c) = (run(by_path), run(by_bracket), run(by_name));
     assert_eq!(max_abs_diff(&a, &c), 0.0);
@@ -113,22 +93,15 @@ fn module_paths_name_the_same_sites_as_catalog_names() {
 
 #[test]
 fn location_out_of_range_names_the_sequence_length() {
-    let mut model = bind(json!({"representations": [{"layer": 1, "component": "block_output", "intervention": {"type": "zero"}}]}))
-        .unwrap();
+    let mut model =
+        bind(json!({"representations": [{"layer": 1, "component": "block_output", "intervention": {"type": "zero"}}]}))
+            .unwrap();
     let error = model
-        .run(
-            &ids(),
-            &[],
-            &UnitLocations::parse(Some(&json!({"base": 9}))).unwrap(),
-            &Subspaces::None,
-        )
+        .run(&ids(), &[], &UnitLocations::parse(Some(&json!({"base": 9}))).unwrap(), &Subspaces::None)
         .err()
         .expect("position 9 of 4 is refused");
     let text = one_line(&error);
-    assert!(
-        text.contains("unit location 9 is out of range (sequence length 4"),
-        "{text}"
-    );
+    assert!(text.contains("unit location 9 is out of range (sequence length 4"), "{text}");
 }
 
 #[test]
@@ -136,16 +109,9 @@ fn head_out_of_range_is_refused() {
     let mut model = bind(json!({"representations": [
         {"component": "head_attention_value_output", "unit": "h.pos", "intervention": {"type": "zero"}}]}))
     .unwrap();
-    let locations =
-        UnitLocations::parse(Some(&json!({"base": [[[[4], [0]], [[1], [2]]]]}))).unwrap();
-    let error = model
-        .run(&ids(), &[], &locations, &Subspaces::None)
-        .err()
-        .expect("head 4 of 4 is refused");
-    assert!(
-        one_line(&error).contains("unit location 4 is out of range"),
-        "{error}"
-    );
+    let locations = UnitLocations::parse(Some(&json!({"base": [[[[4], [0]], [[1], [2]]]]}))).unwrap();
+    let error = model.run(&ids(), &[], &locations, &Subspaces::None).err().expect("head 4 of 4 is refused");
+    assert!(one_line(&error).contains("unit location 4 is out of range"), "{error}");
 }
 
 #[test]
@@ -157,27 +123,13 @@ fn wrong_number_of_sources_says_how_many_are_needed() {
     .unwrap();
     let locations = UnitLocations::parse(Some(&json!({"sources->base": [1, 1]}))).unwrap();
     let error = model
-        .run(
-            &ids(),
-            &[Some(ids()), Some(ids())],
-            &locations,
-            &Subspaces::None,
-        )
+        .run(&ids(), &[Some(ids()), Some(ids())], &locations, &Subspaces::None)
         .err()
         .expect("two sources for three groups is refused");
     let text = one_line(&error);
-    assert!(
-        text.contains("the config has 3 group(s)") && text.contains("got 2"),
-        "{text}"
-    );
-    let error = model
-        .run(&ids(), &[], &locations, &Subspaces::None)
-        .err()
-        .expect("no sources is refused");
-    assert!(
-        one_line(&error).contains("needs a source run, but no sources were given"),
-        "{error}"
-    );
+    assert!(text.contains("the config has 3 group(s)") && text.contains("got 2"), "{text}");
+    let error = model.run(&ids(), &[], &locations, &Subspaces::None).err().expect("no sources is refused");
+    assert!(one_line(&error).contains("needs a source run, but no sources were given"), "{error}");
 }
 
 #[test]
@@ -186,19 +138,10 @@ fn subspace_outside_the_partition_is_refused() {
         {"component": "block_output", "intervention": {"type": "zero"}, "subspace_partition": [[0, 8], [8, 32]]}]}))
     .unwrap();
     let error = model
-        .run(
-            &ids(),
-            &[],
-            &UnitLocations::parse(Some(&json!({"base": 1}))).unwrap(),
-            &Subspaces::Broadcast(vec![2]),
-        )
+        .run(&ids(), &[], &UnitLocations::parse(Some(&json!({"base": 1}))).unwrap(), &Subspaces::Broadcast(vec![2]))
         .err()
         .expect("subspace 2 of 2 is refused");
-    assert!(
-        one_line(&error)
-            .contains("subspace id 2 is out of range: subspace_partition has 2 subspaces"),
-        "{error}"
-    );
+    assert!(one_line(&error).contains("subspace id 2 is out of range: subspace_partition has 2 subspaces"), "{error}");
 }
 
 #[test]
@@ -222,23 +165,14 @@ fn malformed_config_json_is_one_line_from_the_cli() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error: ") && stderr.contains("is not valid JSON for a vene config"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: ") && stderr.contains("is not valid JSON for a vene config"), "{stderr}");
     assert!(!out.exists(), "no output is written on error");
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn empty_batch_is_refused() {
-    let json: vene_host::inputs::RunInputsJson =
-        serde_json::from_value(json!({"base": {"input_ids": []}})).unwrap();
-    let error = vene_host::inputs::RunInputs::from_json(&json, tch::Device::Cpu)
-        .err()
-        .expect("empty batch refused");
-    assert_eq!(
-        one_line(&error),
-        "invalid inputs: base.input_ids is empty: give at least one example with one token"
-    );
+    let json: vene_host::inputs::RunInputsJson = serde_json::from_value(json!({"base": {"input_ids": []}})).unwrap();
+    let error = vene_host::inputs::RunInputs::from_json(&json, tch::Device::Cpu).err().expect("empty batch refused");
+    assert_eq!(one_line(&error), "invalid inputs: base.input_ids is empty: give at least one example with one token");
 }

@@ -3,6 +3,7 @@
 //! Reference values come from pyvene 0.1.8 + transformers (scripts/gen_fixtures_gpt2.py, committed under
 //! tests/fixtures); plugins are the real cdylibs of this workspace, loaded with dlopen.
 
+mod adapters;
 mod common;
 mod errors;
 mod plugins;

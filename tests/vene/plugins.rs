@@ -30,16 +30,10 @@ fn gpt2_adapter_reports_its_build() {
 #[test]
 fn handshake_mismatch_is_refused_naming_both_sides() {
     let mut set = empty_set();
-    let error = set
-        .add_library(&plugin_path("fixture_mismatch"))
-        .expect_err("mismatched libtorch is refused");
+    let error = set.add_library(&plugin_path("fixture_mismatch")).expect_err("mismatched libtorch is refused");
     let text = error.to_string();
     assert!(text.contains("libfixture_mismatch.so"), "{text}");
-    assert!(
-        text.contains("libtorch 1.13.1+cpu")
-            && text.contains(&format!("host has {LIBTORCH_VERSION}")),
-        "{text}"
-    );
+    assert!(text.contains("libtorch 1.13.1+cpu") && text.contains(&format!("host has {LIBTORCH_VERSION}")), "{text}");
     assert!(set.plugins().is_empty());
 }
 
@@ -49,16 +43,12 @@ fn version_rules_of_the_handshake() {
     let mut plugin = BuildInfo::current("p", "1.0.0");
     assert!(host.check_plugin(&plugin).is_ok());
     plugin.vene_api = "0.1.9".into();
-    assert!(
-        host.check_plugin(&plugin).is_ok(),
-        "patch releases of vene-api are compatible"
-    );
+    assert!(host.check_plugin(&plugin).is_ok(), "patch releases of vene-api are compatible");
     plugin.vene_api = "0.2.0".into();
     plugin.tch = "0.25.0".into();
     let error = host.check_plugin(&plugin).unwrap_err();
     assert!(
-        error.contains("vene-api 0.2.0 (host has 0.1.0)")
-            && error.contains("tch 0.25.0 (host has 0.26.0)"),
+        error.contains("vene-api 0.2.0 (host has 0.1.0)") && error.contains("tch 0.25.0 (host has 0.26.0)"),
         "{error}"
     );
 }
@@ -66,13 +56,8 @@ fn version_rules_of_the_handshake() {
 #[test]
 fn a_library_that_is_not_a_plugin_is_refused() {
     let not_plugin = std::path::Path::new(env!("LIBTORCH")).join("lib/libc10.so");
-    let error = empty_set()
-        .add_library(&not_plugin)
-        .expect_err("libc10 is not a plugin");
-    assert!(
-        error.to_string().contains("is not a vene plugin"),
-        "{error}"
-    );
+    let error = empty_set().add_library(&not_plugin).expect_err("libc10 is not a plugin");
+    assert!(error.to_string().contains("is not a vene plugin"), "{error}");
 }
 
 fn faulty_model(plugins: &PluginSet, intervention: &str) -> IntervenableModel {
@@ -92,28 +77,12 @@ fn a_panicking_plugin_is_an_error_and_the_process_lives_on() {
     plugins.add_library(&plugin_path("fixture_faulty")).unwrap();
     let locations = UnitLocations::parse(Some(&json!({"base": 2}))).unwrap();
     let mut model = faulty_model(&plugins, "fixture_panic");
-    let error = model
-        .run(&base(), &[], &locations, &Subspaces::None)
-        .err()
-        .expect("the panic becomes an error");
-    assert!(
-        error
-            .to_string()
-            .contains("intervention panicked: fixture_panic always panics"),
-        "{error}"
-    );
+    let error = model.run(&base(), &[], &locations, &Subspaces::None).err().expect("the panic becomes an error");
+    assert!(error.to_string().contains("intervention panicked: fixture_panic always panics"), "{error}");
     // The same plugin set keeps working.
     let mut wrong = faulty_model(&plugins, "fixture_wrong_shape");
-    let error = wrong
-        .run(&base(), &[], &locations, &Subspaces::None)
-        .err()
-        .expect("a wrong shape is refused");
-    assert!(
-        error
-            .to_string()
-            .contains("returned shape [1, 1, 1], expected [1, 1, 32]"),
-        "{error}"
-    );
+    let error = wrong.run(&base(), &[], &locations, &Subspaces::None).err().expect("a wrong shape is refused");
+    assert!(error.to_string().contains("returned shape [1, 1, 1], expected [1, 1, 32]"), "{error}");
     let mut fine = faulty_model(&plugins, "zero");
     assert!(fine.run(&base(), &[], &locations, &Subspaces::None).is_ok());
 }
@@ -126,54 +95,29 @@ fn two_plugins_claiming_one_type_name_both_named() {
     std::fs::copy(plugin_path("fixture_faulty"), &copy).unwrap();
     let mut set = empty_set();
     set.add_library(&plugin_path("fixture_faulty")).unwrap();
-    let error = set
-        .add_library(&copy)
-        .expect_err("the duplicate claim is refused");
+    let error = set.add_library(&copy).expect_err("the duplicate claim is refused");
     let text = error.to_string();
-    assert!(
-        text.contains("libvene_faulty_copy.so") && text.contains("libfixture_faulty.so"),
-        "{text}"
-    );
-    assert!(
-        text.contains("intervention type 'fixture_panic' is already provided"),
-        "{text}"
-    );
+    assert!(text.contains("libvene_faulty_copy.so") && text.contains("libfixture_faulty.so"), "{text}");
+    assert!(text.contains("intervention type 'fixture_panic' is already provided"), "{text}");
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn discovery_loads_only_named_plugins_and_skips_broken_ones() {
     let dir = build_dir();
-    let only_gpt2 = PluginSet::load(&PluginSearch {
-        dirs: vec![dir.clone()],
-        only: vec!["gpt2".into()],
-    })
-    .unwrap();
+    let only_gpt2 = PluginSet::load(&PluginSearch { dirs: vec![dir.clone()], only: vec!["gpt2".into()] }).unwrap();
     assert_eq!(only_gpt2.plugins().len(), 1);
     assert_eq!(only_gpt2.model_types(), vec!["gpt2"]);
-    let missing = PluginSet::load(&PluginSearch {
-        dirs: vec![dir.clone()],
-        only: vec!["pythia".into()],
-    });
-    assert!(missing
-        .err()
-        .expect("unknown name")
-        .to_string()
-        .contains("no plugin named 'pythia'"));
+    let missing = PluginSet::load(&PluginSearch { dirs: vec![dir.clone()], only: vec!["pythia".into()] });
+    assert!(missing.err().expect("unknown name").to_string().contains("no plugin named 'pythia'"));
     // A scanned directory with a broken plugin: the broken one is reported, the others stay usable.
     let scan = std::env::temp_dir().join(format!("vene-scan-{}", std::process::id()));
     std::fs::create_dir_all(&scan).unwrap();
     std::fs::copy(plugin_path("vene_gpt2"), scan.join("libvene_gpt2.so")).unwrap();
-    std::fs::copy(
-        plugin_path("fixture_mismatch"),
-        scan.join("libvene_mismatch.so"),
-    )
-    .unwrap();
+    std::fs::copy(plugin_path("fixture_mismatch"), scan.join("libvene_mismatch.so")).unwrap();
     let set = PluginSet::load(&PluginSearch::in_dirs(std::slice::from_ref(&scan))).unwrap();
     assert_eq!(set.model_types(), vec!["gpt2"]);
     assert_eq!(set.failures().len(), 1);
-    assert!(set.failures()[0]
-        .to_string()
-        .contains("libvene_mismatch.so"));
+    assert!(set.failures()[0].to_string().contains("libvene_mismatch.so"));
     std::fs::remove_dir_all(scan).ok();
 }

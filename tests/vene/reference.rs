@@ -1,66 +1,16 @@
-//! Outputs compared with pyvene 0.1.8 on a seeded random GPT-2 (f32, tolerance 1e-4).
+//! GPT-2: outputs compared with pyvene 0.1.8 on a seeded random GPT-2 (f32, tolerance 1e-4), and engine behaviour
+//! checked on it (skip, noise, links, sharded checkpoints, the key/value cache).
 
 use std::path::Path;
 
-use vene_host::{
-    config::IntervenableConfig, engine::IntervenableModel, inputs::RunInputs, pyvene_import,
-};
+use vene_host::{config::IntervenableConfig, engine::IntervenableModel};
 
 use crate::common::*;
 
 const TOLERANCE: f64 = 1e-4;
 
 fn run_case(name: &str) {
-    let case = fixtures().join("gpt2/cases").join(name);
-    let plugins = gpt2_plugins();
-    let model = load_gpt2(&plugins);
-    let config = if case.join("pyvene_saved").is_dir() {
-        pyvene_import::import_dir(&case.join("pyvene_saved")).expect("pyvene directory imports")
-    } else {
-        IntervenableConfig::from_file(&case.join("config.json")).expect("config parses")
-    };
-    let inputs =
-        RunInputs::from_file(&case.join("inputs.json"), model.device()).expect("inputs parse");
-    let mut intervenable =
-        IntervenableModel::new(model, config, &plugins, 0).expect("config binds");
-    let _no_grad = tch::no_grad_guard();
-    let result = intervenable
-        .run(
-            &inputs.base,
-            &inputs.sources,
-            &inputs.unit_locations,
-            &inputs.subspaces,
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let expected = read_safetensors(&case.join("expected.safetensors"));
-    let mut collected_expected = 0;
-    for (key, tensor) in &expected {
-        if key == "output" {
-            assert_close(
-                &result.output,
-                tensor,
-                TOLERANCE,
-                &format!("{name}: output"),
-            );
-        } else {
-            let index: usize = key
-                .strip_prefix("collected.")
-                .and_then(|i| i.parse().ok())
-                .expect("collected.{i}");
-            assert_close(
-                &result.collected[index],
-                tensor,
-                TOLERANCE,
-                &format!("{name}: {key}"),
-            );
-            collected_expected += 1;
-        }
-    }
-    assert_eq!(
-        result.collected.len(),
-        collected_expected,
-        "{name}: number of collected tensors"
-    );
+    run_reference_case(&["vene_gpt2"], &gpt2_dir(), &fixtures().join("gpt2/cases").join(name), TOLERANCE);
 }
 
 #[test]
@@ -146,19 +96,9 @@ fn cli_run_writes_reference_outputs() {
         .output()
         .expect("vene runs");
     let stdout = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "vene run failed: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    assert!(
-        stdout.contains("\"forward_ms_median\""),
-        "no timing line in: {stdout}"
-    );
-    assert!(
-        stdout.contains("top-5 next tokens  intervened"),
-        "no top-5 in: {stdout}"
-    );
+    assert!(status.status.success(), "vene run failed: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(stdout.contains("\"forward_ms_median\""), "no timing line in: {stdout}");
+    assert!(stdout.contains("top-5 next tokens  intervened"), "no top-5 in: {stdout}");
     let written = read_safetensors(&out);
     let expected = read_safetensors(&case.join("expected.safetensors"));
     assert_close(&written[0].1, &expected[0].1, TOLERANCE, "cli output");
@@ -184,37 +124,21 @@ fn skip_replaces_block_output_with_block_input() {
     ))
     .unwrap();
     let mut intervenable = IntervenableModel::new(model, config, &plugins, 0).unwrap();
-    let result = intervenable
-        .run(
-            &base,
-            &[],
-            &locations,
-            &vene_host::locations::Subspaces::None,
-        )
-        .unwrap();
+    let result = intervenable.run(&base, &[], &locations, &vene_host::locations::Subspaces::None).unwrap();
     // Layer 2's input is layer 1's output: at the skipped positions it equals layer 1's input.
-    assert_close(
-        &result.collected[1],
-        &result.collected[0],
-        1e-6,
-        "skipped block output",
-    );
+    assert_close(&result.collected[1], &result.collected[0], 1e-6, "skipped block output");
 }
 
 /// A config survives a JSON round trip unchanged.
 #[test]
 fn config_round_trips_through_json() {
-    let text =
-        std::fs::read_to_string(fixtures().join("gpt2/cases/qkv_subspace/config.json")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("gpt2/cases/qkv_subspace/config.json")).unwrap();
     let config = IntervenableConfig::from_json(&text).unwrap();
     let again = IntervenableConfig::from_json(&serde_json::to_string(&config).unwrap()).unwrap();
     assert_eq!(config, again);
     assert_eq!(
         config.keys(),
-        vec![
-            "layer_1_comp_value_output_unit_pos_nunit_1#0",
-            "layer_2_comp_query_output_unit_pos_nunit_1#0"
-        ]
+        vec!["layer_1_comp_value_output_unit_pos_nunit_1#0", "layer_2_comp_query_output_unit_pos_nunit_1#0"]
     );
     assert!(Path::new(&fixtures()).exists());
 }
@@ -228,10 +152,7 @@ fn sharded_checkpoint_matches_single_file() {
     std::fs::copy(gpt2_dir().join("config.json"), dir.join("config.json")).unwrap();
     let (first, second) = weights.split_at(weights.len() / 2);
     let mut weight_map = serde_json::Map::new();
-    for (file, part) in [
-        ("model-00001-of-00002.safetensors", first),
-        ("model-00002-of-00002.safetensors", second),
-    ] {
+    for (file, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
         vene_checkpoint::save_safetensors(&dir.join(file), part).unwrap();
         for (name, _) in part {
             weight_map.insert(name.clone(), serde_json::json!(file));
@@ -240,13 +161,9 @@ fn sharded_checkpoint_matches_single_file() {
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let plugins = gpt2_plugins();
-    let sharded = vene_host::model::LoadedModel::load(
-        &plugins,
-        &dir,
-        vene_api::DeviceSpec::CPU,
-        vene_api::DTypeSpec::F32,
-    )
-    .expect("sharded checkpoint loads");
+    let sharded =
+        vene_host::model::LoadedModel::load(&plugins, &dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)
+            .expect("sharded checkpoint loads");
     let single = load_gpt2(&plugins);
     let ids = tch::Tensor::from_slice(&[4i64, 8, 15, 16, 23, 42]).view([1, 6]);
     let inputs = vene_host::model::ForwardInputs::from_ids(ids);
@@ -263,31 +180,20 @@ fn key_value_cache_matches_full_forward() {
     let model = load_gpt2(&plugins);
     let tokens = [11i64, 27, 3, 99, 54, 6, 70];
     let full = model
-        .forward_plain(&vene_host::model::ForwardInputs::from_ids(
-            tch::Tensor::from_slice(&tokens).view([1, 7]),
-        ))
+        .forward_plain(&vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&tokens).view([1, 7])))
         .unwrap()
         .output;
-    let mut prompt = vene_host::model::ForwardInputs::from_ids(
-        tch::Tensor::from_slice(&tokens[..4]).view([1, 4]),
-    );
+    let mut prompt = vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&tokens[..4]).view([1, 4]));
     prompt.use_cache = true;
     let mut step = model.forward_plain(&prompt).unwrap();
     assert_eq!(step.present.len(), 6, "key and value for each of 3 layers");
     for (position, &token) in tokens.iter().enumerate().skip(4) {
-        let mut next = vene_host::model::ForwardInputs::from_ids(
-            tch::Tensor::from_slice(&[token]).view([1, 1]),
-        );
+        let mut next = vene_host::model::ForwardInputs::from_ids(tch::Tensor::from_slice(&[token]).view([1, 1]));
         next.past = step.present;
         next.use_cache = true;
         step = model.forward_plain(&next).unwrap();
         let expected = full.narrow(1, position as i64, 1);
-        assert_close(
-            &step.output,
-            &expected,
-            1e-5,
-            &format!("position {position}"),
-        );
+        assert_close(&step.output, &expected, 1e-5, &format!("position {position}"));
     }
 }
 
@@ -297,33 +203,19 @@ fn noise_is_reproducible_per_seed() {
     let plugins = gpt2_plugins();
     let ids = tch::Tensor::from_slice(&[5i64, 6, 7, 8]).view([1, 4]);
     let base = vene_host::model::ForwardInputs::from_ids(ids);
-    let locations =
-        vene_host::locations::UnitLocations::parse(Some(&serde_json::json!({"base": [0, 1]})))
-            .unwrap();
+    let locations = vene_host::locations::UnitLocations::parse(Some(&serde_json::json!({"base": [0, 1]}))).unwrap();
     let run = |seed: u64| {
-        let config: IntervenableConfig =
-            serde_json::from_value(serde_json::json!({"representations": [
+        let config: IntervenableConfig = serde_json::from_value(serde_json::json!({"representations": [
             {"layer": 0, "component": "block_input", "max_number_of_units": 2,
              "intervention": {"type": "noise", "level": 0.5, "seed": seed}}]}))
-            .unwrap();
+        .unwrap();
         let mut model = IntervenableModel::new(load_gpt2(&plugins), config, &plugins, 0).unwrap();
-        model
-            .run(
-                &base,
-                &[],
-                &locations,
-                &vene_host::locations::Subspaces::None,
-            )
-            .unwrap()
-            .output
+        model.run(&base, &[], &locations, &vene_host::locations::Subspaces::None).unwrap().output
     };
     let plain = load_gpt2(&plugins).forward_plain(&base).unwrap().output;
     let (a, b, c) = (run(1), run(1), run(2));
     assert_eq!(max_abs_diff(&a, &b), 0.0);
-    assert!(
-        max_abs_diff(&a, &c) > 1e-3,
-        "different seeds give different noise"
-    );
+    assert!(max_abs_diff(&a, &c) > 1e-3, "different seeds give different noise");
     assert!(max_abs_diff(&a, &plain) > 1e-3, "noise changes the output");
 }
 
@@ -337,8 +229,7 @@ fn linked_representations_share_an_instance() {
         {"layer": 2, "component": "block_output", "intervention": {"type": "noise", "seed": 3}}]}))
     .unwrap();
     let model = IntervenableModel::new(load_gpt2(&plugins), config, &plugins, 0).unwrap();
-    let address =
-        |i: usize| model.intervention(i) as *const dyn vene_api::Intervention as *const () as usize;
+    let address = |i: usize| model.intervention(i) as *const dyn vene_api::Intervention as *const () as usize;
     assert_eq!(address(0), address(1));
     assert_ne!(address(0), address(2));
 }

@@ -15,35 +15,20 @@ fn scatter_of_gathered_units_is_identity() {
     tch::manual_seed(1);
     let x = Tensor::randn([2, 4, 5, 3], (Kind::Float, tch::Device::Cpu));
     let locations = UnitLocs::Two(vec![vec![0, 3], vec![2, 1]], vec![vec![4, 0], vec![1, 2]]);
-    let indexer = Indexer::new(
-        &unit_kind(SiteLayout::Heads, "h.pos").unwrap(),
-        &locations,
-        tch::Device::Cpu,
-    )
-    .unwrap();
+    let indexer = Indexer::new(&unit_kind(SiteLayout::Heads, "h.pos").unwrap(), &locations, tch::Device::Cpu).unwrap();
     let gathered = indexer.gather(&x);
     assert_eq!(gathered.size(), [2, 2, 2, 3]);
     assert_eq!(max_abs_diff(&indexer.scatter(&x, &gathered), &x), 0.0);
     // Element (example 1, head 1, position 2) is the second head and second position selected for example 1.
-    assert_eq!(
-        gathered.double_value(&[1, 1, 1, 0]),
-        x.double_value(&[1, 1, 2, 0])
-    );
+    assert_eq!(gathered.double_value(&[1, 1, 1, 0]), x.double_value(&[1, 1, 2, 0]));
 }
 
 #[test]
 fn scatter_changes_only_the_selected_units() {
     let x = Tensor::zeros([2, 5, 3], (Kind::Float, tch::Device::Cpu));
-    let indexer = Indexer::new(
-        &UnitKind::Axes(vec![1]),
-        &UnitLocs::One(vec![vec![1], vec![4]]),
-        tch::Device::Cpu,
-    )
-    .unwrap();
-    let written = indexer.scatter(
-        &x,
-        &Tensor::ones([2, 1, 3], (Kind::Float, tch::Device::Cpu)),
-    );
+    let indexer =
+        Indexer::new(&UnitKind::Axes(vec![1]), &UnitLocs::One(vec![vec![1], vec![4]]), tch::Device::Cpu).unwrap();
+    let written = indexer.scatter(&x, &Tensor::ones([2, 1, 3], (Kind::Float, tch::Device::Cpu)));
     assert_eq!(written.sum(Kind::Float).double_value(&[]), 6.0);
     assert_eq!(written.double_value(&[0, 1, 2]), 1.0);
     assert_eq!(written.double_value(&[1, 4, 0]), 1.0);
@@ -61,92 +46,43 @@ fn flattening_round_trips_like_pyvene() {
 }
 
 fn base_units(locations: &UnitLocations, index: usize, count: usize, batch: usize) -> Selection {
-    locations
-        .resolve("sources->base", false, index, count, 1, batch, "test")
-        .unwrap()
-        .unwrap()
+    locations.resolve("sources->base", false, index, count, 1, batch, "test").unwrap().unwrap()
 }
 
 #[test]
 fn shorthands_expand_like_pyvene() {
     let int = UnitLocations::parse(Some(&json!({"sources->base": 3}))).unwrap();
-    assert_eq!(
-        base_units(&int, 1, 2, 2),
-        Selection::Units(UnitLocs::One(vec![vec![3], vec![3]]))
-    );
+    assert_eq!(base_units(&int, 1, 2, 2), Selection::Units(UnitLocs::One(vec![vec![3], vec![3]])));
     let pair = UnitLocations::parse(Some(&json!({"sources->base": [1, 4]}))).unwrap();
     assert_eq!(
-        pair.resolve("sources->base", true, 0, 1, 1, 2, "t")
-            .unwrap()
-            .unwrap(),
+        pair.resolve("sources->base", true, 0, 1, 1, 2, "t").unwrap().unwrap(),
         Selection::Units(UnitLocs::One(vec![vec![1], vec![1]]))
     );
-    assert_eq!(
-        base_units(&pair, 0, 1, 2),
-        Selection::Units(UnitLocs::One(vec![vec![4], vec![4]]))
-    );
+    assert_eq!(base_units(&pair, 0, 1, 2), Selection::Units(UnitLocs::One(vec![vec![4], vec![4]])));
     let flat = UnitLocations::parse(Some(&json!({"sources->base": [0, 1, 2]}))).unwrap();
-    assert_eq!(
-        base_units(&flat, 0, 1, 1),
-        Selection::Units(UnitLocs::One(vec![vec![0, 1, 2]]))
-    );
+    assert_eq!(base_units(&flat, 0, 1, 1), Selection::Units(UnitLocs::One(vec![vec![0, 1, 2]])));
     let base_only = UnitLocations::parse(Some(&json!({"base": 2}))).unwrap();
-    assert_eq!(
-        base_only
-            .resolve("sources->base", true, 0, 1, 1, 1, "t")
-            .unwrap(),
-        None
-    );
+    assert_eq!(base_only.resolve("sources->base", true, 0, 1, 1, 1, "t").unwrap(), None);
     let whole = UnitLocations::parse(None).unwrap();
     assert_eq!(base_units(&whole, 0, 1, 1), Selection::Whole);
-    let full = UnitLocations::parse(Some(
-        &json!({"sources->base": [[[[0], [1]], null], [[[2], [3]], [[4], [5]]]]}),
-    ))
-    .unwrap();
-    assert_eq!(
-        base_units(&full, 1, 2, 2),
-        Selection::Units(UnitLocs::One(vec![vec![4], vec![5]]))
-    );
-    assert_eq!(
-        full.resolve("sources->base", true, 1, 2, 1, 2, "t")
-            .unwrap(),
-        Some(Selection::Whole)
-    );
+    let full =
+        UnitLocations::parse(Some(&json!({"sources->base": [[[[0], [1]], null], [[[2], [3]], [[4], [5]]]]}))).unwrap();
+    assert_eq!(base_units(&full, 1, 2, 2), Selection::Units(UnitLocs::One(vec![vec![4], vec![5]])));
+    assert_eq!(full.resolve("sources->base", true, 1, 2, 1, 2, "t").unwrap(), Some(Selection::Whole));
 }
 
 #[test]
 fn ragged_locations_are_refused() {
-    let ragged =
-        UnitLocations::parse(Some(&json!({"sources->base": [null, [[[0, 1], [2]]]]}))).unwrap();
-    let error = ragged
-        .resolve(
-            "sources->base",
-            false,
-            0,
-            1,
-            1,
-            2,
-            "zero on block_output at layer 0",
-        )
-        .unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("every example must select the same number of units"),
-        "{error}"
-    );
+    let ragged = UnitLocations::parse(Some(&json!({"sources->base": [null, [[[0, 1], [2]]]]}))).unwrap();
+    let error = ragged.resolve("sources->base", false, 0, 1, 1, 2, "zero on block_output at layer 0").unwrap_err();
+    assert!(error.to_string().contains("every example must select the same number of units"), "{error}");
 }
 
 #[test]
 fn spatial_positions_of_feature_maps_gather_channels_per_position() {
     let x = Tensor::arange(2 * 3 * 2 * 2, (Kind::Float, tch::Device::Cpu)).view([2, 3, 2, 2]);
     let kind = unit_kind(SiteLayout::FeatureMap, "pos").unwrap();
-    let indexer = Indexer::new(
-        &kind,
-        &UnitLocs::One(vec![vec![3], vec![0]]),
-        tch::Device::Cpu,
-    )
-    .unwrap();
+    let indexer = Indexer::new(&kind, &UnitLocs::One(vec![vec![3], vec![0]]), tch::Device::Cpu).unwrap();
     let gathered = indexer.gather(&x);
     assert_eq!(gathered.size(), [2, 1, 3]);
     // Position 3 is row 1, column 1: the three channels of example 0 there.
@@ -155,10 +91,7 @@ fn spatial_positions_of_feature_maps_gather_channels_per_position() {
     assert_eq!(max_abs_diff(&indexer.scatter(&x, &gathered), &x), 0.0);
     let zeroed = indexer.scatter(&x, &gathered.zeros_like());
     assert_eq!(zeroed.double_value(&[0, 2, 1, 1]), 0.0);
-    assert_eq!(
-        zeroed.double_value(&[0, 2, 1, 0]),
-        x.double_value(&[0, 2, 1, 0])
-    );
+    assert_eq!(zeroed.double_value(&[0, 2, 1, 0]), x.double_value(&[0, 2, 1, 0]));
     let channels = unit_kind(SiteLayout::FeatureMap, "channel").unwrap();
     assert_eq!(channels, UnitKind::Axes(vec![1]));
 }

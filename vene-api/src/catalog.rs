@@ -91,11 +91,6 @@ impl ModelCatalog {
 
     /// The largest layer count of any component: hook sites are numbered `layer * components + component`.
     pub fn max_layers(&self) -> u32 {
-        self.components
-            .iter()
-            .map(|c| c.layers)
-            .chain([self.num_layers])
-            .max()
-            .unwrap_or(0)
+        self.components.iter().map(|c| c.layers).chain([self.num_layers]).max().unwrap_or(0)
     }
 }

@@ -33,10 +33,7 @@ pub struct PluginError {
 
 impl PluginError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: RString::from(message.into()),
-        }
+        Self { kind, message: RString::from(message.into()) }
     }
 
     pub fn invalid_config(message: impl Into<String>) -> Self {

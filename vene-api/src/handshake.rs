@@ -40,19 +40,13 @@ impl BuildInfo {
     pub fn check_plugin(&self, plugin: &BuildInfo) -> Result<(), String> {
         let mut problems = Vec::new();
         if !semver_compatible(&self.vene_api, &plugin.vene_api) {
-            problems.push(format!(
-                "vene-api {} (host has {})",
-                plugin.vene_api, self.vene_api
-            ));
+            problems.push(format!("vene-api {} (host has {})", plugin.vene_api, self.vene_api));
         }
         if self.tch != plugin.tch {
             problems.push(format!("tch {} (host has {})", plugin.tch, self.tch));
         }
         if self.libtorch != plugin.libtorch {
-            problems.push(format!(
-                "libtorch {} (host has {})",
-                plugin.libtorch, self.libtorch
-            ));
+            problems.push(format!("libtorch {} (host has {})", plugin.libtorch, self.libtorch));
         }
         if problems.is_empty() {
             Ok(())

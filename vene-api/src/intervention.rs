@@ -51,12 +51,8 @@ pub trait Intervention: Send + 'static {
     fn traits(&self) -> InterventionTraits;
 
     /// `subspaces[i]` lists the dimensions of the last axis to act on for batch example `i` (all when `None`).
-    fn apply(
-        &mut self,
-        base: &Tensor,
-        source: Option<&Tensor>,
-        subspaces: Option<&[Vec<i64>]>,
-    ) -> PluginResult<Tensor>;
+    fn apply(&mut self, base: &Tensor, source: Option<&Tensor>, subspaces: Option<&[Vec<i64>]>)
+        -> PluginResult<Tensor>;
 
     /// Trainable parameters (shallow handles that share storage with the intervention's own).
     fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -71,9 +67,9 @@ pub trait Intervention: Send + 'static {
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> PluginResult<()> {
         match state.first() {
             None => Ok(()),
-            Some((name, _)) => Err(PluginError::invalid_config(format!(
-                "this intervention has no state entry '{name}'"
-            ))),
+            Some((name, _)) => {
+                Err(PluginError::invalid_config(format!("this intervention has no state entry '{name}'")))
+            }
         }
     }
 

@@ -25,8 +25,6 @@ pub use catalog::{ComponentInfo, InputKind, ModelCatalog, SiteLayout};
 pub use error::{ErrorKind, PluginError, PluginResult};
 pub use handshake::BuildInfo;
 pub use intervention::{Intervention, InterventionFactory, InterventionSpec, InterventionTraits};
-pub use model::{
-    DTypeSpec, DeviceSpec, Hooks, LoadRequest, Model, ModelAdapter, ModelInputs, SiteCall,
-};
+pub use model::{DTypeSpec, DeviceSpec, Hooks, LoadRequest, Model, ModelAdapter, ModelInputs, SiteCall};
 pub use tch;
 pub use tensor::{OwnedTensor, TensorRef};

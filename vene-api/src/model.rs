@@ -33,10 +33,7 @@ pub struct DeviceSpec {
 }
 
 impl DeviceSpec {
-    pub const CPU: DeviceSpec = DeviceSpec {
-        kind: DeviceKind::Cpu,
-        index: 0,
-    };
+    pub const CPU: DeviceSpec = DeviceSpec { kind: DeviceKind::Cpu, index: 0 };
 
     pub fn to_device(self) -> Device {
         match self.kind {
@@ -47,10 +44,7 @@ impl DeviceSpec {
 
     pub fn from_device(device: Device) -> Self {
         match device {
-            Device::Cuda(index) => DeviceSpec {
-                kind: DeviceKind::Cuda,
-                index: index as u32,
-            },
+            Device::Cuda(index) => DeviceSpec { kind: DeviceKind::Cuda, index: index as u32 },
             _ => DeviceSpec::CPU,
         }
     }
@@ -120,21 +114,13 @@ pub struct SiteCall {
 #[sabi_trait]
 pub trait HookSink {
     /// Sees the site's tensor; returns a replacement, or nothing to leave it unchanged.
-    fn visit(
-        &mut self,
-        call: SiteCall,
-        value: TensorRef<'_>,
-    ) -> RResult<ROption<OwnedTensor>, PluginError>;
+    fn visit(&mut self, call: SiteCall, value: TensorRef<'_>) -> RResult<ROption<OwnedTensor>, PluginError>;
 }
 
 struct NoSink;
 
 impl HookSink for NoSink {
-    fn visit(
-        &mut self,
-        _call: SiteCall,
-        _value: TensorRef<'_>,
-    ) -> RResult<ROption<OwnedTensor>, PluginError> {
+    fn visit(&mut self, _call: SiteCall, _value: TensorRef<'_>) -> RResult<ROption<OwnedTensor>, PluginError> {
         RResult::ROk(ROption::RNone)
     }
 }
@@ -154,12 +140,7 @@ impl<'a> Hooks<'a> {
     /// `active[layer * components + component]` says whether `sink` wants that site.
     pub fn new(active: &'a [bool], components: u32, sink: impl HookSink + 'a) -> Self {
         let sink = HookSink_TO::from_value(sink, TD_Opaque);
-        Self {
-            active: active.into(),
-            components,
-            position_offset: 0,
-            sink,
-        }
+        Self { active: active.into(), components, position_offset: 0, sink }
     }
 
     /// Hooks with no active site.
@@ -186,22 +167,11 @@ impl<'a> Hooks<'a> {
 
     /// Like [`Hooks::site`], for a recurrent model's `timestep`.
     #[inline]
-    pub fn site_at(
-        &mut self,
-        component: u32,
-        layer: u32,
-        timestep: u32,
-        value: Tensor,
-    ) -> PluginResult<Tensor> {
+    pub fn site_at(&mut self, component: u32, layer: u32, timestep: u32, value: Tensor) -> PluginResult<Tensor> {
         if !self.is_active(component, layer) {
             return Ok(value);
         }
-        let call = SiteCall {
-            component,
-            layer,
-            timestep,
-            position_offset: self.position_offset,
-        };
+        let call = SiteCall { component, layer, timestep, position_offset: self.position_offset };
         match self.sink.visit(call, TensorRef::new(&value)) {
             RResult::ROk(ROption::RSome(replacement)) => Ok(replacement.into_tensor()),
             RResult::ROk(ROption::RNone) => Ok(value),
@@ -222,8 +192,7 @@ pub struct ModelOutput {
 /// modify it in place afterwards: use out-of-place operations (`&h + x`, not tch's in-place `h += x`).
 pub trait Model: Send + 'static {
     fn catalog(&self) -> ModelCatalog;
-    fn forward(&self, inputs: &ModelInputs<'_>, hooks: &mut Hooks<'_>)
-        -> PluginResult<ModelOutput>;
+    fn forward(&self, inputs: &ModelInputs<'_>, hooks: &mut Hooks<'_>) -> PluginResult<ModelOutput>;
 }
 
 /// A model family's loader, as its adapter implements it.
@@ -245,19 +214,12 @@ pub struct ModelOutputAbi {
 #[sabi_trait]
 pub trait ModelAbi: Send {
     fn catalog(&self) -> RResult<ModelCatalog, PluginError>;
-    fn forward(
-        &self,
-        inputs: ModelInputs<'_>,
-        hooks: Hooks<'_>,
-    ) -> RResult<ModelOutputAbi, PluginError>;
+    fn forward(&self, inputs: ModelInputs<'_>, hooks: Hooks<'_>) -> RResult<ModelOutputAbi, PluginError>;
 }
 
 /// A model adapter across the boundary.
 #[sabi_trait]
 pub trait AdapterAbi: Send + Sync {
     fn model_types(&self) -> RResult<RVec<RString>, PluginError>;
-    fn load(
-        &self,
-        request: LoadRequest<'_>,
-    ) -> RResult<ModelAbi_TO<'static, RBox<()>>, PluginError>;
+    fn load(&self, request: LoadRequest<'_>) -> RResult<ModelAbi_TO<'static, RBox<()>>, PluginError>;
 }

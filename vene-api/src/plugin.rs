@@ -20,12 +20,12 @@ use crate::{
     error::{ErrorKind, PluginError, PluginResult},
     handshake::BuildInfo,
     intervention::{
-        Intervention, InterventionAbi, InterventionAbi_TO, InterventionFactory,
-        InterventionFactoryAbi, InterventionFactoryAbi_TO, InterventionSpec, InterventionTraits,
+        Intervention, InterventionAbi, InterventionAbi_TO, InterventionFactory, InterventionFactoryAbi,
+        InterventionFactoryAbi_TO, InterventionSpec, InterventionTraits,
     },
     model::{
-        AdapterAbi, AdapterAbi_TO, Hooks, LoadRequest, Model, ModelAbi, ModelAbi_TO, ModelAdapter,
-        ModelInputs, ModelOutputAbi,
+        AdapterAbi, AdapterAbi_TO, Hooks, LoadRequest, Model, ModelAbi, ModelAbi_TO, ModelAdapter, ModelInputs,
+        ModelOutputAbi,
     },
     tensor::{NamedTensor, OwnedTensor, TensorRef},
 };
@@ -39,8 +39,7 @@ pub struct PluginRoot {
     pub build_info: extern "C" fn() -> BuildInfo,
     pub adapters: extern "C" fn() -> RResult<RVec<AdapterAbi_TO<'static, RBox<()>>>, PluginError>,
     #[sabi(last_prefix_field)]
-    pub interventions:
-        extern "C" fn() -> RResult<RVec<InterventionFactoryAbi_TO<'static, RBox<()>>>, PluginError>,
+    pub interventions: extern "C" fn() -> RResult<RVec<InterventionFactoryAbi_TO<'static, RBox<()>>>, PluginError>,
 }
 
 impl RootModule for PluginRootRef {
@@ -60,10 +59,7 @@ pub fn guard<T>(what: &str, body: impl FnOnce() -> PluginResult<T>) -> RResult<T
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".to_string());
-            RResult::RErr(PluginError::new(
-                ErrorKind::Panic,
-                format!("{what} panicked: {message}"),
-            ))
+            RResult::RErr(PluginError::new(ErrorKind::Panic, format!("{what} panicked: {message}")))
         }
     }
 }
@@ -74,9 +70,7 @@ pub fn adapter_object(adapter: impl ModelAdapter) -> AdapterAbi_TO<'static, RBox
 }
 
 /// Wraps an [`InterventionFactory`] as an [`InterventionFactoryAbi`] object.
-pub fn factory_object(
-    factory: impl InterventionFactory,
-) -> InterventionFactoryAbi_TO<'static, RBox<()>> {
+pub fn factory_object(factory: impl InterventionFactory) -> InterventionFactoryAbi_TO<'static, RBox<()>> {
     InterventionFactoryAbi_TO::from_value(GuardedFactory(factory), TD_Opaque)
 }
 
@@ -84,20 +78,10 @@ struct GuardedAdapter<A>(A);
 
 impl<A: ModelAdapter> AdapterAbi for GuardedAdapter<A> {
     fn model_types(&self) -> RResult<RVec<RString>, PluginError> {
-        guard("model_types", || {
-            Ok(self
-                .0
-                .model_types()
-                .into_iter()
-                .map(RString::from)
-                .collect())
-        })
+        guard("model_types", || Ok(self.0.model_types().into_iter().map(RString::from).collect()))
     }
 
-    fn load(
-        &self,
-        request: LoadRequest<'_>,
-    ) -> RResult<ModelAbi_TO<'static, RBox<()>>, PluginError> {
+    fn load(&self, request: LoadRequest<'_>) -> RResult<ModelAbi_TO<'static, RBox<()>>, PluginError> {
         guard("model loading", || {
             let model = self.0.load(&request)?;
             Ok(ModelAbi_TO::from_value(GuardedModel(model), TD_Opaque))
@@ -112,11 +96,7 @@ impl ModelAbi for GuardedModel {
         guard("catalog", || Ok(self.0.catalog()))
     }
 
-    fn forward(
-        &self,
-        inputs: ModelInputs<'_>,
-        mut hooks: Hooks<'_>,
-    ) -> RResult<ModelOutputAbi, PluginError> {
+    fn forward(&self, inputs: ModelInputs<'_>, mut hooks: Hooks<'_>) -> RResult<ModelOutputAbi, PluginError> {
         guard("forward", || {
             let output = self.0.forward(&inputs, &mut hooks)?;
             Ok(ModelOutputAbi {
@@ -131,9 +111,7 @@ struct GuardedFactory<F>(F);
 
 impl<F: InterventionFactory> InterventionFactoryAbi for GuardedFactory<F> {
     fn type_names(&self) -> RResult<RVec<RString>, PluginError> {
-        guard("type_names", || {
-            Ok(self.0.type_names().into_iter().map(RString::from).collect())
-        })
+        guard("type_names", || Ok(self.0.type_names().into_iter().map(RString::from).collect()))
     }
 
     fn create(
@@ -143,13 +121,8 @@ impl<F: InterventionFactory> InterventionFactoryAbi for GuardedFactory<F> {
         spec: InterventionSpec,
     ) -> RResult<InterventionAbi_TO<'static, RBox<()>>, PluginError> {
         guard("intervention creation", || {
-            let intervention = self
-                .0
-                .create(type_name.as_str(), config_json.as_str(), &spec)?;
-            Ok(InterventionAbi_TO::from_value(
-                GuardedIntervention(intervention),
-                TD_Opaque,
-            ))
+            let intervention = self.0.create(type_name.as_str(), config_json.as_str(), &spec)?;
+            Ok(InterventionAbi_TO::from_value(GuardedIntervention(intervention), TD_Opaque))
         })
     }
 }
@@ -157,10 +130,7 @@ impl<F: InterventionFactory> InterventionFactoryAbi for GuardedFactory<F> {
 struct GuardedIntervention(Box<dyn Intervention>);
 
 fn named(pairs: Vec<(String, tch::Tensor)>) -> RVec<NamedTensor> {
-    pairs
-        .into_iter()
-        .map(|(name, tensor)| NamedTensor::new(name, tensor))
-        .collect()
+    pairs.into_iter().map(|(name, tensor)| NamedTensor::new(name, tensor)).collect()
 }
 
 impl InterventionAbi for GuardedIntervention {
@@ -177,9 +147,8 @@ impl InterventionAbi for GuardedIntervention {
         guard("intervention", || {
             let base = base.to_tensor();
             let source = source.into_option().map(TensorRef::to_tensor);
-            let subspaces: Option<Vec<Vec<i64>>> = subspaces
-                .into_option()
-                .map(|s| s.iter().map(|row| row.to_vec()).collect());
+            let subspaces: Option<Vec<Vec<i64>>> =
+                subspaces.into_option().map(|s| s.iter().map(|row| row.to_vec()).collect());
             let output = self.0.apply(&base, source.as_ref(), subspaces.as_deref())?;
             Ok(OwnedTensor::new(output))
         })
@@ -194,10 +163,7 @@ impl InterventionAbi for GuardedIntervention {
     }
 
     fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
-        guard("load_state", || {
-            self.0
-                .load_state(state.into_iter().map(NamedTensor::into_pair).collect())
-        })
+        guard("load_state", || self.0.load_state(state.into_iter().map(NamedTensor::into_pair).collect()))
     }
 
     fn set_training(&mut self, training: bool) -> RResult<(), PluginError> {

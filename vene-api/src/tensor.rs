@@ -18,10 +18,7 @@ pub struct TensorRef<'a> {
 
 impl<'a> TensorRef<'a> {
     pub fn new(tensor: &'a Tensor) -> Self {
-        Self {
-            handle: tensor.as_ptr() as *mut c_void,
-            _borrow: PhantomData,
-        }
+        Self { handle: tensor.as_ptr() as *mut c_void, _borrow: PhantomData }
     }
 
     /// A new handle to the same tensor (refcount + 1), usable after the borrow ends.
@@ -79,10 +76,7 @@ pub struct NamedTensor {
 
 impl NamedTensor {
     pub fn new(name: impl Into<RString>, tensor: Tensor) -> Self {
-        Self {
-            name: name.into(),
-            tensor: OwnedTensor::new(tensor),
-        }
+        Self { name: name.into(), tensor: OwnedTensor::new(tensor) }
     }
 
     pub fn into_pair(self) -> (String, Tensor) {

@@ -20,33 +20,17 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid {what}: {message}")]
-    Invalid {
-        path: PathBuf,
-        what: &'static str,
-        message: String,
-    },
+    Invalid { path: PathBuf, what: &'static str, message: String },
     #[error("{dir} has no weights: expected model.safetensors or model.safetensors.index.json")]
     NoWeights { dir: PathBuf },
     #[error("the checkpoint in {dir} is missing weight '{name}'")]
     MissingWeight { dir: PathBuf, name: String },
     #[error("weight '{name}' in {dir} has shape {actual:?}, expected {expected:?}")]
-    WrongShape {
-        dir: PathBuf,
-        name: String,
-        actual: Vec<i64>,
-        expected: Vec<i64>,
-    },
+    WrongShape { dir: PathBuf, name: String, actual: Vec<i64>, expected: Vec<i64> },
     #[error("weight '{name}' in {path} has unsupported dtype {dtype}")]
-    UnsupportedDtype {
-        path: PathBuf,
-        name: String,
-        dtype: String,
-    },
+    UnsupportedDtype { path: PathBuf, name: String, dtype: String },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -56,10 +40,7 @@ pub type Result<T> = std::result::Result<T, CheckpointError>;
 /// Reads and parses `dir/config.json`.
 pub fn read_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
     serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
         path,
         what: "model config",
@@ -83,18 +64,13 @@ impl Weights {
         } else if single.exists() {
             vec![single]
         } else {
-            return Err(CheckpointError::NoWeights {
-                dir: dir.to_path_buf(),
-            });
+            return Err(CheckpointError::NoWeights { dir: dir.to_path_buf() });
         };
         let mut tensors = HashMap::new();
         for file in files {
             read_safetensors(&file, device, float_kind, &mut tensors)?;
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            tensors,
-        })
+        Ok(Self { dir: dir.to_path_buf(), tensors })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -111,10 +87,7 @@ impl Weights {
         self.tensors = tensors
             .into_iter()
             .map(|(name, tensor)| {
-                let stripped = prefixes
-                    .iter()
-                    .find_map(|p| name.strip_prefix(p))
-                    .map(str::to_string);
+                let stripped = prefixes.iter().find_map(|p| name.strip_prefix(p)).map(str::to_string);
                 (stripped.unwrap_or(name), tensor)
             })
             .collect();
@@ -125,10 +98,7 @@ impl Weights {
         let tensor = self
             .tensors
             .remove(name)
-            .ok_or_else(|| CheckpointError::MissingWeight {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-            })?;
+            .ok_or_else(|| CheckpointError::MissingWeight { dir: self.dir.clone(), name: name.to_string() })?;
         if tensor.size() != shape {
             return Err(CheckpointError::WrongShape {
                 dir: self.dir.clone(),
@@ -155,10 +125,8 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     struct Index {
         weight_map: HashMap<String, String>,
     }
-    let text = std::fs::read_to_string(index).map_err(|source| CheckpointError::Io {
-        path: index.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(index).map_err(|source| CheckpointError::Io { path: index.to_path_buf(), source })?;
     let parsed: Index = serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
         path: index.to_path_buf(),
         what: "safetensors index",
@@ -179,21 +147,11 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
 }
 
-fn read_safetensors(
-    path: &Path,
-    device: Device,
-    float_kind: Kind,
-    out: &mut HashMap<String, Tensor>,
-) -> Result<()> {
-    let file = File::open(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+fn read_safetensors(path: &Path, device: Device, float_kind: Kind, out: &mut HashMap<String, Tensor>) -> Result<()> {
+    let file = File::open(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
     // SAFETY: the map is read-only and dropped before this function returns; tensors are copied out of it.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
     let parsed = SafeTensors::deserialize(&map).map_err(|e| CheckpointError::Invalid {
         path: path.to_path_buf(),
         what: "safetensors file",
@@ -201,11 +159,7 @@ fn read_safetensors(
     })?;
     for (name, view) in parsed.tensors() {
         let tensor = to_tensor(path, &name, &view)?;
-        let tensor = if tensor.is_floating_point() {
-            tensor.to_kind(float_kind)
-        } else {
-            tensor
-        };
+        let tensor = if tensor.is_floating_point() { tensor.to_kind(float_kind) } else { tensor };
         out.insert(name, tensor.to_device(device));
     }
     Ok(())
@@ -238,10 +192,7 @@ fn to_tensor(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
 /// Writes `tensors` as a safetensors file (f32 tensors are written as f32, others as their own dtype), through a
 /// temporary file in the same directory and a rename, so an interrupted write never leaves a partial file.
 pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let io_error = |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source| CheckpointError::Io { path: path.to_path_buf(), source };
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, tensor) in tensors {
         let tensor = tensor.to_device(Device::Cpu).contiguous();
@@ -270,13 +221,9 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
     let views = owned
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| CheckpointError::Invalid {
-                    path: path.to_path_buf(),
-                    what: "tensor",
-                    message: e.to_string(),
-                })
+            TensorView::new(*dtype, shape.clone(), bytes).map(|view| (name.clone(), view)).map_err(|e| {
+                CheckpointError::Invalid { path: path.to_path_buf(), what: "tensor", message: e.to_string() }
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, &None).map_err(|e| CheckpointError::Invalid {
@@ -290,14 +237,8 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("output");
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
     let temporary = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&temporary)?;

@@ -93,11 +93,7 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn fail(&self, message: impl Into<String>) -> CheckpointError {
-        CheckpointError::Invalid {
-            path: self.path.to_path_buf(),
-            what: "PyTorch checkpoint",
-            message: message.into(),
-        }
+        CheckpointError::Invalid { path: self.path.to_path_buf(), what: "PyTorch checkpoint", message: message.into() }
     }
 
     fn take(&mut self, count: usize) -> Result<&'a [u8]> {
@@ -122,26 +118,19 @@ impl<'a> Machine<'a> {
 
     fn line(&mut self) -> Result<String> {
         let start = self.pos;
-        let end = self.data[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| self.fail("unterminated GLOBAL"))?;
+        let end =
+            self.data[start..].iter().position(|&b| b == b'\n').ok_or_else(|| self.fail("unterminated GLOBAL"))?;
         self.pos = start + end + 1;
         Ok(String::from_utf8_lossy(&self.data[start..start + end]).into_owned())
     }
 
     fn pop(&mut self) -> Result<Value> {
-        self.stack
-            .pop()
-            .ok_or_else(|| self.fail("pickle stack underflow"))
+        self.stack.pop().ok_or_else(|| self.fail("pickle stack underflow"))
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let mark = self
-            .stack
-            .iter()
-            .rposition(|v| matches!(v, Value::Mark))
-            .ok_or_else(|| self.fail("MARK missing"))?;
+        let mark =
+            self.stack.iter().rposition(|v| matches!(v, Value::Mark)).ok_or_else(|| self.fail("MARK missing"))?;
         let items = self.stack.split_off(mark + 1);
         self.stack.pop();
         Ok(items)
@@ -208,16 +197,9 @@ impl<'a> Machine<'a> {
                     self.memoize(key)?;
                 }
                 b'h' | b'j' => {
-                    let key = if op == b'h' {
-                        u32::from(self.u8()?)
-                    } else {
-                        self.u32()?
-                    };
-                    let value = self
-                        .memo
-                        .get(&key)
-                        .cloned()
-                        .ok_or_else(|| self.fail(format!("memo key {key} is unset")))?;
+                    let key = if op == b'h' { u32::from(self.u8()?) } else { self.u32()? };
+                    let value =
+                        self.memo.get(&key).cloned().ok_or_else(|| self.fail(format!("memo key {key} is unset")))?;
                     self.stack.push(value);
                 }
                 b'J' => {
@@ -230,9 +212,7 @@ impl<'a> Machine<'a> {
                 }
                 b'M' => {
                     let bytes = self.take(2)?;
-                    self.stack.push(Value::Int(i64::from(u16::from_le_bytes([
-                        bytes[0], bytes[1],
-                    ]))));
+                    self.stack.push(Value::Int(i64::from(u16::from_le_bytes([bytes[0], bytes[1]]))));
                 }
                 0x8a => {
                     let len = self.u8()? as usize;
@@ -240,11 +220,7 @@ impl<'a> Machine<'a> {
                         return Err(self.fail("integer wider than 64 bits"));
                     }
                     let bytes = self.take(len)?;
-                    let mut buffer = [if bytes.last().is_some_and(|b| b & 0x80 != 0) {
-                        0xff
-                    } else {
-                        0
-                    }; 8];
+                    let mut buffer = [if bytes.last().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 }; 8];
                     buffer[..len].copy_from_slice(bytes);
                     self.stack.push(Value::Int(i64::from_le_bytes(buffer)));
                 }
@@ -322,11 +298,7 @@ impl<'a> Machine<'a> {
     }
 
     fn memoize(&mut self, key: u32) -> Result<()> {
-        let top = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or_else(|| self.fail("memoize on an empty stack"))?;
+        let top = self.stack.last().cloned().ok_or_else(|| self.fail("memoize on an empty stack"))?;
         self.memo.insert(key, top);
         Ok(())
     }
@@ -362,11 +334,7 @@ impl<'a> Machine<'a> {
                 [Value::Str(tag), Value::Global(Global::StorageType(kind)), Value::Str(key), _location, Value::Int(numel)]
                     if tag == "storage" =>
                 {
-                    Ok(Value::Storage {
-                        kind: *kind,
-                        key: key.clone(),
-                        numel: *numel,
-                    })
+                    Ok(Value::Storage { kind: *kind, key: key.clone(), numel: *numel })
                 }
                 _ => Err(self.fail("unsupported persistent id (expected a torch storage)")),
             },
@@ -410,9 +378,7 @@ impl<'a> Machine<'a> {
                 Some(tensor @ Value::Tensor(_)) => Ok(tensor),
                 _ => Err(self.fail("malformed _rebuild_parameter call")),
             },
-            Value::Global(Global::StorageType(_)) => {
-                Err(self.fail("storage types cannot be called"))
-            }
+            Value::Global(Global::StorageType(_)) => Err(self.fail("storage types cannot be called")),
             _ => Err(self.fail("REDUCE on something that is not an allowed callable")),
         }
     }
@@ -429,17 +395,12 @@ fn element_size(kind: Kind) -> i64 {
 
 /// The tensors of a `torch.save`d state dict, by name. Non-tensor entries are skipped.
 pub fn read_torch_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let invalid = |message: String| CheckpointError::Invalid {
-        path: path.to_path_buf(),
-        what: "PyTorch checkpoint",
-        message,
-    };
-    let file = File::open(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
+    let invalid =
+        |message: String| CheckpointError::Invalid { path: path.to_path_buf(), what: "PyTorch checkpoint", message };
+    let file = File::open(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| {
+        invalid(format!("not a zip archive as torch.save writes ({e}); legacy non-zip checkpoints are not supported"))
     })?;
-    let mut archive = zip::ZipArchive::new(file)
-        .map_err(|e| invalid(format!("not a zip archive as torch.save writes ({e}); legacy non-zip checkpoints are not supported")))?;
     let pickle_name = archive
         .file_names()
         .find(|n| n.ends_with("data.pkl"))
@@ -447,18 +408,9 @@ pub fn read_torch_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
         .ok_or_else(|| invalid("the archive has no data.pkl".to_string()))?;
     let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
     let pickle = read_entry(&mut archive, &pickle_name, path)?;
-    let root = Machine {
-        path,
-        data: &pickle,
-        pos: 0,
-        stack: Vec::new(),
-        memo: HashMap::new(),
-    }
-    .run()?;
+    let root = Machine { path, data: &pickle, pos: 0, stack: Vec::new(), memo: HashMap::new() }.run()?;
     let Value::Dict(entries) = root else {
-        return Err(invalid(
-            "the checkpoint is not a dict of tensors".to_string(),
-        ));
+        return Err(invalid("the checkpoint is not a dict of tensors".to_string()));
     };
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut tensors = Vec::new();
@@ -468,58 +420,35 @@ pub fn read_torch_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
         };
         let entry_name = format!("{prefix}data/{}", desc.key);
         if !storages.contains_key(&desc.key) {
-            let size = archive
-                .by_name(&entry_name)
-                .map_err(|e| invalid(format!("missing storage {entry_name}: {e}")))?
-                .size();
-            let needed = desc
-                .numel
-                .checked_mul(element_size(desc.kind))
-                .filter(|&n| n >= 0)
-                .unwrap_or(i64::MAX);
+            let size =
+                archive.by_name(&entry_name).map_err(|e| invalid(format!("missing storage {entry_name}: {e}")))?.size();
+            let needed = desc.numel.checked_mul(element_size(desc.kind)).filter(|&n| n >= 0).unwrap_or(i64::MAX);
             if size > MAX_ENTRY_BYTES || (size as i64) < needed {
                 return Err(invalid(format!(
                     "storage {} holds {size} bytes but the pickle declares {} elements of {:?}",
                     desc.key, desc.numel, desc.kind
                 )));
             }
-            storages.insert(
-                desc.key.clone(),
-                read_entry(&mut archive, &entry_name, path)?,
-            );
+            storages.insert(desc.key.clone(), read_entry(&mut archive, &entry_name, path)?);
         }
         let bytes = &storages[&desc.key];
-        let last = desc
-            .size
-            .iter()
-            .zip(&desc.stride)
-            .map(|(&s, &st)| (s - 1).max(0) * st)
-            .sum::<i64>()
-            + desc.offset;
-        if desc.size.iter().any(|&s| s < 0)
-            || (desc.size.iter().all(|&s| s > 0) && last >= desc.numel)
-        {
-            return Err(invalid(format!(
-                "tensor '{name}' reaches outside its storage"
-            )));
+        let last = desc.size.iter().zip(&desc.stride).map(|(&s, &st)| (s - 1).max(0) * st).sum::<i64>() + desc.offset;
+        if desc.size.iter().any(|&s| s < 0) || (desc.size.iter().all(|&s| s > 0) && last >= desc.numel) {
+            return Err(invalid(format!("tensor '{name}' reaches outside its storage")));
         }
         let storage = Tensor::f_from_data_size(bytes, &[desc.numel], desc.kind)?;
-        let tensor = storage
-            .f_as_strided(&desc.size, &desc.stride, Some(desc.offset))?
-            .contiguous();
+        let tensor = storage.f_as_strided(&desc.size, &desc.stride, Some(desc.offset))?.contiguous();
         tensors.push((name, tensor));
     }
     Ok(tensors)
 }
 
 fn read_entry(archive: &mut zip::ZipArchive<File>, name: &str, path: &Path) -> Result<Vec<u8>> {
-    let mut entry = archive
-        .by_name(name)
-        .map_err(|e| CheckpointError::Invalid {
-            path: path.to_path_buf(),
-            what: "PyTorch checkpoint",
-            message: format!("missing {name}: {e}"),
-        })?;
+    let mut entry = archive.by_name(name).map_err(|e| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        what: "PyTorch checkpoint",
+        message: format!("missing {name}: {e}"),
+    })?;
     if entry.size() > MAX_ENTRY_BYTES {
         return Err(CheckpointError::Invalid {
             path: path.to_path_buf(),
@@ -528,11 +457,6 @@ fn read_entry(archive: &mut zip::ZipArchive<File>, name: &str, path: &Path) -> R
         });
     }
     let mut bytes = Vec::with_capacity(entry.size() as usize);
-    entry
-        .read_to_end(&mut bytes)
-        .map_err(|source| CheckpointError::Io {
-            path: PathBuf::from(path),
-            source,
-        })?;
+    entry.read_to_end(&mut bytes).map_err(|source| CheckpointError::Io { path: PathBuf::from(path), source })?;
     Ok(bytes)
 }

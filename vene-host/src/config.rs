@@ -64,31 +64,21 @@ fn default_units() -> u32 {
 impl Representation {
     /// The `"type"` of the intervention declaration.
     pub fn intervention_type(&self) -> Result<&str> {
-        self.intervention
-            .get("type")
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| {
-                VeneError::Config(format!(
-                    "representation on '{}' needs \"intervention\": {{\"type\": ...}}, got {}",
-                    self.component, self.intervention
-                ))
-            })
+        self.intervention.get("type").and_then(|t| t.as_str()).ok_or_else(|| {
+            VeneError::Config(format!(
+                "representation on '{}' needs \"intervention\": {{\"type\": ...}}, got {}",
+                self.component, self.intervention
+            ))
+        })
     }
 
     /// pyvene's key: `layer_{l}_comp_{c}_unit_{u}_nunit_{n}` (module paths drop the layer).
     fn key_proposal(&self) -> String {
         let unit = self.unit.replace('.', "_");
         if self.component.contains('.') {
-            format!(
-                "comp_{}_unit_{unit}_nunit_{}",
-                self.component.replace('.', "_"),
-                self.max_number_of_units
-            )
+            format!("comp_{}_unit_{unit}_nunit_{}", self.component.replace('.', "_"), self.max_number_of_units)
         } else {
-            format!(
-                "layer_{}_comp_{}_unit_{unit}_nunit_{}",
-                self.layer, self.component, self.max_number_of_units
-            )
+            format!("layer_{}_comp_{}_unit_{unit}_nunit_{}", self.layer, self.component, self.max_number_of_units)
         }
     }
 }
@@ -108,10 +98,8 @@ impl IntervenableConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| VeneError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| VeneError::Io { path: path.to_path_buf(), source })?;
         Self::from_json(&text).map_err(|source| VeneError::Json {
             path: path.to_path_buf(),
             what: "a vene config",
@@ -126,10 +114,7 @@ impl IntervenableConfig {
             .iter()
             .map(|r| {
                 let proposal = r.key_proposal();
-                let count = seen
-                    .entry(proposal.clone())
-                    .and_modify(|c| *c += 1)
-                    .or_insert(0);
+                let count = seen.entry(proposal.clone()).and_modify(|c| *c += 1).or_insert(0);
                 format!("{proposal}#{count}")
             })
             .collect()
@@ -137,24 +122,14 @@ impl IntervenableConfig {
 
     /// Representation indices per group, groups in ascending `group_key` order (one group each without keys).
     pub fn groups(&self) -> Result<Vec<Vec<usize>>> {
-        let keyed = self
-            .representations
-            .iter()
-            .filter(|r| r.group_key.is_some())
-            .count();
+        let keyed = self.representations.iter().filter(|r| r.group_key.is_some()).count();
         if keyed == 0 {
             return Ok((0..self.representations.len()).map(|i| vec![i]).collect());
         }
         if keyed != self.representations.len() {
-            return Err(VeneError::Config(
-                "either every representation has a group_key or none does".to_string(),
-            ));
+            return Err(VeneError::Config("either every representation has a group_key or none does".to_string()));
         }
-        let keys: Vec<i64> = self
-            .representations
-            .iter()
-            .filter_map(|r| r.group_key)
-            .collect();
+        let keys: Vec<i64> = self.representations.iter().filter_map(|r| r.group_key).collect();
         if keys.windows(2).any(|w| w[0] > w[1]) {
             return Err(VeneError::Config(format!(
                 "group keys must be in ascending order in the config, got {keys:?}"

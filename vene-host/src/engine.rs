@@ -10,8 +10,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use abi_stable::std_types::{ROption, RResult};
 use tch::Tensor;
 use vene_api::{
-    model::HookSink, DTypeSpec, DeviceSpec, ErrorKind, Hooks, Intervention, InterventionSpec,
-    InterventionTraits, ModelCatalog, OwnedTensor, PluginError, SiteCall, TensorRef,
+    model::HookSink, DTypeSpec, DeviceSpec, ErrorKind, Hooks, Intervention, InterventionSpec, InterventionTraits,
+    ModelCatalog, OwnedTensor, PluginError, SiteCall, TensorRef,
 };
 
 use crate::{
@@ -88,20 +88,13 @@ pub fn resolve_component(catalog: &ModelCatalog, rep: &Representation) -> Result
     Err(VeneError::UnknownComponent {
         component: rep.component.clone(),
         model_type: catalog.model_type.to_string(),
-        known: catalog
-            .component_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        known: catalog.component_names().iter().map(|s| s.to_string()).collect(),
     })
 }
 
 /// `transformer.h.3.mlp.output` → `h[3].mlp.output`.
 fn normalise_module_path(path: &str) -> String {
-    let trimmed = ["transformer.", "model.", "gpt_neox."]
-        .iter()
-        .find_map(|p| path.strip_prefix(p))
-        .unwrap_or(path);
+    let trimmed = ["transformer.", "model.", "gpt_neox."].iter().find_map(|p| path.strip_prefix(p)).unwrap_or(path);
     trimmed.split('.').fold(String::new(), |mut out, part| {
         if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
             out.push_str(&format!("[{part}]"));
@@ -117,12 +110,7 @@ fn normalise_module_path(path: &str) -> String {
 
 impl IntervenableModel {
     /// Binds `config` to `model`, creating every intervention (`seed` seeds their initialisation).
-    pub fn new(
-        model: LoadedModel,
-        config: IntervenableConfig,
-        plugins: &PluginSet,
-        seed: u64,
-    ) -> Result<Self> {
+    pub fn new(model: LoadedModel, config: IntervenableConfig, plugins: &PluginSet, seed: u64) -> Result<Self> {
         let catalog = model.catalog().clone();
         let keys = config.keys();
         let groups = config.groups()?;
@@ -160,9 +148,8 @@ impl IntervenableModel {
                 dtype: dtype_spec(model.kind()),
                 seed: seed.wrapping_add(index as u64),
             };
-            let linked = rep
-                .intervention_link_key
-                .and_then(|k| links.iter().find(|(key, _)| *key == k).map(|(_, i)| *i));
+            let linked =
+                rep.intervention_link_key.and_then(|k| links.iter().find(|(key, _)| *key == k).map(|(_, i)| *i));
             let instance = match linked {
                 Some(shared) => shared,
                 None => {
@@ -176,12 +163,7 @@ impl IntervenableModel {
             };
             let traits = instances[instance].traits();
             let partition = rep.subspace_partition.as_deref().map(expand_partition);
-            if let Some(bad) = partition
-                .iter()
-                .flatten()
-                .flatten()
-                .find(|&&d| d < 0 || d >= dim)
-            {
+            if let Some(bad) = partition.iter().flatten().flatten().find(|&&d| d < 0 || d >= dim) {
                 return Err(VeneError::Config(format!(
                     "{description}: subspace_partition index {bad} is outside the component dimension {dim}"
                 )));
@@ -202,12 +184,8 @@ impl IntervenableModel {
                 .transpose()?;
             let skip_input = if type_name == "skip" {
                 let input = info.skip_input.as_ref().into_option().ok_or_else(|| {
-                    let with_inputs: Vec<&str> = catalog
-                        .components
-                        .iter()
-                        .filter(|c| c.skip_input.is_some())
-                        .map(|c| c.name.as_str())
-                        .collect();
+                    let with_inputs: Vec<&str> =
+                        catalog.components.iter().filter(|c| c.skip_input.is_some()).map(|c| c.name.as_str()).collect();
                     VeneError::Config(format!(
                         "skip needs a component whose input is a site of the same shape; {} has none (use one of: {})",
                         info.name,
@@ -232,13 +210,7 @@ impl IntervenableModel {
                 skip_input,
             });
         }
-        Ok(Self {
-            model,
-            config,
-            reps,
-            instances,
-            groups,
-        })
+        Ok(Self { model, config, reps, instances, groups })
     }
 
     pub fn model(&self) -> &LoadedModel {
@@ -289,9 +261,7 @@ impl IntervenableModel {
         let mut state = RunState::new(self.reps.len());
         let setters = match self.config.mode {
             Mode::Parallel => self.run_parallel_sources(&sources, locations, batch, &mut state)?,
-            Mode::Serial => {
-                self.run_serial_sources(&sources, locations, subspaces, batch, &mut state)?
-            }
+            Mode::Serial => self.run_serial_sources(&sources, locations, subspaces, batch, &mut state)?,
         };
         let mut plan = self.plan();
         for (rep, selection) in setters {
@@ -302,45 +272,28 @@ impl IntervenableModel {
         let mut collected = Vec::new();
         for (index, rep) in self.reps.iter().enumerate() {
             if rep.traits.collects && rep.unit == UnitKind::Timestep {
-                let rows: Option<Vec<Tensor>> = std::mem::take(&mut state.step_collected[index])
-                    .into_iter()
-                    .collect();
-                let rows =
-                    rows.filter(|r| !r.is_empty())
-                        .ok_or_else(|| VeneError::Intervention {
-                            key: rep.key.clone(),
-                            message: "a collected timestep was never reached".to_string(),
-                        })?;
-                collected.push(Tensor::stack(&rows, 0).reshape([
-                    batch,
-                    rows.len() as i64 / batch,
-                    -1,
-                ]));
+                let rows: Option<Vec<Tensor>> = std::mem::take(&mut state.step_collected[index]).into_iter().collect();
+                let rows = rows.filter(|r| !r.is_empty()).ok_or_else(|| VeneError::Intervention {
+                    key: rep.key.clone(),
+                    message: "a collected timestep was never reached".to_string(),
+                })?;
+                collected.push(Tensor::stack(&rows, 0).reshape([batch, rows.len() as i64 / batch, -1]));
             } else if rep.traits.collects {
-                collected.push(state.collected[index].take().ok_or_else(|| {
-                    VeneError::Intervention {
-                        key: rep.key.clone(),
-                        message: "the collect site was never reached".to_string(),
-                    }
+                collected.push(state.collected[index].take().ok_or_else(|| VeneError::Intervention {
+                    key: rep.key.clone(),
+                    message: "the collect site was never reached".to_string(),
                 })?);
             }
         }
         Ok(RunOutput { output, collected })
     }
 
-    fn broadcast_sources<'s>(
-        &self,
-        sources: &'s [Option<ForwardInputs>],
-    ) -> Result<Vec<Option<&'s ForwardInputs>>> {
+    fn broadcast_sources<'s>(&self, sources: &'s [Option<ForwardInputs>]) -> Result<Vec<Option<&'s ForwardInputs>>> {
         let groups = self.groups.len();
         let needs_sources = self.reps.iter().any(Bound::reads_source_run);
         if sources.is_empty() {
             if needs_sources {
-                let first = self
-                    .reps
-                    .iter()
-                    .find(|r| r.reads_source_run())
-                    .map(|r| r.description.clone());
+                let first = self.reps.iter().find(|r| r.reads_source_run()).map(|r| r.description.clone());
                 return Err(VeneError::Sources(format!(
                     "{} needs a source run, but no sources were given (the config has {groups} group(s))",
                     first.unwrap_or_default()
@@ -389,10 +342,7 @@ impl IntervenableModel {
             if self.reps[rep].reads_source_run() && state.activations[rep].is_none() {
                 continue; // its group's source was null: pyvene skips the group
             }
-            setters.push((
-                rep,
-                self.selection(locations, key, false, rep, count, rep, batch)?,
-            ));
+            setters.push((rep, self.selection(locations, key, false, rep, count, rep, batch)?));
         }
         Ok(setters)
     }
@@ -426,8 +376,7 @@ impl IntervenableModel {
                 if !self.reps[rep].reads_source_run() {
                     continue;
                 }
-                let selection =
-                    self.selection(locations, &key, true, slot, members.len(), rep, batch)?;
+                let selection = self.selection(locations, &key, true, slot, members.len(), rep, batch)?;
                 self.add_getter(&mut plan, rep, &selection)?;
             }
             let _source_output = self.execute(source, &plan, state)?;
@@ -435,8 +384,7 @@ impl IntervenableModel {
                 if self.reps[rep].reads_source_run() && state.activations[rep].is_none() {
                     continue;
                 }
-                let selection =
-                    self.selection(locations, &key, false, slot, members.len(), rep, batch)?;
+                let selection = self.selection(locations, &key, false, slot, members.len(), rep, batch)?;
                 pending.push((rep, selection));
             }
         }
@@ -456,24 +404,11 @@ impl IntervenableModel {
     ) -> Result<Selection> {
         let bound = &self.reps[rep];
         locations
-            .resolve(
-                key,
-                source_side,
-                slot,
-                count,
-                bound.unit.levels(),
-                batch as usize,
-                &bound.description,
-            )?
+            .resolve(key, source_side, slot, count, bound.unit.levels(), batch as usize, &bound.description)?
             .ok_or_else(|| missing_side(&bound.description, key, source_side))
     }
 
-    fn subspaces_for(
-        &self,
-        rep: usize,
-        subspaces: &Subspaces,
-        batch: i64,
-    ) -> Result<Option<Vec<Vec<i64>>>> {
+    fn subspaces_for(&self, rep: usize, subspaces: &Subspaces, batch: i64) -> Result<Option<Vec<Vec<i64>>>> {
         let bound = &self.reps[rep];
         subspaces.resolve(
             rep,
@@ -534,9 +469,7 @@ impl IntervenableModel {
                 )))
             }
             (Selection::Whole, _) => Target::Whole,
-            (Selection::Units(UnitLocs::One(steps)), UnitKind::Timestep) => {
-                Target::Steps(steps.clone())
-            }
+            (Selection::Units(UnitLocs::One(steps)), UnitKind::Timestep) => Target::Steps(steps.clone()),
             (Selection::Units(units), kind) => Target::Units(
                 Indexer::new(kind, units, self.model.device())
                     .map_err(|e| VeneError::Locations(format!("{}: {e}", bound.description)))?,
@@ -549,43 +482,26 @@ impl IntervenableModel {
             Target::Steps(steps) => steps.iter().map(Vec::len).sum(),
             _ => 0,
         });
-        plan.actions[site].push(Action {
-            id,
-            rep,
-            kind,
-            target,
-            subspaces,
-        });
+        plan.actions[site].push(Action { id, rep, kind, target, subspaces });
         Ok(())
     }
 
     /// One forward pass executing `plan`; returns the model output.
-    fn execute(
-        &mut self,
-        inputs: &ForwardInputs,
-        plan: &Plan,
-        state: &mut RunState,
-    ) -> Result<Tensor> {
+    fn execute(&mut self, inputs: &ForwardInputs, plan: &Plan, state: &mut RunState) -> Result<Tensor> {
         state.hits = vec![0; plan.slots.len()];
         let result = if plan.is_empty() {
             self.model.forward(inputs, Hooks::none())
         } else {
-            let sink = RunSink {
-                plan,
-                reps: &self.reps,
-                instances: &mut self.instances,
-                state: &mut *state,
-            };
-            self.model
-                .forward(inputs, Hooks::new(&plan.active, plan.components, sink))
+            let sink = RunSink { plan, reps: &self.reps, instances: &mut self.instances, state: &mut *state };
+            self.model.forward(inputs, Hooks::new(&plan.active, plan.components, sink))
         };
         let output = match result {
             Ok(output) => output,
             Err(error) => {
-                return Err(state.error.take().unwrap_or(VeneError::Model {
-                    context: "forward pass".to_string(),
-                    error,
-                }))
+                return Err(state
+                    .error
+                    .take()
+                    .unwrap_or(VeneError::Model { context: "forward pass".to_string(), error }))
             }
         };
         for action in plan.actions.iter().flatten() {
@@ -597,14 +513,9 @@ impl IntervenableModel {
                         "the model never reached timestep {} of this site (locations {steps:?})",
                         steps.iter().flatten().max().copied().unwrap_or_default()
                     ),
-                    _ => {
-                        "the model never reached this hook site during the forward pass".to_string()
-                    }
+                    _ => "the model never reached this hook site during the forward pass".to_string(),
                 };
-                return Err(VeneError::Intervention {
-                    key: self.reps[action.rep].description.clone(),
-                    message: what,
-                });
+                return Err(VeneError::Intervention { key: self.reps[action.rep].description.clone(), message: what });
             }
         }
         Ok(output.output)
@@ -726,9 +637,7 @@ impl RunSink<'_> {
         for action in actions {
             let bound = &self.reps[action.rep];
             if let Target::Steps(steps) = &action.target {
-                if let Some(next) =
-                    self.visit_step(action, bound, steps, call.timestep, &current)?
-                {
+                if let Some(next) = self.visit_step(action, bound, steps, call.timestep, &current)? {
                     current = next;
                     changed = true;
                 }
@@ -753,14 +662,13 @@ impl RunSink<'_> {
                 }
                 ActionKind::Set => self.source_for(action.rep, bound),
             };
-            let output =
-                match self.intervene(bound, &selected, source, action.subspaces.as_deref())? {
-                    Outcome::Replace(output) => output,
-                    Outcome::Collected(collected) => {
-                        self.state.collected[action.rep] = Some(collected);
-                        continue;
-                    }
-                };
+            let output = match self.intervene(bound, &selected, source, action.subspaces.as_deref())? {
+                Outcome::Replace(output) => output,
+                Outcome::Collected(collected) => {
+                    self.state.collected[action.rep] = Some(collected);
+                    continue;
+                }
+            };
             current = match &action.target {
                 Target::Units(indexer) => indexer.scatter(&current, &output),
                 _ => output,
@@ -777,9 +685,7 @@ impl RunSink<'_> {
         } else if let Some(constant) = &bound.constant_source {
             Some(constant.shallow_clone())
         } else {
-            self.state.activations[rep]
-                .as_ref()
-                .map(Tensor::shallow_clone)
+            self.state.activations[rep].as_ref().map(Tensor::shallow_clone)
         }
     }
 
@@ -796,19 +702,13 @@ impl RunSink<'_> {
         let slots: Vec<(usize, usize)> = steps
             .iter()
             .enumerate()
-            .flat_map(|(example, list)| {
-                list.iter()
-                    .position(|&s| s == i64::from(timestep))
-                    .map(|unit| (example, unit))
-            })
+            .flat_map(|(example, list)| list.iter().position(|&s| s == i64::from(timestep)).map(|unit| (example, unit)))
             .collect();
         if slots.is_empty() {
             return Ok(None);
         }
-        self.state.hits[action.id] += steps
-            .iter()
-            .map(|list| list.iter().filter(|&&s| s == i64::from(timestep)).count())
-            .sum::<usize>();
+        self.state.hits[action.id] +=
+            steps.iter().map(|list| list.iter().filter(|&&s| s == i64::from(timestep)).count()).sum::<usize>();
         let rows = |store: &mut Vec<Option<Tensor>>| {
             if store.len() != steps.len() * units {
                 *store = (0..steps.len() * units).map(|_| None).collect();
@@ -838,8 +738,7 @@ impl RunSink<'_> {
         let source = match stored {
             None => bound.constant_source.as_ref().map(Tensor::shallow_clone),
             Some(stored) => {
-                let mut source_rows: Vec<Tensor> =
-                    (0..steps.len() as i64).map(|b| current.get(b)).collect();
+                let mut source_rows: Vec<Tensor> = (0..steps.len() as i64).map(|b| current.get(b)).collect();
                 for &(example, unit) in &slots {
                     let row = stored.get(example * units + unit).and_then(Option::as_ref).ok_or_else(|| {
                         VeneError::Intervention {
@@ -872,9 +771,7 @@ impl RunSink<'_> {
         for &(example, _) in &slots {
             mask[example] = true;
         }
-        let mask = Tensor::from_slice(&mask)
-            .view([-1, 1])
-            .to_device(current.device());
+        let mask = Tensor::from_slice(&mask).view([-1, 1]).to_device(current.device());
         Ok(Some(output.where_self(&mask, current)))
     }
 
@@ -886,14 +783,9 @@ impl RunSink<'_> {
         source: Option<Tensor>,
         subspaces: Option<&[Vec<i64>]>,
     ) -> Result<Outcome> {
-        let fail = |message: String| VeneError::Intervention {
-            key: bound.description.clone(),
-            message,
-        };
+        let fail = |message: String| VeneError::Intervention { key: bound.description.clone(), message };
         if bound.traits.needs_source && source.is_none() {
-            return Err(fail(
-                "no source activation is available for this site".to_string(),
-            ));
+            return Err(fail("no source activation is available for this site".to_string()));
         }
         let (base_in, source_in) = if bound.traits.distributed {
             (flatten_units(selected), source.as_ref().map(flatten_units))
@@ -906,11 +798,7 @@ impl RunSink<'_> {
         if bound.traits.collects {
             return Ok(Outcome::Collected(output));
         }
-        let output = if bound.traits.distributed {
-            unflatten_units(&output, &selected.size())
-        } else {
-            output
-        };
+        let output = if bound.traits.distributed { unflatten_units(&output, &selected.size()) } else { output };
         if output.size() != selected.size() {
             return Err(fail(format!(
                 "the intervention returned shape {:?}, expected {:?}",
@@ -923,14 +811,8 @@ impl RunSink<'_> {
 }
 
 impl HookSink for RunSink<'_> {
-    fn visit(
-        &mut self,
-        call: SiteCall,
-        value: TensorRef<'_>,
-    ) -> RResult<ROption<OwnedTensor>, PluginError> {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            self.visit_site(call, value.to_tensor())
-        }));
+    fn visit(&mut self, call: SiteCall, value: TensorRef<'_>) -> RResult<ROption<OwnedTensor>, PluginError> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.visit_site(call, value.to_tensor())));
         let error = match outcome {
             Ok(Ok(replacement)) => return RResult::ROk(replacement.map(OwnedTensor::new).into()),
             Ok(Err(error)) => error,

@@ -11,17 +11,9 @@ pub enum VeneError {
     #[error("unknown intervention type '{name}'; known types: {}", known.join(", "))]
     UnknownInterventionType { name: String, known: Vec<String> },
     #[error("unknown component '{component}' for {model_type}; the model's components: {}", known.join(", "))]
-    UnknownComponent {
-        component: String,
-        model_type: String,
-        known: Vec<String>,
-    },
+    UnknownComponent { component: String, model_type: String, known: Vec<String> },
     #[error("layer {layer} is out of range for {component}: it exists at layers 0..{num_layers}")]
-    LayerOutOfRange {
-        layer: u32,
-        component: String,
-        num_layers: u32,
-    },
+    LayerOutOfRange { layer: u32, component: String, num_layers: u32 },
     #[error("invalid unit_locations: {0}")]
     Locations(String),
     #[error("invalid subspaces: {0}")]
@@ -37,16 +29,9 @@ pub enum VeneError {
     #[error("intervention '{key}' failed: {message}")]
     Intervention { key: String, message: String },
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not valid JSON for {what}: {source}")]
-    Json {
-        path: PathBuf,
-        what: &'static str,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, what: &'static str, source: serde_json::Error },
     #[error("{0}")]
     Checkpoint(#[from] vene_checkpoint::CheckpointError),
     #[error("libtorch: {0}")]

@@ -47,16 +47,13 @@ pub struct RunInputs {
 
 impl RunInputs {
     pub fn from_file(path: &Path, device: Device) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| VeneError::Io {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| VeneError::Io { path: path.to_path_buf(), source })?;
+        let json: RunInputsJson = serde_json::from_str(&text).map_err(|source| VeneError::Json {
             path: path.to_path_buf(),
+            what: "vene inputs",
             source,
         })?;
-        let json: RunInputsJson =
-            serde_json::from_str(&text).map_err(|source| VeneError::Json {
-                path: path.to_path_buf(),
-                what: "vene inputs",
-                source,
-            })?;
         Self::from_json(&json, device)
     }
 
@@ -67,11 +64,7 @@ impl RunInputs {
             .iter()
             .flatten()
             .enumerate()
-            .map(|(i, s)| {
-                s.as_ref()
-                    .map(|s| s.to_inputs(&format!("sources[{i}]"), device))
-                    .transpose()
-            })
+            .map(|(i, s)| s.as_ref().map(|s| s.to_inputs(&format!("sources[{i}]"), device)).transpose())
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             base,
@@ -84,9 +77,7 @@ impl RunInputs {
 
 fn rectangular(rows: &[Vec<i64>], what: &str) -> Result<Tensor> {
     if rows.is_empty() || rows[0].is_empty() {
-        return Err(VeneError::Inputs(format!(
-            "{what} is empty: give at least one example with one token"
-        )));
+        return Err(VeneError::Inputs(format!("{what} is empty: give at least one example with one token")));
     }
     if let Some(bad) = rows.iter().position(|r| r.len() != rows[0].len()) {
         return Err(VeneError::Inputs(format!(
@@ -104,23 +95,16 @@ fn nested_floats(value: &Value, what: &str) -> Result<(Vec<i64>, Vec<f32>)> {
     match value {
         Value::Number(n) => Ok((Vec::new(), vec![n.as_f64().unwrap_or_default() as f32])),
         Value::Array(items) if !items.is_empty() => {
-            let parts = items
-                .iter()
-                .map(|v| nested_floats(v, what))
-                .collect::<Result<Vec<_>>>()?;
+            let parts = items.iter().map(|v| nested_floats(v, what)).collect::<Result<Vec<_>>>()?;
             if parts.iter().any(|(shape, _)| shape != &parts[0].0) {
-                return Err(VeneError::Inputs(format!(
-                    "{what} must be a rectangular nested list of numbers"
-                )));
+                return Err(VeneError::Inputs(format!("{what} must be a rectangular nested list of numbers")));
             }
             let mut shape = vec![parts.len() as i64];
             shape.extend(&parts[0].0);
             Ok((shape, parts.into_iter().flat_map(|(_, v)| v).collect()))
         }
         Value::Array(_) => Err(VeneError::Inputs(format!("{what} is empty"))),
-        other => Err(VeneError::Inputs(format!(
-            "{what} must hold numbers, found {other}"
-        ))),
+        other => Err(VeneError::Inputs(format!("{what} must hold numbers, found {other}"))),
     }
 }
 
@@ -138,17 +122,12 @@ impl ExampleJson {
             .map(|v| {
                 let (shape, values) = nested_floats(v, &format!("{what}.inputs"))?;
                 Ok::<_, VeneError>(
-                    Tensor::from_slice(&values)
-                        .view(shape.as_slice())
-                        .to_kind(Kind::Float)
-                        .to_device(device),
+                    Tensor::from_slice(&values).view(shape.as_slice()).to_kind(Kind::Float).to_device(device),
                 )
             })
             .transpose()?;
         if input_ids.is_none() == features.is_none() {
-            return Err(VeneError::Inputs(format!(
-                "{what} needs exactly one of \"input_ids\" and \"inputs\""
-            )));
+            return Err(VeneError::Inputs(format!("{what} needs exactly one of \"input_ids\" and \"inputs\"")));
         }
         let attention_mask = self
             .attention_mask
@@ -156,12 +135,6 @@ impl ExampleJson {
             .map(|rows| rectangular(rows, &format!("{what}.attention_mask")))
             .transpose()?
             .map(|t| t.to_device(device));
-        Ok(ForwardInputs {
-            input_ids,
-            features,
-            attention_mask,
-            past: Vec::new(),
-            use_cache: false,
-        })
+        Ok(ForwardInputs { input_ids, features, attention_mask, past: Vec::new(), use_cache: false })
     }
 }

@@ -79,18 +79,12 @@ impl UnitLocations {
             return Ok(Self::whole());
         };
         let object = value.as_object().ok_or_else(|| {
-            VeneError::Locations(format!(
-                "expected an object such as {{\"sources->base\": [1, 2]}}, got {value}"
-            ))
+            VeneError::Locations(format!("expected an object such as {{\"sources->base\": [1, 2]}}, got {value}"))
         })?;
         let mut keys = BTreeMap::new();
         for (key, spec) in object {
             let base_only = key == "base";
-            let name = if base_only {
-                "sources->base".to_string()
-            } else {
-                key.clone()
-            };
+            let name = if base_only { "sources->base".to_string() } else { key.clone() };
             if !base_only && !key.contains("->") {
                 return Err(VeneError::Locations(format!(
                     "unknown key '{key}': use \"sources->base\", \"base\" or (serial) \"source_0->source_1\" …"
@@ -102,40 +96,24 @@ impl UnitLocations {
     }
 
     fn parse_key(key: &str, spec: &Value, base_only: bool) -> Result<KeySpec> {
-        let both = |side: Side| KeySpec {
-            sources: if base_only {
-                Side::Absent
-            } else {
-                side.clone()
-            },
-            base: side,
-        };
+        let both = |side: Side| KeySpec { sources: if base_only { Side::Absent } else { side.clone() }, base: side };
         if let Some(position) = as_int(spec) {
             return Ok(both(Side::Broadcast(vec![position])));
         }
-        let list = spec.as_array().ok_or_else(|| {
-            VeneError::Locations(format!("'{key}' must be an int or a list, got {spec}"))
-        })?;
+        let list = spec
+            .as_array()
+            .ok_or_else(|| VeneError::Locations(format!("'{key}' must be an int or a list, got {spec}")))?;
         if list.len() == 2 && !base_only {
             let (a, b) = (&list[0], &list[1]);
             match (as_int(a), as_int(b)) {
                 (Some(i), Some(j)) => {
-                    return Ok(KeySpec {
-                        sources: Side::Broadcast(vec![i]),
-                        base: Side::Broadcast(vec![j]),
-                    })
+                    return Ok(KeySpec { sources: Side::Broadcast(vec![i]), base: Side::Broadcast(vec![j]) })
                 }
                 (None, Some(j)) if a.is_null() => {
-                    return Ok(KeySpec {
-                        sources: Side::Absent,
-                        base: Side::Broadcast(vec![j]),
-                    })
+                    return Ok(KeySpec { sources: Side::Absent, base: Side::Broadcast(vec![j]) })
                 }
                 (Some(i), None) if b.is_null() => {
-                    return Ok(KeySpec {
-                        sources: Side::Broadcast(vec![i]),
-                        base: Side::Absent,
-                    })
+                    return Ok(KeySpec { sources: Side::Broadcast(vec![i]), base: Side::Absent })
                 }
                 _ => {}
             }
@@ -144,10 +122,7 @@ impl UnitLocations {
             return Ok(both(Side::Broadcast(positions)));
         }
         if base_only {
-            return Ok(KeySpec {
-                sources: Side::Absent,
-                base: Side::PerIntervention(list.clone()),
-            });
+            return Ok(KeySpec { sources: Side::Absent, base: Side::PerIntervention(list.clone()) });
         }
         if list.len() != 2 {
             return Err(VeneError::Locations(format!(
@@ -159,15 +134,10 @@ impl UnitLocations {
             match value {
                 Value::Null => Ok(Side::Absent),
                 Value::Array(entries) => Ok(Side::PerIntervention(entries.clone())),
-                other => Err(VeneError::Locations(format!(
-                    "the {which} side of '{key}' must be a list, got {other}"
-                ))),
+                other => Err(VeneError::Locations(format!("the {which} side of '{key}' must be a list, got {other}"))),
             }
         };
-        Ok(KeySpec {
-            sources: side(&list[0], "source")?,
-            base: side(&list[1], "base")?,
-        })
+        Ok(KeySpec { sources: side(&list[0], "source")?, base: side(&list[1], "base")? })
     }
 
     /// Whether any key was given (false means: whole tensors everywhere).
@@ -193,16 +163,9 @@ impl UnitLocations {
         };
         let Some(spec) = keys.get(key) else {
             let known: Vec<&str> = keys.keys().map(String::as_str).collect();
-            return Err(VeneError::Locations(format!(
-                "no '{key}' entry (given: {})",
-                known.join(", ")
-            )));
+            return Err(VeneError::Locations(format!("no '{key}' entry (given: {})", known.join(", "))));
         };
-        let side = if source_side {
-            &spec.sources
-        } else {
-            &spec.base
-        };
+        let side = if source_side { &spec.sources } else { &spec.base };
         match side {
             Side::Absent => Ok(None),
             Side::Broadcast(units) => {
@@ -212,10 +175,7 @@ impl UnitLocations {
                          locations, not the shorthand {units:?}"
                     )));
                 }
-                Ok(Some(Selection::Units(UnitLocs::One(vec![
-                    units.clone();
-                    batch
-                ]))))
+                Ok(Some(Selection::Units(UnitLocs::One(vec![units.clone(); batch]))))
             }
             Side::PerIntervention(entries) => {
                 if entries.len() != count {
@@ -232,11 +192,9 @@ impl UnitLocations {
 }
 
 fn batch_lists(value: &Value, batch: usize, what: &str) -> Result<Vec<Vec<i64>>> {
-    let rows = value.as_array().ok_or_else(|| {
-        VeneError::Locations(format!(
-            "{what}: expected [batch][units] lists, got {value}"
-        ))
-    })?;
+    let rows = value
+        .as_array()
+        .ok_or_else(|| VeneError::Locations(format!("{what}: expected [batch][units] lists, got {value}")))?;
     if rows.len() != batch {
         return Err(VeneError::Locations(format!(
             "{what}: locations are given for {} examples, the batch has {batch}",
@@ -246,11 +204,8 @@ fn batch_lists(value: &Value, batch: usize, what: &str) -> Result<Vec<Vec<i64>>>
     let lists = rows
         .iter()
         .map(|row| {
-            int_list(row).ok_or_else(|| {
-                VeneError::Locations(format!(
-                    "{what}: expected a list of ints per example, got {row}"
-                ))
-            })
+            int_list(row)
+                .ok_or_else(|| VeneError::Locations(format!("{what}: expected a list of ints per example, got {row}")))
         })
         .collect::<Result<Vec<_>>>()?;
     if lists.iter().any(|l| l.len() != lists[0].len()) {
@@ -260,9 +215,7 @@ fn batch_lists(value: &Value, batch: usize, what: &str) -> Result<Vec<Vec<i64>>>
         )));
     }
     if let Some(bad) = lists.iter().flatten().find(|&&i| i < 0) {
-        return Err(VeneError::Locations(format!(
-            "{what}: negative unit location {bad}"
-        )));
+        return Err(VeneError::Locations(format!("{what}: negative unit location {bad}")));
     }
     Ok(lists)
 }
@@ -272,9 +225,7 @@ fn parse_selection(value: &Value, levels: usize, batch: usize, what: &str) -> Re
         return Ok(Selection::Whole);
     }
     if levels == 1 {
-        return Ok(Selection::Units(UnitLocs::One(batch_lists(
-            value, batch, what,
-        )?)));
+        return Ok(Selection::Units(UnitLocs::One(batch_lists(value, batch, what)?)));
     }
     match value.as_array().map(Vec::as_slice) {
         Some([first, second]) => Ok(Selection::Units(UnitLocs::Two(
@@ -301,18 +252,14 @@ impl Subspaces {
     pub fn parse(value: Option<&Value>) -> Result<Self> {
         match value {
             None | Some(Value::Null) => Ok(Subspaces::None),
-            Some(v) if as_int(v).is_some() => {
-                Ok(Subspaces::Broadcast(vec![as_int(v).unwrap_or_default()]))
-            }
+            Some(v) if as_int(v).is_some() => Ok(Subspaces::Broadcast(vec![as_int(v).unwrap_or_default()])),
             Some(v) => {
                 if let Some(ids) = int_list(v).filter(|ids| !ids.is_empty()) {
                     return Ok(Subspaces::Broadcast(ids));
                 }
                 v.as_array()
                     .map(|entries| Subspaces::PerIntervention(entries.clone()))
-                    .ok_or_else(|| {
-                        VeneError::Subspaces(format!("expected an int or a list, got {v}"))
-                    })
+                    .ok_or_else(|| VeneError::Subspaces(format!("expected an int or a list, got {v}")))
             }
         }
     }
@@ -340,8 +287,7 @@ impl Subspaces {
                 if entries[index].is_null() {
                     return Ok(None);
                 }
-                batch_lists(&entries[index], batch, what)
-                    .map_err(|e| VeneError::Subspaces(e.to_string()))?
+                batch_lists(&entries[index], batch, what).map_err(|e| VeneError::Subspaces(e.to_string()))?
             }
         };
         ids.into_iter()

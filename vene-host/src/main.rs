@@ -21,11 +21,7 @@ use vene_host::{
 };
 
 #[derive(Parser)]
-#[command(
-    name = "vene",
-    version,
-    about = "Interventions on neural model internals (pyvene semantics, native plugins)"
-)]
+#[command(name = "vene", version, about = "Interventions on neural model internals (pyvene semantics, native plugins)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,15 +109,9 @@ enum Command {
 fn parse_device(text: &str) -> Result<DeviceSpec> {
     match text {
         "cpu" => Ok(DeviceSpec::CPU),
-        "cuda" => Ok(DeviceSpec {
-            kind: vene_api::model::DeviceKind::Cuda,
-            index: 0,
-        }),
+        "cuda" => Ok(DeviceSpec { kind: vene_api::model::DeviceKind::Cuda, index: 0 }),
         other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
-            Some(index) => Ok(DeviceSpec {
-                kind: vene_api::model::DeviceKind::Cuda,
-                index,
-            }),
+            Some(index) => Ok(DeviceSpec { kind: vene_api::model::DeviceKind::Cuda, index }),
             None => bail!("unknown device '{other}': use cpu, cuda or cuda:N"),
         },
     }
@@ -152,15 +142,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Plugins { plugins } => list_plugins(&plugins.load()?),
         Command::Sites { model, plugins } => show_sites(&model.load(&plugins.load()?)?),
-        Command::Run {
-            model,
-            config,
-            inputs,
-            out,
-            repeat,
-            seed,
-            plugins,
-        } => {
+        Command::Run { model, config, inputs, out, repeat, seed, plugins } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
             run_interventions(model, &plugins, &config, &inputs, &out, repeat, seed)
@@ -174,24 +156,13 @@ fn list_plugins(plugins: &PluginSet) -> Result<()> {
     }
     for plugin in plugins.plugins() {
         let build = &plugin.build;
-        println!(
-            "{} {}  ({})",
-            build.plugin_name,
-            build.plugin_version,
-            plugin.path.display()
-        );
-        println!(
-            "  built against vene-api {}, tch {}, libtorch {}",
-            build.vene_api, build.tch, build.libtorch
-        );
+        println!("{} {}  ({})", build.plugin_name, build.plugin_version, plugin.path.display());
+        println!("  built against vene-api {}, tch {}, libtorch {}", build.vene_api, build.tch, build.libtorch);
         if !plugin.model_types.is_empty() {
             println!("  model types: {}", plugin.model_types.join(", "));
         }
         if !plugin.intervention_types.is_empty() {
-            println!(
-                "  intervention types: {}",
-                plugin.intervention_types.join(", ")
-            );
+            println!("  intervention types: {}", plugin.intervention_types.join(", "));
         }
     }
     println!("built-in intervention types:");
@@ -209,17 +180,10 @@ fn show_sites(model: &LoadedModel) -> Result<()> {
         catalog.num_layers,
         catalog.num_heads,
         catalog.hidden_size,
-        if catalog.vocab_size > 0 {
-            format!(", vocabulary {}", catalog.vocab_size)
-        } else {
-            String::new()
-        },
+        if catalog.vocab_size > 0 { format!(", vocabulary {}", catalog.vocab_size) } else { String::new() },
         model.plugin_path().display()
     );
-    println!(
-        "{:<30} {:<18} {:>6} {:>6}  {:<12} module paths",
-        "component", "layout", "dim", "layers", "units"
-    );
+    println!("{:<30} {:<18} {:>6} {:>6}  {:<12} module paths", "component", "layout", "dim", "layers", "units");
     for component in catalog.components.iter() {
         let paths: Vec<&str> = component.module_paths.iter().map(|p| p.as_str()).collect();
         println!(
@@ -239,8 +203,7 @@ fn show_sites(model: &LoadedModel) -> Result<()> {
 fn load_config(path: &Path) -> Result<IntervenableConfig> {
     if path.is_dir() {
         let file = path.join("config.json");
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
         if pyvene_import::is_pyvene_config(&text) {
             return Ok(pyvene_import::import_dir(path)?);
         }
@@ -261,17 +224,10 @@ fn run_interventions(
     let config = load_config(config_path)?;
     let inputs = RunInputs::from_file(inputs_path, model.device())?;
     let is_language_model = model.catalog().vocab_size > 0;
-    let plain = is_language_model
-        .then(|| model.forward_plain(&inputs.base))
-        .transpose()?;
+    let plain = is_language_model.then(|| model.forward_plain(&inputs.base)).transpose()?;
     let mut intervenable = IntervenableModel::new(model, config, plugins, seed)?;
     let _guard = tch::no_grad_guard();
-    let result = intervenable.run(
-        &inputs.base,
-        &inputs.sources,
-        &inputs.unit_locations,
-        &inputs.subspaces,
-    )?;
+    let result = intervenable.run(&inputs.base, &inputs.sources, &inputs.unit_locations, &inputs.subspaces)?;
     let mut tensors = vec![("output".to_string(), result.output.to_kind(Kind::Float))];
     for (i, collected) in result.collected.iter().enumerate() {
         tensors.push((format!("collected.{i}"), collected.to_kind(Kind::Float)));
@@ -285,21 +241,12 @@ fn run_interventions(
         let mut times = Vec::with_capacity(repeat);
         for _ in 0..repeat {
             let start = Instant::now();
-            let timed = intervenable.run(
-                &inputs.base,
-                &inputs.sources,
-                &inputs.unit_locations,
-                &inputs.subspaces,
-            )?;
+            let timed = intervenable.run(&inputs.base, &inputs.sources, &inputs.unit_locations, &inputs.subspaces)?;
             drop(timed);
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
         times.sort_by(f64::total_cmp);
-        println!(
-            "{{\"forward_ms_median\": {:.4}, \"forward_ms_min\": {:.4}}}",
-            times[times.len() / 2],
-            times[0]
-        );
+        println!("{{\"forward_ms_median\": {:.4}, \"forward_ms_min\": {:.4}}}", times[times.len() / 2], times[0]);
     }
     Ok(())
 }
@@ -307,30 +254,15 @@ fn run_interventions(
 /// Top-5 next tokens after the last position of each base example, plain and intervened.
 fn print_top_tokens(plain: &Tensor, intervened: &Tensor) {
     let top = |logits: &Tensor| -> Vec<Vec<(i64, f64)>> {
-        let probabilities = logits
-            .select(1, -1)
-            .to_kind(Kind::Float)
-            .softmax(-1, Kind::Float);
+        let probabilities = logits.select(1, -1).to_kind(Kind::Float).softmax(-1, Kind::Float);
         let (values, indices) = probabilities.topk(5, -1, true, true);
         (0..values.size()[0])
-            .map(|b| {
-                (0..5)
-                    .map(|k| (indices.int64_value(&[b, k]), values.double_value(&[b, k])))
-                    .collect()
-            })
+            .map(|b| (0..5).map(|k| (indices.int64_value(&[b, k]), values.double_value(&[b, k]))).collect())
             .collect()
     };
-    let format = |row: &[(i64, f64)]| {
-        row.iter()
-            .map(|(t, p)| format!("{t} ({p:.3})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let format = |row: &[(i64, f64)]| row.iter().map(|(t, p)| format!("{t} ({p:.3})")).collect::<Vec<_>>().join(", ");
     for (b, (base, changed)) in top(plain).iter().zip(top(intervened)).enumerate() {
         println!("example {b} top-5 next tokens  base: {}", format(base));
-        println!(
-            "example {b} top-5 next tokens  intervened: {}",
-            format(&changed)
-        );
+        println!("example {b} top-5 next tokens  intervened: {}", format(&changed));
     }
 }

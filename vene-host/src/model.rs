@@ -6,8 +6,7 @@ use abi_stable::std_types::{RBox, RSlice, RStr};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 use vene_api::{
-    model::ModelAbi_TO, DTypeSpec, DeviceSpec, Hooks, LoadRequest, ModelCatalog, ModelInputs,
-    PluginError, TensorRef,
+    model::ModelAbi_TO, DTypeSpec, DeviceSpec, Hooks, LoadRequest, ModelCatalog, ModelInputs, PluginError, TensorRef,
 };
 
 use crate::{
@@ -27,20 +26,11 @@ pub struct ForwardInputs {
 
 impl ForwardInputs {
     pub fn from_ids(input_ids: Tensor) -> Self {
-        Self {
-            input_ids: Some(input_ids),
-            features: None,
-            attention_mask: None,
-            past: Vec::new(),
-            use_cache: false,
-        }
+        Self { input_ids: Some(input_ids), features: None, attention_mask: None, past: Vec::new(), use_cache: false }
     }
 
     pub fn batch_size(&self) -> i64 {
-        self.input_ids
-            .as_ref()
-            .or(self.features.as_ref())
-            .map_or(0, |t| t.size().first().copied().unwrap_or(0))
+        self.input_ids.as_ref().or(self.features.as_ref()).map_or(0, |t| t.size().first().copied().unwrap_or(0))
     }
 
     pub fn to_device(&self, device: Device) -> Self {
@@ -78,19 +68,11 @@ struct ModelTypeOnly {
 
 impl LoadedModel {
     /// Loads the Hugging Face directory `dir` with the adapter that provides its `model_type`.
-    pub fn load(
-        plugins: &PluginSet,
-        dir: &Path,
-        device: DeviceSpec,
-        dtype: DTypeSpec,
-    ) -> Result<Self> {
+    pub fn load(plugins: &PluginSet, dir: &Path, device: DeviceSpec, dtype: DTypeSpec) -> Result<Self> {
         let config: ModelTypeOnly = vene_checkpoint::read_config(dir)?;
-        let model_type = config.model_type.ok_or_else(|| {
-            VeneError::Config(format!(
-                "{} has no \"model_type\"",
-                dir.join("config.json").display()
-            ))
-        })?;
+        let model_type = config
+            .model_type
+            .ok_or_else(|| VeneError::Config(format!("{} has no \"model_type\"", dir.join("config.json").display())))?;
         let (adapter, plugin) = plugins.adapter(&model_type).ok_or_else(|| {
             let known = plugins.model_types();
             VeneError::Config(format!(
@@ -99,25 +81,15 @@ impl LoadedModel {
             ))
         })?;
         let dir_text = dir.to_string_lossy();
-        let request = LoadRequest {
-            dir: RStr::from(dir_text.as_ref()),
-            device,
-            dtype,
-        };
+        let request = LoadRequest { dir: RStr::from(dir_text.as_ref()), device, dtype };
         let inner = adapter
             .load(request)
             .into_result()
-            .map_err(|error| VeneError::Model {
-                context: format!("loading {}", dir.display()),
-                error,
-            })?;
+            .map_err(|error| VeneError::Model { context: format!("loading {}", dir.display()), error })?;
         let catalog = inner
             .catalog()
             .into_result()
-            .map_err(|error| VeneError::Model {
-                context: "reading the model's catalog".to_string(),
-                error,
-            })?;
+            .map_err(|error| VeneError::Model { context: "reading the model's catalog".to_string(), error })?;
         Ok(Self {
             inner,
             catalog,
@@ -149,11 +121,7 @@ impl LoadedModel {
     }
 
     /// One forward pass; `hooks` decides which sites call back.
-    pub fn forward(
-        &self,
-        inputs: &ForwardInputs,
-        hooks: Hooks<'_>,
-    ) -> std::result::Result<ForwardOutput, PluginError> {
+    pub fn forward(&self, inputs: &ForwardInputs, hooks: Hooks<'_>) -> std::result::Result<ForwardOutput, PluginError> {
         let past: Vec<TensorRef<'_>> = inputs.past.iter().map(TensorRef::new).collect();
         let abi_inputs = ModelInputs {
             input_ids: inputs.input_ids.as_ref().map(TensorRef::new).into(),
@@ -165,20 +133,13 @@ impl LoadedModel {
         let output = self.inner.forward(abi_inputs, hooks).into_result()?;
         Ok(ForwardOutput {
             output: output.output.into_tensor(),
-            present: output
-                .present
-                .into_iter()
-                .map(|t| t.into_tensor())
-                .collect(),
+            present: output.present.into_iter().map(|t| t.into_tensor()).collect(),
         })
     }
 
     /// A plain forward pass with no hook site active.
     pub fn forward_plain(&self, inputs: &ForwardInputs) -> Result<ForwardOutput> {
         self.forward(inputs, Hooks::none())
-            .map_err(|error| VeneError::Model {
-                context: "forward pass".to_string(),
-                error,
-            })
+            .map_err(|error| VeneError::Model { context: "forward pass".to_string(), error })
     }
 }

@@ -17,8 +17,7 @@ use abi_stable::{
     std_types::RBox,
 };
 use vene_api::{
-    handshake::BuildInfo, intervention::InterventionFactoryAbi_TO, model::AdapterAbi_TO,
-    plugin::PluginRootRef,
+    handshake::BuildInfo, intervention::InterventionFactoryAbi_TO, model::AdapterAbi_TO, plugin::PluginRootRef,
 };
 
 use crate::{
@@ -39,28 +38,19 @@ impl PluginSearch {
     /// The executable's directory and `VENE_PLUGIN_PATH`, then `extra_dirs`.
     pub fn standard(extra_dirs: &[PathBuf], only: &[String]) -> Self {
         let mut dirs = Vec::new();
-        if let Some(dir) = env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        {
+        if let Some(dir) = env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
             dirs.push(dir);
         }
         if let Some(paths) = env::var_os("VENE_PLUGIN_PATH") {
             dirs.extend(env::split_paths(&paths).filter(|p| !p.as_os_str().is_empty()));
         }
         dirs.extend(extra_dirs.iter().cloned());
-        Self {
-            dirs,
-            only: only.to_vec(),
-        }
+        Self { dirs, only: only.to_vec() }
     }
 
     /// Only the given directories (no executable directory, no environment).
     pub fn in_dirs(dirs: &[PathBuf]) -> Self {
-        Self {
-            dirs: dirs.to_vec(),
-            only: Vec::new(),
-        }
+        Self { dirs: dirs.to_vec(), only: Vec::new() }
     }
 }
 
@@ -89,18 +79,12 @@ pub struct PluginSet {
 
 fn file_is_plugin(name: &str) -> bool {
     let stem = name.strip_prefix("lib").unwrap_or(name);
-    stem.starts_with("vene_")
-        && [".so", ".dylib", ".dll"]
-            .iter()
-            .any(|ext| stem.ends_with(ext))
+    stem.starts_with("vene_") && [".so", ".dylib", ".dll"].iter().any(|ext| stem.ends_with(ext))
 }
 
 /// `libvene_gpt2.so` → `gpt2`.
 fn short_name(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let stem = name.strip_prefix("lib").unwrap_or(name);
     let stem = stem.split('.').next().unwrap_or(stem);
     stem.strip_prefix("vene_").unwrap_or(stem).to_string()
@@ -129,28 +113,16 @@ impl PluginSet {
             };
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(file_is_plugin)
-                })
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(file_is_plugin))
                 .collect();
             found.sort();
             candidates.extend(found);
         }
         if !search.only.is_empty() {
-            let names: Vec<&String> = search
-                .only
-                .iter()
-                .filter(|r| !Path::new(r.as_str()).is_file())
-                .collect();
+            let names: Vec<&String> = search.only.iter().filter(|r| !Path::new(r.as_str()).is_file()).collect();
             for name in &names {
                 if !candidates.iter().any(|p| matches_request(p, name)) {
-                    let dirs: Vec<String> = search
-                        .dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect();
+                    let dirs: Vec<String> = search.dirs.iter().map(|d| d.display().to_string()).collect();
                     return Err(VeneError::Plugin {
                         path: PathBuf::from(name.as_str()),
                         message: format!("no plugin named '{name}' in {}", dirs.join(", ")),
@@ -182,33 +154,17 @@ impl PluginSet {
 
     /// Loads one library and registers what it provides.
     pub fn add_library(&mut self, path: &Path) -> Result<()> {
-        let fail = |message: String| VeneError::Plugin {
-            path: path.to_path_buf(),
-            message,
-        };
+        let fail = |message: String| VeneError::Plugin { path: path.to_path_buf(), message };
         let root = open_root(path)?;
         let build = (root.build_info())();
-        BuildInfo::current("vene", env!("CARGO_PKG_VERSION"))
-            .check_plugin(&build)
-            .map_err(fail)?;
-        let adapters = (root.adapters())()
-            .into_result()
-            .map_err(|e| fail(e.to_string()))?;
-        let factories = (root.interventions())()
-            .into_result()
-            .map_err(|e| fail(e.to_string()))?;
+        BuildInfo::current("vene", env!("CARGO_PKG_VERSION")).check_plugin(&build).map_err(fail)?;
+        let adapters = (root.adapters())().into_result().map_err(|e| fail(e.to_string()))?;
+        let factories = (root.interventions())().into_result().map_err(|e| fail(e.to_string()))?;
         let index = self.plugins.len();
-        let mut info = PluginInfo {
-            path: path.to_path_buf(),
-            build,
-            model_types: Vec::new(),
-            intervention_types: Vec::new(),
-        };
+        let mut info =
+            PluginInfo { path: path.to_path_buf(), build, model_types: Vec::new(), intervention_types: Vec::new() };
         for adapter in adapters {
-            let types = adapter
-                .model_types()
-                .into_result()
-                .map_err(|e| fail(e.to_string()))?;
+            let types = adapter.model_types().into_result().map_err(|e| fail(e.to_string()))?;
             for model_type in types {
                 let model_type = model_type.into_string();
                 if let Some(&other) = self.adapter_by_type.get(&model_type) {
@@ -223,16 +179,11 @@ impl PluginSet {
             self.adapters.push((index, adapter));
         }
         for factory in factories {
-            let types = factory
-                .type_names()
-                .into_result()
-                .map_err(|e| fail(e.to_string()))?;
+            let types = factory.type_names().into_result().map_err(|e| fail(e.to_string()))?;
             for name in types {
                 let name = name.into_string();
                 if builtin_types().iter().any(|t| t.name == name) {
-                    return Err(fail(format!(
-                        "intervention type '{name}' is built into vene; choose another name"
-                    )));
+                    return Err(fail(format!("intervention type '{name}' is built into vene; choose another name")));
                 }
                 if let Some(&other) = self.factory_by_type.get(&name) {
                     return Err(fail(format!(
@@ -271,10 +222,7 @@ impl PluginSet {
         Some((adapter, self.plugins[*plugin].path.as_path()))
     }
 
-    pub fn factory(
-        &self,
-        name: &str,
-    ) -> Option<(&InterventionFactoryAbi_TO<'static, RBox<()>>, &Path)> {
+    pub fn factory(&self, name: &str) -> Option<(&InterventionFactoryAbi_TO<'static, RBox<()>>, &Path)> {
         let (plugin, factory) = &self.factories[*self.factory_by_type.get(name)?];
         Some((factory, self.plugins[*plugin].path.as_path()))
     }
@@ -282,23 +230,16 @@ impl PluginSet {
 
 /// Opens `path` and returns its vene root module, refusing libraries that are not vene plugins.
 fn open_root(path: &Path) -> Result<PluginRootRef> {
-    let fail = |message: String| VeneError::Plugin {
-        path: path.to_path_buf(),
-        message,
-    };
+    let fail = |message: String| VeneError::Plugin { path: path.to_path_buf(), message };
     // SAFETY: loading a library runs its initialisers; plugins are trusted native code (see the trust model in the
     // README), and only files from the configured plugin directories or named explicitly get here.
-    let library = unsafe { libloading::Library::new(path) }
-        .map_err(|e| fail(format!("cannot be loaded: {e}")))?;
+    let library = unsafe { libloading::Library::new(path) }.map_err(|e| fail(format!("cannot be loaded: {e}")))?;
     // SAFETY: only the symbol's presence is checked; it is not called through this handle.
-    let exported =
-        unsafe { library.get::<*const ()>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes()) }.is_ok();
+    let exported = unsafe { library.get::<*const ()>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes()) }.is_ok();
     // Plugins are never unloaded: their code may be referenced by tensors, vtables and thread-locals.
     std::mem::forget(library);
     if !exported {
-        return Err(fail(
-            "is not a vene plugin (it exports no abi_stable root module)".to_string(),
-        ));
+        return Err(fail("is not a vene plugin (it exports no abi_stable root module)".to_string()));
     }
     let header = lib_header_from_path(path).map_err(|e| fail(one_line(&e.to_string())))?;
     header.init_root_module::<PluginRootRef>().map_err(|e| {

@@ -67,9 +67,7 @@ impl Indexer {
             UnitKind::Axes(axes) => (axes.clone(), false),
             UnitKind::Spatial => (vec![1], true),
             UnitKind::Timestep => {
-                return Err(VeneError::Locations(
-                    "timestep locations do not index a tensor".to_string(),
-                ))
+                return Err(VeneError::Locations("timestep locations do not index a tensor".to_string()))
             }
         };
         let levels = locations.levels();
@@ -85,28 +83,15 @@ impl Indexer {
         for level in levels {
             let flat: Vec<i64> = level.iter().flatten().copied().collect();
             let units = level.first().map_or(0, Vec::len) as i64;
-            indices.push(
-                Tensor::from_slice(&flat)
-                    .view([level.len() as i64, units])
-                    .to_device(device),
-            );
+            indices.push(Tensor::from_slice(&flat).view([level.len() as i64, units]).to_device(device));
             max.push(flat.iter().copied().max().unwrap_or(0));
         }
-        Ok(Self {
-            axes,
-            spatial,
-            indices,
-            max,
-        })
+        Ok(Self { axes, spatial, indices, max })
     }
 
     /// Fails with a message naming `what` when a location is outside `tensor`.
     pub fn check(&self, tensor: &Tensor, what: &str) -> Result<()> {
-        let size = if self.spatial {
-            positions_major(tensor).size()
-        } else {
-            tensor.size()
-        };
+        let size = if self.spatial { positions_major(tensor).size() } else { tensor.size() };
         for ((&axis, &max), index) in self.axes.iter().zip(&self.max).zip(&self.indices) {
             let extent = size.get(axis as usize).copied().unwrap_or(0);
             if max >= extent {
@@ -131,22 +116,14 @@ impl Indexer {
     }
 
     pub fn gather(&self, tensor: &Tensor) -> Tensor {
-        let source = if self.spatial {
-            positions_major(tensor)
-        } else {
-            tensor.shallow_clone()
-        };
-        self.axes
-            .iter()
-            .zip(&self.indices)
-            .fold(source, |acc, (&axis, index)| gather_axis(&acc, axis, index))
+        let source = if self.spatial { positions_major(tensor) } else { tensor.shallow_clone() };
+        self.axes.iter().zip(&self.indices).fold(source, |acc, (&axis, index)| gather_axis(&acc, axis, index))
     }
 
     /// `tensor` with the selected units replaced by `values` (shaped as [`Indexer::gather`] returns).
     pub fn scatter(&self, tensor: &Tensor, values: &Tensor) -> Tensor {
         if self.spatial {
-            let written =
-                scatter_levels(&positions_major(tensor), &self.axes, &self.indices, values);
+            let written = scatter_levels(&positions_major(tensor), &self.axes, &self.indices, values);
             return written.permute([0, 2, 1]).reshape(tensor.size().as_slice());
         }
         scatter_levels(tensor, &self.axes, &self.indices, values)

@@ -6,14 +6,17 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use vene_api::{
-    abi_stable::std_types::{ROption, RString, RVec},
+    abi_stable::std_types::{RString, RVec},
     model::ModelOutput,
-    ComponentInfo, Hooks, InputKind, LoadRequest, Model, ModelAdapter, ModelCatalog, ModelInputs,
-    PluginError, PluginResult, SiteLayout,
+    ComponentInfo, Hooks, InputKind, LoadRequest, Model, ModelAdapter, ModelCatalog, ModelInputs, PluginError,
+    PluginResult, SiteLayout,
 };
 use vene_checkpoint::Weights;
+use vene_nn::{
+    additive_causal_mask, attention_probabilities, merge_heads, split_heads, Activation, LayerNorm, Linear, TokenBatch,
+};
 
 vene_api::export_plugin! {
     adapters: [Gpt2Adapter],
@@ -30,10 +33,8 @@ impl ModelAdapter for Gpt2Adapter {
 
     fn load(&self, request: &LoadRequest<'_>) -> PluginResult<Box<dyn Model>> {
         let dir = Path::new(request.dir.as_str());
-        let config: Gpt2Config =
-            vene_checkpoint::read_config(dir).map_err(|e| PluginError::load(e.to_string()))?;
-        let model =
-            Gpt2::load(dir, config, request).map_err(|e| PluginError::load(e.to_string()))?;
+        let config: Gpt2Config = vene_checkpoint::read_config(dir).map_err(|e| PluginError::load(e.to_string()))?;
+        let model = Gpt2::load(dir, config, request).map_err(|e| PluginError::load(e.to_string()))?;
         Ok(Box::new(model))
     }
 }
@@ -94,61 +95,6 @@ pub enum Site {
     HeadValueOutput,
 }
 
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    /// transformers' `Conv1D` stores the weight as `(in, out)`.
-    fn load(
-        weights: &mut Weights,
-        prefix: &str,
-        fan_in: i64,
-        fan_out: i64,
-    ) -> vene_checkpoint::Result<Self> {
-        Ok(Self {
-            weight: weights.take(&format!("{prefix}.weight"), &[fan_in, fan_out])?,
-            bias: weights.take(&format!("{prefix}.bias"), &[fan_out])?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.matmul(&self.weight) + &self.bias
-    }
-}
-
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    epsilon: f64,
-}
-
-impl LayerNorm {
-    fn load(
-        weights: &mut Weights,
-        prefix: &str,
-        dim: i64,
-        epsilon: f64,
-    ) -> vene_checkpoint::Result<Self> {
-        Ok(Self {
-            weight: weights.take(&format!("{prefix}.weight"), &[dim])?,
-            bias: weights.take(&format!("{prefix}.bias"), &[dim])?,
-            epsilon,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm(
-            [self.weight.size()[0]],
-            Some(&self.weight),
-            Some(&self.bias),
-            self.epsilon,
-            false,
-        )
-    }
-}
-
 struct Block {
     ln_1: LayerNorm,
     c_attn: Linear,
@@ -161,6 +107,7 @@ struct Block {
 /// A loaded GPT-2 language model.
 pub struct Gpt2 {
     config: Gpt2Config,
+    activation: Activation,
     wte: Tensor,
     wpe: Tensor,
     blocks: Vec<Block>,
@@ -170,31 +117,14 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    fn load(
-        dir: &Path,
-        config: Gpt2Config,
-        request: &LoadRequest<'_>,
-    ) -> Result<Self, Box<dyn std::error::Error>> {
-        if !matches!(
-            config.activation_function.as_str(),
-            "gelu_new" | "gelu" | "relu"
-        ) {
-            return Err(format!(
-                "activation_function '{}' is not supported (gelu_new, gelu, relu are)",
-                config.activation_function
-            )
-            .into());
-        }
+    fn load(dir: &Path, config: Gpt2Config, request: &LoadRequest<'_>) -> Result<Self, Box<dyn std::error::Error>> {
+        let activation = Activation::from_name(&config.activation_function).ok_or_else(|| {
+            format!("activation_function '{}' is not supported ({} are)", config.activation_function, Activation::NAMES)
+        })?;
         if config.n_head <= 0 || config.n_embd % config.n_head != 0 {
-            return Err(format!(
-                "n_embd {} is not divisible by n_head {}",
-                config.n_embd, config.n_head
-            )
-            .into());
+            return Err(format!("n_embd {} is not divisible by n_head {}", config.n_embd, config.n_head).into());
         }
-        let device = request.device.to_device();
-        let kind = request.dtype.to_kind();
-        let mut weights = Weights::load(dir, device, kind)?;
+        let mut weights = Weights::load(dir, request.device.to_device(), request.dtype.to_kind())?;
         weights.strip_prefixes(&["transformer."]);
         let d = config.n_embd;
         let inner = config.n_inner.unwrap_or(4 * d);
@@ -206,11 +136,11 @@ impl Gpt2 {
             let p = format!("h.{layer}");
             blocks.push(Block {
                 ln_1: LayerNorm::load(&mut weights, &format!("{p}.ln_1"), d, eps)?,
-                c_attn: Linear::load(&mut weights, &format!("{p}.attn.c_attn"), d, 3 * d)?,
-                attn_proj: Linear::load(&mut weights, &format!("{p}.attn.c_proj"), d, d)?,
+                c_attn: Linear::load_conv1d(&mut weights, &format!("{p}.attn.c_attn"), d, 3 * d)?,
+                attn_proj: Linear::load_conv1d(&mut weights, &format!("{p}.attn.c_proj"), d, d)?,
                 ln_2: LayerNorm::load(&mut weights, &format!("{p}.ln_2"), d, eps)?,
-                c_fc: Linear::load(&mut weights, &format!("{p}.mlp.c_fc"), d, inner)?,
-                mlp_proj: Linear::load(&mut weights, &format!("{p}.mlp.c_proj"), inner, d)?,
+                c_fc: Linear::load_conv1d(&mut weights, &format!("{p}.mlp.c_fc"), d, inner)?,
+                mlp_proj: Linear::load_conv1d(&mut weights, &format!("{p}.mlp.c_proj"), inner, d)?,
             });
         }
         let ln_f = LayerNorm::load(&mut weights, "ln_f", d, eps)?;
@@ -219,107 +149,44 @@ impl Gpt2 {
             _ => wte.shallow_clone(),
         };
         let catalog = catalog(&config);
-        Ok(Self {
-            config,
-            wte,
-            wpe,
-            blocks,
-            ln_f,
-            lm_head,
-            catalog,
-        })
+        Ok(Self { config, activation, wte, wpe, blocks, ln_f, lm_head, catalog })
     }
 
-    fn activation(&self, x: &Tensor) -> Tensor {
-        match self.config.activation_function.as_str() {
-            "gelu_new" => x.gelu("tanh"),
-            "gelu" => x.gelu("none"),
-            _ => x.relu(),
-        }
-    }
-
-    /// `(b, s, h·d)` → `(b, h, s, d)`.
-    fn split_heads(&self, x: &Tensor) -> Tensor {
-        let (b, s, _) = x.size3().expect("(b, s, d) activations");
-        x.view([b, s, self.config.n_head, -1]).permute([0, 2, 1, 3])
-    }
-
-    fn merge_heads(&self, x: &Tensor) -> Tensor {
-        let (b, _, s, _) = x.size4().expect("(b, h, s, d) activations");
-        x.permute([0, 2, 1, 3]).contiguous().view([b, s, -1])
-    }
-
-    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         layer: u32,
         block: &Block,
         x: Tensor,
-        additive_mask: &Tensor,
+        mask: &Tensor,
         past: Option<(&Tensor, &Tensor)>,
         hooks: &mut Hooks<'_>,
         present: &mut Vec<Tensor>,
     ) -> PluginResult<Tensor> {
-        let d = self.config.n_embd;
-        let qkv = block.c_attn.forward(&x);
-        let parts = qkv.split(d, -1);
+        let heads = self.config.n_head;
+        let parts = block.c_attn.forward(&x).split(self.config.n_embd, -1);
         let q = hooks.site(Site::QueryOutput as u32, layer, parts[0].shallow_clone())?;
         let k = hooks.site(Site::KeyOutput as u32, layer, parts[1].shallow_clone())?;
         let v = hooks.site(Site::ValueOutput as u32, layer, parts[2].shallow_clone())?;
-        let q = hooks.site(Site::HeadQueryOutput as u32, layer, self.split_heads(&q))?;
-        let mut k = hooks.site(Site::HeadKeyOutput as u32, layer, self.split_heads(&k))?;
-        let mut v = hooks.site(Site::HeadValueOutput as u32, layer, self.split_heads(&v))?;
+        let q = hooks.site(Site::HeadQueryOutput as u32, layer, split_heads(&q, heads))?;
+        let mut k = hooks.site(Site::HeadKeyOutput as u32, layer, split_heads(&k, heads))?;
+        let mut v = hooks.site(Site::HeadValueOutput as u32, layer, split_heads(&v, heads))?;
         if let Some((past_k, past_v)) = past {
             k = Tensor::cat(&[past_k, &k], 2);
             v = Tensor::cat(&[past_v, &v], 2);
         }
-        let mut scores = q.matmul(&k.transpose(-1, -2));
+        let mut scale = 1.0;
         if self.config.scale_attn_weights {
-            scores = &scores / (v.size()[3] as f64).sqrt();
+            scale /= (v.size()[3] as f64).sqrt();
         }
         if self.config.scale_attn_by_inverse_layer_idx {
-            scores = &scores / (layer as f64 + 1.0);
+            scale /= layer as f64 + 1.0;
         }
-        let weights = (scores + additive_mask)
-            .softmax(-1, Kind::Float)
-            .to_kind(v.kind());
-        let weights = hooks.site(Site::AttentionWeight as u32, layer, weights)?;
-        let heads = hooks.site(
-            Site::HeadAttentionValueOutput as u32,
-            layer,
-            weights.matmul(&v),
-        )?;
-        let merged = hooks.site(
-            Site::AttentionValueOutput as u32,
-            layer,
-            self.merge_heads(&heads),
-        )?;
+        let weights = hooks.site(Site::AttentionWeight as u32, layer, attention_probabilities(&q, &k, scale, mask))?;
+        let context = hooks.site(Site::HeadAttentionValueOutput as u32, layer, weights.matmul(&v))?;
+        let merged = hooks.site(Site::AttentionValueOutput as u32, layer, merge_heads(&context))?;
         present.push(k);
         present.push(v);
         Ok(block.attn_proj.forward(&merged))
-    }
-
-    /// `(1 or b, 1, s, past + s)` additive mask: causal, plus padding from `attention_mask`.
-    fn additive_mask(
-        &self,
-        seq: i64,
-        past: i64,
-        attention_mask: Option<&Tensor>,
-        reference: &Tensor,
-    ) -> Tensor {
-        let options = (Kind::Float, reference.device());
-        let total = past + seq;
-        let causal = Tensor::ones([seq, total], (Kind::Bool, reference.device())).tril(past);
-        let mut allowed = causal.view([1, 1, seq, total]);
-        if let Some(mask) = attention_mask {
-            let padding = mask.to_kind(Kind::Bool).to_device(reference.device());
-            let b = padding.size()[0];
-            allowed = allowed.logical_and(&padding.view([b, 1, 1, total]));
-        }
-        let min = f64::from(f32::MIN);
-        Tensor::zeros([1], options)
-            .masked_fill(&allowed.logical_not(), min)
-            .to_kind(reference.kind())
     }
 }
 
@@ -328,99 +195,39 @@ impl Model for Gpt2 {
         self.catalog.clone()
     }
 
-    fn forward(
-        &self,
-        inputs: &ModelInputs<'_>,
-        hooks: &mut Hooks<'_>,
-    ) -> PluginResult<ModelOutput> {
-        let ids = match inputs.input_ids {
-            ROption::RSome(ids) => ids.to_tensor(),
-            ROption::RNone => return Err(PluginError::invalid_input("GPT-2 needs input_ids")),
-        };
-        let (batch, seq) = ids.size2().map_err(|_| {
-            PluginError::invalid_input(format!(
-                "input_ids must be (batch, seq), got {:?}",
-                ids.size()
-            ))
-        })?;
-        let past: Vec<Tensor> = inputs.past.iter().map(|t| t.to_tensor()).collect();
-        let layers = self.blocks.len();
-        if !past.is_empty() && past.len() != 2 * layers {
-            return Err(PluginError::invalid_input(format!(
-                "the key/value cache has {} tensors, expected {} (key and value per layer)",
-                past.len(),
-                2 * layers
-            )));
-        }
-        let past_len = past.first().map_or(0, |k| k.size()[2]);
-        if past_len + seq > self.config.n_positions {
-            return Err(PluginError::invalid_input(format!(
-                "sequence of {} tokens exceeds n_positions {}",
-                past_len + seq,
-                self.config.n_positions
-            )));
-        }
-        let (min_id, max_id) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
-        if min_id < 0 || max_id >= self.config.vocab_size {
-            return Err(PluginError::invalid_input(format!(
-                "token id {} is outside the vocabulary [0, {})",
-                if min_id < 0 { min_id } else { max_id },
-                self.config.vocab_size
-            )));
-        }
-        hooks.set_position_offset(past_len as u32);
-        let ids = ids.to_device(self.wte.device());
-        let positions =
-            Tensor::arange_start(past_len, past_len + seq, (Kind::Int64, self.wte.device()));
-        let mut h = Tensor::embedding(&self.wte, &ids, -1, false, false)
-            + Tensor::embedding(&self.wpe, &positions, -1, false, false).unsqueeze(0);
-        let attention_mask = inputs.attention_mask.into_option().map(|m| m.to_tensor());
-        if let Some(mask) = &attention_mask {
-            if mask.size() != [batch, past_len + seq] {
-                return Err(PluginError::invalid_input(format!(
-                    "attention_mask has shape {:?}, expected [{batch}, {}]",
-                    mask.size(),
-                    past_len + seq
-                )));
-            }
-        }
-        let mask = self.additive_mask(seq, past_len, attention_mask.as_ref(), &h);
-        let mut present = Vec::with_capacity(2 * layers);
+    fn forward(&self, inputs: &ModelInputs<'_>, hooks: &mut Hooks<'_>) -> PluginResult<ModelOutput> {
+        let tokens = TokenBatch::from_inputs(
+            inputs,
+            self.config.vocab_size,
+            self.config.n_positions,
+            self.blocks.len(),
+            self.wte.device(),
+        )?;
+        hooks.set_position_offset(tokens.past_len as u32);
+        let mut h = Tensor::embedding(&self.wte, &tokens.ids, -1, false, false)
+            + Tensor::embedding(&self.wpe, &tokens.positions(), -1, false, false).unsqueeze(0);
+        let mask = additive_causal_mask(tokens.seq, tokens.past_len, tokens.attention_mask.as_ref(), &h);
+        let mut present = Vec::with_capacity(2 * self.blocks.len());
         for (index, block) in self.blocks.iter().enumerate() {
             let layer = index as u32;
             h = hooks.site(Site::BlockInput as u32, layer, h)?;
             let attn_in = hooks.site(Site::AttentionInput as u32, layer, block.ln_1.forward(&h))?;
-            let layer_past = (!past.is_empty()).then(|| (&past[2 * index], &past[2 * index + 1]));
-            let attn_out = self.attention(
-                layer,
-                block,
-                attn_in,
-                &mask,
-                layer_past,
-                hooks,
-                &mut present,
-            )?;
+            let attn_out =
+                self.attention(layer, block, attn_in, &mask, tokens.layer_past(index), hooks, &mut present)?;
             let attn_out = hooks.site(Site::AttentionOutput as u32, layer, attn_out)?;
             // Out of place on purpose: tch's `+=` writes in place, and the host may hold `h` (a getter's activation).
             h = &h + attn_out;
             let mlp_in = hooks.site(Site::MlpInput as u32, layer, block.ln_2.forward(&h))?;
-            let act = hooks.site(
-                Site::MlpActivation as u32,
-                layer,
-                self.activation(&block.c_fc.forward(&mlp_in)),
-            )?;
-            let mlp_out =
-                hooks.site(Site::MlpOutput as u32, layer, block.mlp_proj.forward(&act))?;
+            let act =
+                hooks.site(Site::MlpActivation as u32, layer, self.activation.forward(&block.c_fc.forward(&mlp_in)))?;
+            let mlp_out = hooks.site(Site::MlpOutput as u32, layer, block.mlp_proj.forward(&act))?;
             h = hooks.site(Site::BlockOutput as u32, layer, h + mlp_out)?;
         }
         let logits = self.ln_f.forward(&h).matmul(&self.lm_head.tr());
         if !inputs.use_cache {
             present.clear();
         }
-        Ok(ModelOutput {
-            output: logits,
-            present,
-        })
+        Ok(ModelOutput { output: logits, present })
     }
 }
 
@@ -429,32 +236,19 @@ fn catalog(config: &Gpt2Config) -> ModelCatalog {
     let head_dim = (config.n_embd / config.n_head) as u32;
     let inner = config.n_inner.unwrap_or(4 * config.n_embd) as u32;
     let positions = config.n_positions as u32;
-    let component =
-        |name: &str, layout, dim, skip_input: Option<&str>, paths: &[&str]| ComponentInfo {
-            name: name.into(),
-            layout,
-            dim,
-            layers: config.n_layer as u32,
-            skip_input: skip_input.map(RString::from).into(),
-            module_paths: paths.iter().map(|p| RString::from(*p)).collect::<RVec<_>>(),
-        };
+    let component = |name: &str, layout, dim, skip_input: Option<&str>, paths: &[&str]| ComponentInfo {
+        name: name.into(),
+        layout,
+        dim,
+        layers: config.n_layer as u32,
+        skip_input: skip_input.map(RString::from).into(),
+        module_paths: paths.iter().map(|p| RString::from(*p)).collect::<RVec<_>>(),
+    };
     use SiteLayout::{AttentionWeights, Heads, Sequence};
     let components = vec![
         component("block_input", Sequence, d, None, &["h[{layer}].input"]),
-        component(
-            "block_output",
-            Sequence,
-            d,
-            Some("block_input"),
-            &["h[{layer}].output"],
-        ),
-        component(
-            "mlp_input",
-            Sequence,
-            d,
-            None,
-            &["h[{layer}].mlp.input", "h[{layer}].ln_2.output"],
-        ),
+        component("block_output", Sequence, d, Some("block_input"), &["h[{layer}].output"]),
+        component("mlp_input", Sequence, d, None, &["h[{layer}].mlp.input", "h[{layer}].ln_2.output"]),
         component(
             "mlp_output",
             Sequence,
@@ -469,41 +263,22 @@ fn catalog(config: &Gpt2Config) -> ModelCatalog {
             None,
             &["h[{layer}].mlp.act.output", "h[{layer}].mlp.c_proj.input"],
         ),
-        component(
-            "attention_input",
-            Sequence,
-            d,
-            None,
-            &["h[{layer}].attn.input", "h[{layer}].ln_1.output"],
-        ),
+        component("attention_input", Sequence, d, None, &["h[{layer}].attn.input", "h[{layer}].ln_1.output"]),
         component(
             "attention_output",
             Sequence,
             d,
             Some("attention_input"),
-            &[
-                "h[{layer}].attn.output",
-                "h[{layer}].attn.resid_dropout.output",
-                "h[{layer}].attn.c_proj.output",
-            ],
+            &["h[{layer}].attn.output", "h[{layer}].attn.resid_dropout.output", "h[{layer}].attn.c_proj.output"],
         ),
-        component(
-            "attention_value_output",
-            Sequence,
-            d,
-            None,
-            &["h[{layer}].attn.c_proj.input"],
-        ),
+        component("attention_value_output", Sequence, d, None, &["h[{layer}].attn.c_proj.input"]),
         component("head_attention_value_output", Heads, head_dim, None, &[]),
         component(
             "attention_weight",
             AttentionWeights,
             positions,
             None,
-            &[
-                "h[{layer}].attn.attn_dropout.input",
-                "h[{layer}].attn.attn_dropout.output",
-            ],
+            &["h[{layer}].attn.attn_dropout.input", "h[{layer}].attn.attn_dropout.output"],
         ),
         component("query_output", Sequence, d, None, &[]),
         component("key_output", Sequence, d, None, &[]),

@@ -45,9 +45,7 @@ fn subspace_mask(base: &Tensor, dims: &[Vec<i64>]) -> PluginResult<Tensor> {
     let mut view = vec![1i64; size.len()];
     view[0] = batch;
     view[size.len() - 1] = dim;
-    Ok(Tensor::from_slice(&mask)
-        .view(view.as_slice())
-        .to_device(base.device()))
+    Ok(Tensor::from_slice(&mask).view(view.as_slice()).to_device(base.device()))
 }
 
 fn broadcast_source(base: &Tensor, source: &Tensor) -> PluginResult<Tensor> {
@@ -67,9 +65,7 @@ fn broadcast_source(base: &Tensor, source: &Tensor) -> PluginResult<Tensor> {
 fn select_dims(base: &Tensor, dims: &[Vec<i64>]) -> PluginResult<Tensor> {
     let width = dims.first().map_or(0, Vec::len);
     if dims.iter().any(|d| d.len() != width) {
-        return Err(PluginError::invalid_input(
-            "collect needs the same number of subspace dimensions per example",
-        ));
+        return Err(PluginError::invalid_input("collect needs the same number of subspace dimensions per example"));
     }
     let flat: Vec<i64> = dims.iter().flatten().copied().collect();
     let size = base.size();
@@ -78,10 +74,8 @@ fn select_dims(base: &Tensor, dims: &[Vec<i64>]) -> PluginResult<Tensor> {
     view[size.len() - 1] = width as i64;
     let mut target = size.clone();
     target[size.len() - 1] = width as i64;
-    let index = Tensor::from_slice(&flat)
-        .view(view.as_slice())
-        .to_device(base.device())
-        .expand(target.as_slice(), false);
+    let index =
+        Tensor::from_slice(&flat).view(view.as_slice()).to_device(base.device()).expand(target.as_slice(), false);
     Ok(base.gather(-1, &index, false))
 }
 
@@ -109,11 +103,7 @@ impl Intervention for Swap {
         let source = match (self.op, source) {
             (Op::Zero, _) => base.zeros_like(),
             (_, Some(source)) => broadcast_source(base, source)?,
-            (_, None) => {
-                return Err(PluginError::invalid_input(
-                    "this intervention needs a source",
-                ))
-            }
+            (_, None) => return Err(PluginError::invalid_input("this intervention needs a source")),
         };
         let combined = match self.op {
             Op::Add => base + &source,
@@ -185,32 +175,12 @@ macro_rules! swap_type {
     };
 }
 
-swap_type!(
-    Vanilla,
-    "vanilla",
-    Op::Replace,
-    "base[S] <- source[S] (interchange)"
-);
+swap_type!(Vanilla, "vanilla", Op::Replace, "base[S] <- source[S] (interchange)");
 swap_type!(Addition, "addition", Op::Add, "base[S] += source[S]");
-swap_type!(
-    Subtraction,
-    "subtraction",
-    Op::Subtract,
-    "base[S] -= source[S]"
-);
+swap_type!(Subtraction, "subtraction", Op::Subtract, "base[S] -= source[S]");
 swap_type!(Zero, "zero", Op::Zero, "base[S] <- 0");
-swap_type!(
-    Collect,
-    "collect",
-    Op::Collect,
-    "returns base[S]; the run is unchanged"
-);
-swap_type!(
-    Skip,
-    "skip",
-    Op::Replace,
-    "the site's input replaces its output"
-);
+swap_type!(Collect, "collect", Op::Collect, "returns base[S]; the run is unchanged");
+swap_type!(Skip, "skip", Op::Replace, "the site's input replaces its output");
 
 struct NoiseIntervention {
     level: f64,
@@ -229,14 +199,10 @@ impl Intervention for NoiseIntervention {
         subspaces: Option<&[Vec<i64>]>,
     ) -> PluginResult<Tensor> {
         let count = base.numel();
-        let samples: Vec<f32> = (0..count)
-            .map(|_| StandardNormal.sample(&mut self.rng))
-            .collect();
-        let noise = Tensor::from_slice(&samples)
-            .view(base.size().as_slice())
-            .to_kind(base.kind())
-            .to_device(base.device())
-            * self.level;
+        let samples: Vec<f32> = (0..count).map(|_| StandardNormal.sample(&mut self.rng)).collect();
+        let noise =
+            Tensor::from_slice(&samples).view(base.size().as_slice()).to_kind(base.kind()).to_device(base.device())
+                * self.level;
         let noisy = base + noise;
         match subspaces {
             None => Ok(noisy),
@@ -248,10 +214,7 @@ impl Intervention for NoiseIntervention {
 #[typetag::serde(name = "noise")]
 impl BuiltinConfig for Noise {
     fn build(&self, _spec: &InterventionSpec) -> Result<Box<dyn Intervention>> {
-        Ok(Box::new(NoiseIntervention {
-            level: self.level,
-            rng: StdRng::seed_from_u64(self.seed),
-        }))
+        Ok(Box::new(NoiseIntervention { level: self.level, rng: StdRng::seed_from_u64(self.seed) }))
     }
 }
 
@@ -259,8 +222,5 @@ inventory::submit! { BuiltinType { name: "noise", summary: "base[S] += level * N
 
 /// Whether `kind` can carry activations (used to reject integer constant sources early).
 pub fn is_float(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
-    )
+    matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
 }

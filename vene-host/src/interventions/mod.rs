@@ -47,25 +47,13 @@ pub fn known_types(plugins: &PluginSet) -> Vec<String> {
 }
 
 /// Creates the intervention `declaration` describes.
-pub fn create(
-    declaration: &Value,
-    spec: &InterventionSpec,
-    plugins: &PluginSet,
-) -> Result<Box<dyn Intervention>> {
+pub fn create(declaration: &Value, spec: &InterventionSpec, plugins: &PluginSet) -> Result<Box<dyn Intervention>> {
     let name = declaration
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            VeneError::Config(format!(
-                "intervention declaration needs a \"type\": {declaration}"
-            ))
-        })?;
+        .ok_or_else(|| VeneError::Config(format!("intervention declaration needs a \"type\": {declaration}")))?;
     if let Some((factory, path)) = plugins.factory(name) {
-        let created = factory.create(
-            RStr::from(name),
-            RStr::from(declaration.to_string().as_str()),
-            spec.clone(),
-        );
+        let created = factory.create(RStr::from(name), RStr::from(declaration.to_string().as_str()), spec.clone());
         let instance = created.into_result().map_err(|error| VeneError::Plugin {
             path: path.to_path_buf(),
             message: format!("creating '{name}' failed: {error}"),
@@ -77,8 +65,5 @@ pub fn create(
             .map_err(|e| VeneError::Config(format!("intervention '{name}': {e}")))?;
         return config.build(spec);
     }
-    Err(VeneError::UnknownInterventionType {
-        name: name.to_string(),
-        known: known_types(plugins),
-    })
+    Err(VeneError::UnknownInterventionType { name: name.to_string(), known: known_types(plugins) })
 }

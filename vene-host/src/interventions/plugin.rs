@@ -3,8 +3,8 @@
 use abi_stable::std_types::{RBox, ROption, RSlice, RVec};
 use tch::Tensor;
 use vene_api::{
-    intervention::InterventionAbi_TO, tensor::NamedTensor, Intervention, InterventionTraits,
-    PluginError, PluginResult, TensorRef,
+    intervention::InterventionAbi_TO, tensor::NamedTensor, Intervention, InterventionTraits, PluginError, PluginResult,
+    TensorRef,
 };
 
 use crate::error::{Result, VeneError};
@@ -20,15 +20,8 @@ impl PluginIntervention {
         let traits = inner
             .traits()
             .into_result()
-            .map_err(|e| VeneError::Intervention {
-                key: type_name.to_string(),
-                message: e.to_string(),
-            })?;
-        Ok(Self {
-            type_name: type_name.to_string(),
-            traits,
-            inner,
-        })
+            .map_err(|e| VeneError::Intervention { key: type_name.to_string(), message: e.to_string() })?;
+        Ok(Self { type_name: type_name.to_string(), traits, inner })
     }
 }
 
@@ -57,35 +50,22 @@ impl Intervention for PluginIntervention {
                 None => ROption::RNone,
             },
         );
-        output.into_result().map(|t| t.into_tensor()).map_err(|e| {
-            PluginError::new(
-                e.kind,
-                format!("{} (plugin type '{}')", e.message, self.type_name),
-            )
-        })
+        output
+            .into_result()
+            .map(|t| t.into_tensor())
+            .map_err(|e| PluginError::new(e.kind, format!("{} (plugin type '{}')", e.message, self.type_name)))
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.inner
-            .parameters()
-            .into_result()
-            .map(pairs)
-            .unwrap_or_default()
+        self.inner.parameters().into_result().map(pairs).unwrap_or_default()
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.inner
-            .state()
-            .into_result()
-            .map(pairs)
-            .unwrap_or_default()
+        self.inner.state().into_result().map(pairs).unwrap_or_default()
     }
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> PluginResult<()> {
-        let named = state
-            .into_iter()
-            .map(|(name, tensor)| NamedTensor::new(name, tensor))
-            .collect();
+        let named = state.into_iter().map(|(name, tensor)| NamedTensor::new(name, tensor)).collect();
         self.inner.load_state(named).into_result()
     }
 

@@ -2,9 +2,7 @@
 //! `fixture_panic` panics inside `apply`; `fixture_wrong_shape` returns a tensor of the wrong shape.
 
 use tch::Tensor;
-use vene_api::{
-    Intervention, InterventionFactory, InterventionSpec, InterventionTraits, PluginResult,
-};
+use vene_api::{Intervention, InterventionFactory, InterventionSpec, InterventionTraits, PluginResult};
 
 vene_api::export_plugin! {
     adapters: [],
@@ -19,10 +17,7 @@ struct Faulty {
 
 impl Intervention for Faulty {
     fn traits(&self) -> InterventionTraits {
-        InterventionTraits {
-            needs_source: false,
-            ..Default::default()
-        }
+        InterventionTraits { needs_source: false, ..Default::default() }
     }
 
     fn apply(
@@ -40,10 +35,7 @@ impl Intervention for Faulty {
 
 impl InterventionFactory for FaultyFactory {
     fn type_names(&self) -> Vec<String> {
-        vec![
-            "fixture_panic".to_string(),
-            "fixture_wrong_shape".to_string(),
-        ]
+        vec!["fixture_panic".to_string(), "fixture_wrong_shape".to_string()]
     }
 
     fn create(
@@ -52,8 +44,6 @@ impl InterventionFactory for FaultyFactory {
         _config_json: &str,
         _spec: &InterventionSpec,
     ) -> PluginResult<Box<dyn Intervention>> {
-        Ok(Box::new(Faulty {
-            panics: type_name == "fixture_panic",
-        }))
+        Ok(Box::new(Faulty { panics: type_name == "fixture_panic" }))
     }
 }

@@ -24,17 +24,11 @@ extern "C" fn adapters() -> RResult<RVec<AdapterAbi_TO<'static, RBox<()>>>, Plug
     RResult::ROk(RVec::new())
 }
 
-extern "C" fn interventions(
-) -> RResult<RVec<InterventionFactoryAbi_TO<'static, RBox<()>>>, PluginError> {
+extern "C" fn interventions() -> RResult<RVec<InterventionFactoryAbi_TO<'static, RBox<()>>>, PluginError> {
     RResult::ROk(RVec::new())
 }
 
 #[export_root_module]
 pub fn vene_plugin_root() -> PluginRootRef {
-    PluginRoot {
-        build_info,
-        adapters,
-        interventions,
-    }
-    .leak_into_prefix()
+    PluginRoot { build_info, adapters, interventions }.leak_into_prefix()
 }

@@ -1,0 +1,242 @@
+//! Building blocks shared by vene's model adapters. Every operation is out of place: tensors handed to hook sites
+//! may be held by the host, so nothing here writes into its inputs.
+
+use tch::{Kind, Tensor};
+use vene_checkpoint::{Result, Weights};
+
+/// A dense layer, weight stored as `(out, in)` (torch's `nn.Linear` layout).
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// `prefix.weight` `(out, in)` and, with `bias`, `prefix.bias` `(out)`.
+    pub fn load(weights: &mut Weights, prefix: &str, fan_in: i64, fan_out: i64, bias: bool) -> Result<Self> {
+        let weight = weights.take(&format!("{prefix}.weight"), &[fan_out, fan_in])?;
+        let bias = if bias { Some(weights.take(&format!("{prefix}.bias"), &[fan_out])?) } else { None };
+        Ok(Self { weight, bias })
+    }
+
+    /// transformers' `Conv1D` (GPT-2), whose weight is stored `(in, out)`.
+    pub fn load_conv1d(weights: &mut Weights, prefix: &str, fan_in: i64, fan_out: i64) -> Result<Self> {
+        let weight = weights.take(&format!("{prefix}.weight"), &[fan_in, fan_out])?.tr().contiguous();
+        let bias = Some(weights.take(&format!("{prefix}.bias"), &[fan_out])?);
+        Ok(Self { weight, bias })
+    }
+
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+/// Layer normalisation over the last axis.
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    epsilon: f64,
+}
+
+impl LayerNorm {
+    pub fn load(weights: &mut Weights, prefix: &str, dim: i64, epsilon: f64) -> Result<Self> {
+        Ok(Self {
+            weight: weights.take(&format!("{prefix}.weight"), &[dim])?,
+            bias: weights.take(&format!("{prefix}.bias"), &[dim])?,
+            epsilon,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm([self.weight.size()[0]], Some(&self.weight), Some(&self.bias), self.epsilon, false)
+    }
+}
+
+/// An activation function by its transformers name (`hidden_act` / `activation_function`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Gelu,
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static str = "gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu";
+
+    pub fn forward(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Gelu => x.gelu("none"),
+            Activation::GeluTanh => x.gelu("tanh"),
+            Activation::Relu => x.relu(),
+            Activation::Silu => x.silu(),
+        }
+    }
+}
+
+/// `(b, s, h·d)` → `(b, h, s, d)`.
+pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
+    let size = x.size();
+    x.view([size[0], size[1], heads, -1]).permute([0, 2, 1, 3])
+}
+
+/// `(b, h, s, d)` → `(b, s, h·d)`.
+pub fn merge_heads(x: &Tensor) -> Tensor {
+    let size = x.size();
+    x.permute([0, 2, 1, 3]).contiguous().view([size[0], size[2], -1])
+}
+
+/// Additive attention mask `(1 or b, 1, seq, past + seq)`: causal, plus padding from a `(b, past + seq)` mask of
+/// ones and zeros. Masked entries hold the dtype's lowest value, as transformers does.
+pub fn additive_causal_mask(seq: i64, past: i64, padding: Option<&Tensor>, like: &Tensor) -> Tensor {
+    let device = like.device();
+    let total = past + seq;
+    let causal = Tensor::ones([seq, total], (Kind::Bool, device)).tril(past);
+    let mut allowed = causal.view([1, 1, seq, total]);
+    if let Some(mask) = padding {
+        let mask = mask.to_kind(Kind::Bool).to_device(device);
+        let batch = mask.size()[0];
+        allowed = allowed.logical_and(&mask.view([batch, 1, 1, total]));
+    }
+    let lowest = match like.kind() {
+        Kind::Half => -65504.0,
+        Kind::BFloat16 => -3.3895313892515355e38,
+        Kind::Double => f64::MIN,
+        _ => f64::from(f32::MIN),
+    };
+    Tensor::zeros([1], (like.kind(), device)).masked_fill(&allowed.logical_not(), lowest)
+}
+
+/// Scaled dot-product attention probabilities: softmax in f32, returned in `v`'s dtype.
+pub fn attention_probabilities(q: &Tensor, k: &Tensor, scale: f64, mask: &Tensor) -> Tensor {
+    let scores = q.matmul(&k.transpose(-1, -2)) * scale + mask;
+    scores.softmax(-1, Kind::Float).to_kind(q.kind())
+}
+
+/// Rotary position embeddings (GPT-NeoX style, on the first `dims` features of each head).
+pub struct Rotary {
+    inv_freq: Tensor,
+    dims: i64,
+}
+
+impl Rotary {
+    pub fn new(dims: i64, base: f64, device: tch::Device) -> Self {
+        let exponents = Tensor::arange_start_step(0, dims, 2, (Kind::Float, device)) / dims as f64;
+        let inv_freq = Tensor::from(base as f32).to_device(device).pow(&exponents).reciprocal();
+        Self { inv_freq, dims }
+    }
+
+    /// Rotates the first `dims` features of `x` `(b, h, s, d)` for absolute positions `positions` `(s)`.
+    pub fn apply(&self, x: &Tensor, positions: &Tensor) -> Tensor {
+        if self.dims == 0 {
+            return x.shallow_clone();
+        }
+        let freqs = positions.to_kind(Kind::Float).outer(&self.inv_freq);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        let (cos, sin) = (emb.cos().to_kind(x.kind()), emb.sin().to_kind(x.kind()));
+        let head_dim = x.size()[3];
+        let rotated = x.narrow(-1, 0, self.dims);
+        let half = self.dims / 2;
+        let rotate_half = Tensor::cat(&[&(-rotated.narrow(-1, half, half)), &rotated.narrow(-1, 0, half)], -1);
+        let embedded = &rotated * &cos + rotate_half * &sin;
+        if self.dims == head_dim {
+            embedded
+        } else {
+            Tensor::cat(&[&embedded, &x.narrow(-1, self.dims, head_dim - self.dims)], -1)
+        }
+    }
+}
+
+/// The validated token inputs of a causal language model's forward pass.
+pub struct TokenBatch {
+    pub ids: Tensor,
+    pub batch: i64,
+    pub seq: i64,
+    /// Key/value cache from the previous call: key and value per layer.
+    pub past: Vec<Tensor>,
+    pub past_len: i64,
+    pub attention_mask: Option<Tensor>,
+}
+
+impl TokenBatch {
+    /// Checks `inputs` against the model's vocabulary, context length and layer count.
+    pub fn from_inputs(
+        inputs: &vene_api::ModelInputs<'_>,
+        vocab_size: i64,
+        max_positions: i64,
+        layers: usize,
+        device: tch::Device,
+    ) -> vene_api::PluginResult<Self> {
+        use vene_api::PluginError;
+        let ids = inputs
+            .input_ids
+            .into_option()
+            .ok_or_else(|| PluginError::invalid_input("this model needs input_ids"))?
+            .to_tensor();
+        let (batch, seq) = ids
+            .size2()
+            .map_err(|_| PluginError::invalid_input(format!("input_ids must be (batch, seq), got {:?}", ids.size())))?;
+        let past: Vec<Tensor> = inputs.past.iter().map(|t| t.to_tensor()).collect();
+        if !past.is_empty() && past.len() != 2 * layers {
+            return Err(PluginError::invalid_input(format!(
+                "the key/value cache has {} tensors, expected {} (key and value per layer)",
+                past.len(),
+                2 * layers
+            )));
+        }
+        let past_len = past.first().map_or(0, |k| k.size()[2]);
+        if past_len + seq > max_positions {
+            return Err(PluginError::invalid_input(format!(
+                "sequence of {} tokens exceeds the model's {max_positions} positions",
+                past_len + seq
+            )));
+        }
+        if batch > 0 && seq > 0 {
+            let (low, high) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+            if low < 0 || high >= vocab_size {
+                return Err(PluginError::invalid_input(format!(
+                    "token id {} is outside the vocabulary [0, {vocab_size})",
+                    if low < 0 { low } else { high }
+                )));
+            }
+        }
+        let attention_mask = inputs.attention_mask.into_option().map(|m| m.to_tensor());
+        if let Some(mask) = &attention_mask {
+            if mask.size() != [batch, past_len + seq] {
+                return Err(PluginError::invalid_input(format!(
+                    "attention_mask has shape {:?}, expected [{batch}, {}]",
+                    mask.size(),
+                    past_len + seq
+                )));
+            }
+        }
+        Ok(Self { ids: ids.to_device(device), batch, seq, past, past_len, attention_mask })
+    }
+
+    /// Absolute positions of this call's tokens.
+    pub fn positions(&self) -> Tensor {
+        Tensor::arange_start(self.past_len, self.past_len + self.seq, (Kind::Int64, self.ids.device()))
+    }
+
+    /// This layer's cached key and value.
+    pub fn layer_past(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        (!self.past.is_empty()).then(|| (&self.past[2 * layer], &self.past[2 * layer + 1]))
+    }
+}

@@ -1,0 +1,28 @@
+//! The other model adapters against their Python references (f32, tolerance 1e-4).
+
+use crate::common::*;
+
+const TOLERANCE: f64 = 1e-4;
+
+fn each_case(plugin: &str, family: &str, model: &str, cases: &str) {
+    let root = fixtures().join(family);
+    let mut names: Vec<_> = std::fs::read_dir(root.join(cases))
+        .unwrap_or_else(|e| panic!("{}: {e}", root.join(cases).display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no cases under {}", root.join(cases).display());
+    for case in names {
+        run_reference_case(&[plugin], &root.join(model), &case, TOLERANCE);
+    }
+}
+
+#[test]
+fn gpt_neox_parallel_residual_matches_pyvene_and_transformers() {
+    each_case("vene_gpt_neox", "gpt_neox", "model", "cases");
+}
+
+#[test]
+fn gpt_neox_sequential_residual_matches_transformers() {
+    each_case("vene_gpt_neox", "gpt_neox", "model_sequential", "cases_sequential");
+}
