@@ -26,3 +26,20 @@ fn gpt_neox_parallel_residual_matches_pyvene_and_transformers() {
 fn gpt_neox_sequential_residual_matches_transformers() {
     each_case("vene_gpt_neox", "gpt_neox", "model_sequential", "cases_sequential");
 }
+
+#[test]
+fn resnet_matches_transformers_with_hooks() {
+    each_case("vene_resnet", "resnet", "model", "cases");
+}
+
+#[test]
+fn mlp_matches_pyvene() {
+    each_case("vene_mlp", "mlp", "model", "cases");
+}
+
+/// Timestep interventions: plain logits from pyvene's GRU; interventions against a step-by-step reference with
+/// vene's semantics (act at the selected steps only).
+#[test]
+fn gru_matches_the_step_by_step_reference() {
+    each_case("vene_gru", "gru", "model", "cases");
+}

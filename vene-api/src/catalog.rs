@@ -50,10 +50,19 @@ pub struct ComponentInfo {
     pub dim: u32,
     /// How many layers have this site (usually [`ModelCatalog::num_layers`]; 1 for a site such as a CNN's stem).
     pub layers: u32,
+    /// The dimension at each layer when it varies (a CNN's channels per stage); empty when `dim` holds everywhere.
+    pub layer_dims: RVec<u32>,
     /// The component whose tensor is this site's input, for the `skip` intervention (`block_output` → `block_input`).
     pub skip_input: ROption<RString>,
     /// pyvene module paths naming this site, with `{layer}` for the layer, e.g. `h[{layer}].mlp.output`.
     pub module_paths: RVec<RString>,
+}
+
+impl ComponentInfo {
+    /// The component dimension at `layer`.
+    pub fn dim_at(&self, layer: u32) -> u32 {
+        self.layer_dims.get(layer as usize).copied().unwrap_or(self.dim)
+    }
 }
 
 /// What a model's forward pass takes.

@@ -138,10 +138,10 @@ impl IntervenableModel {
                     info.layout.units().join(", ")
                 ))
             })?;
-            let dim = i64::from(info.dim);
+            let dim = i64::from(info.dim_at(layer));
             let spec = InterventionSpec {
-                embed_dim: info.dim * rep.max_number_of_units,
-                unit_dim: info.dim,
+                embed_dim: info.dim_at(layer) * rep.max_number_of_units,
+                unit_dim: info.dim_at(layer),
                 max_units: rep.max_number_of_units,
                 low_rank_dimension: rep.low_rank_dimension.into(),
                 device: DeviceSpec::from_device(model.device()),
@@ -338,11 +338,13 @@ impl IntervenableModel {
             }
         }
         let mut setters = Vec::new();
-        for rep in 0..count {
-            if self.reps[rep].reads_source_run() && state.activations[rep].is_none() {
-                continue; // its group's source was null: pyvene skips the group
+        for (group, members) in self.groups.iter().enumerate() {
+            for &rep in members {
+                if self.reps[rep].reads_source_run() && sources[group].is_none() {
+                    continue; // its group's source is null: pyvene skips the group
+                }
+                setters.push((rep, self.selection(locations, key, false, rep, count, rep, batch)?));
             }
-            setters.push((rep, self.selection(locations, key, false, rep, count, rep, batch)?));
         }
         Ok(setters)
     }
@@ -381,9 +383,6 @@ impl IntervenableModel {
             }
             let _source_output = self.execute(source, &plan, state)?;
             for (slot, &rep) in members.iter().enumerate() {
-                if self.reps[rep].reads_source_run() && state.activations[rep].is_none() {
-                    continue;
-                }
                 let selection = self.selection(locations, &key, false, slot, members.len(), rep, batch)?;
                 pending.push((rep, selection));
             }

@@ -19,7 +19,8 @@ use crate::{
 pub struct ExampleJson {
     #[serde(default)]
     pub input_ids: Option<Vec<Vec<i64>>>,
-    #[serde(default)]
+    /// Float inputs; `inputs_embeds` (the transformers keyword) is accepted too.
+    #[serde(default, alias = "inputs_embeds")]
     pub inputs: Option<Value>,
     #[serde(default)]
     pub attention_mask: Option<Vec<Vec<i64>>>,

@@ -241,6 +241,7 @@ fn catalog(config: &Gpt2Config) -> ModelCatalog {
         layout,
         dim,
         layers: config.n_layer as u32,
+        layer_dims: RVec::new(),
         skip_input: skip_input.map(RString::from).into(),
         module_paths: paths.iter().map(|p| RString::from(*p)).collect::<RVec<_>>(),
     };

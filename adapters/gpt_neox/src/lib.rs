@@ -296,6 +296,7 @@ fn catalog(config: &NeoxConfig) -> ModelCatalog {
         layout,
         dim,
         layers,
+        layer_dims: RVec::new(),
         skip_input: skip_input.map(RString::from).into(),
         module_paths: paths.iter().map(|p| RString::from(*p)).collect::<RVec<_>>(),
     };

@@ -240,3 +240,34 @@ impl TokenBatch {
         (!self.past.is_empty()).then(|| (&self.past[2 * layer], &self.past[2 * layer + 1]))
     }
 }
+
+/// Reads `architectures[0]` from a model directory's config.json (which head a checkpoint carries).
+pub fn architecture(dir: &std::path::Path) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Architectures {
+        #[serde(default)]
+        architectures: Vec<String>,
+    }
+    vene_checkpoint::read_config::<Architectures>(dir).ok()?.architectures.into_iter().next()
+}
+
+/// The catalog entry of a component that exists at every one of `layers` layers.
+pub fn component(
+    name: &str,
+    layout: vene_api::SiteLayout,
+    dim: u32,
+    layers: u32,
+    skip_input: Option<&str>,
+    module_paths: &[&str],
+) -> vene_api::ComponentInfo {
+    use vene_api::abi_stable::std_types::{RString, RVec};
+    vene_api::ComponentInfo {
+        name: name.into(),
+        layout,
+        dim,
+        layers,
+        layer_dims: RVec::new(),
+        skip_input: skip_input.map(RString::from).into(),
+        module_paths: module_paths.iter().map(|p| RString::from(*p)).collect(),
+    }
+}
