@@ -43,3 +43,14 @@ fn mlp_matches_pyvene() {
 fn gru_matches_the_step_by_step_reference() {
     each_case("vene_gru", "gru", "model", "cases");
 }
+
+/// Backpack's config says model_type "gpt2": the architecture picks the Backpack adapter even with GPT-2 loaded.
+#[test]
+fn backpack_matches_pyvene() {
+    let root = fixtures().join("backpack");
+    let mut names: Vec<_> = std::fs::read_dir(root.join("cases")).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    for case in names {
+        run_reference_case(&["vene_gpt2", "vene_backpack"], &root.join("model"), &case, TOLERANCE);
+    }
+}

@@ -62,18 +62,23 @@ pub struct LoadedModel {
 }
 
 #[derive(Deserialize)]
-struct ModelTypeOnly {
+struct ModelKind {
     model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
 }
 
 impl LoadedModel {
-    /// Loads the Hugging Face directory `dir` with the adapter that provides its `model_type`.
+    /// Loads the Hugging Face directory `dir` with the adapter that provides one of its `architectures` or else its
+    /// `model_type`.
     pub fn load(plugins: &PluginSet, dir: &Path, device: DeviceSpec, dtype: DTypeSpec) -> Result<Self> {
-        let config: ModelTypeOnly = vene_checkpoint::read_config(dir)?;
+        let config: ModelKind = vene_checkpoint::read_config(dir)?;
         let model_type = config
             .model_type
             .ok_or_else(|| VeneError::Config(format!("{} has no \"model_type\"", dir.join("config.json").display())))?;
-        let (adapter, plugin) = plugins.adapter(&model_type).ok_or_else(|| {
+        // An adapter may claim an architecture (`BackpackGPT2LMHeadModel`) whose config reuses another model_type.
+        let claimed = config.architectures.iter().find_map(|a| plugins.adapter(a));
+        let (adapter, plugin) = claimed.or_else(|| plugins.adapter(&model_type)).ok_or_else(|| {
             let known = plugins.model_types();
             VeneError::Config(format!(
                 "no loaded plugin provides model type '{model_type}' (loaded: {}); add its plugin with --plugin-dir",

@@ -254,7 +254,8 @@ impl Model for Gru {
                     None => Tensor::full([batch], steps - 1, (Kind::Int64, device)),
                 };
                 let pooled = states.index_select(0, &Tensor::arange(batch, (Kind::Int64, device)));
-                let pooled = pooled.gather(1, &last.view([batch, 1, 1]).expand([batch, 1, self.config.h_dim], false), false);
+                let pooled =
+                    pooled.gather(1, &last.view([batch, 1, 1]).expand([batch, 1, self.config.h_dim], false), false);
                 score.forward(&pooled.squeeze_dim(1))
             }
         };

@@ -110,7 +110,14 @@ impl Mlp {
             input: if config.include_emb { InputKind::TokenIds } else { InputKind::Features },
             components: vec![
                 component("block_input", SiteLayout::Sequence, d as u32, layers, None, &["h[{layer}].input"]),
-                component("block_output", SiteLayout::Sequence, d as u32, layers, Some("block_input"), &["h[{layer}].output"]),
+                component(
+                    "block_output",
+                    SiteLayout::Sequence,
+                    d as u32,
+                    layers,
+                    Some("block_input"),
+                    &["h[{layer}].output"],
+                ),
                 component("mlp_activation", SiteLayout::Sequence, d as u32, layers, None, &["h[{layer}].act.output"]),
             ]
             .into(),
@@ -129,11 +136,18 @@ impl Model for Mlp {
         let mut h = match (&self.wte, inputs.input_ids.into_option(), inputs.features.into_option()) {
             (Some(wte), Some(ids), _) => Tensor::embedding(wte, &ids.to_tensor().to_device(device), -1, false, false),
             (_, _, Some(features)) => features.to_tensor().to_device(device),
-            _ => return Err(PluginError::invalid_input("this MLP needs float \"inputs\" (or input_ids with include_emb)")),
+            _ => {
+                return Err(PluginError::invalid_input(
+                    "this MLP needs float \"inputs\" (or input_ids with include_emb)",
+                ))
+            }
         };
         let d = self.config.h_dim;
         if h.size().last() != Some(&d) || h.dim() < 2 {
-            return Err(PluginError::invalid_input(format!("inputs must end in h_dim = {d}, got shape {:?}", h.size())));
+            return Err(PluginError::invalid_input(format!(
+                "inputs must end in h_dim = {d}, got shape {:?}",
+                h.size()
+            )));
         }
         if let Some(first) = self.blocks.first() {
             h = h.to_kind(first.weight().kind());
@@ -145,7 +159,9 @@ impl Model for Mlp {
             h = hooks.site(Site::BlockOutput as u32, layer, act)?;
         }
         let output = match &self.score {
-            Some(score) if self.config.squeeze_output && h.dim() == 3 && h.size()[1] == 1 => score.forward(&h).squeeze_dim(1),
+            Some(score) if self.config.squeeze_output && h.dim() == 3 && h.size()[1] == 1 => {
+                score.forward(&h).squeeze_dim(1)
+            }
             Some(score) => score.forward(&h),
             None => h,
         };

@@ -1,5 +1,7 @@
-//! Building blocks shared by vene's model adapters. Every operation is out of place: tensors handed to hook sites
+//! Building blocks and model bodies shared by vene's model adapters. Every operation is out of place: tensors handed to hook sites
 //! may be held by the host, so nothing here writes into its inputs.
+
+pub mod gpt2;
 
 use tch::{Kind, Tensor};
 use vene_checkpoint::{Result, Weights};

@@ -115,7 +115,17 @@ impl ConvLayer {
         let padding = self.weight.size()[2] / 2;
         let y = x.conv2d(&self.weight, None::<Tensor>, [self.stride, self.stride], [padding, padding], [1, 1], 1);
         let [weight, bias, mean, var] = &self.norm;
-        let y = Tensor::batch_norm(&y, Some(weight), Some(bias), Some(mean), Some(var), false, 0.1, BATCH_NORM_EPSILON, false);
+        let y = Tensor::batch_norm(
+            &y,
+            Some(weight),
+            Some(bias),
+            Some(mean),
+            Some(var),
+            false,
+            0.1,
+            BATCH_NORM_EPSILON,
+            false,
+        );
         match self.activation {
             Some(activation) => activation.forward(&y),
             None => y,
@@ -141,8 +151,9 @@ pub struct ResNet {
 
 impl ResNet {
     fn load(dir: &Path, config: ResNetConfig, request: &LoadRequest<'_>) -> Result<Self, Box<dyn std::error::Error>> {
-        let activation = Activation::from_name(&config.hidden_act)
-            .ok_or_else(|| format!("hidden_act '{}' is not supported ({} are)", config.hidden_act, Activation::NAMES))?;
+        let activation = Activation::from_name(&config.hidden_act).ok_or_else(|| {
+            format!("hidden_act '{}' is not supported ({} are)", config.hidden_act, Activation::NAMES)
+        })?;
         let bottleneck = match config.layer_type.as_str() {
             "basic" => false,
             "bottleneck" => true,
@@ -175,8 +186,7 @@ impl ResNet {
                 };
                 let layers = if bottleneck {
                     let reduced = out / 4;
-                    let (first, second) =
-                        if config.downsample_in_bottleneck { (stride, 1) } else { (1, stride) };
+                    let (first, second) = if config.downsample_in_bottleneck { (stride, 1) } else { (1, stride) };
                     vec![
                         ConvLayer::load(&mut weights, &format!("{p}.layer.0"), [reduced, input, 1, 1], first, act)?,
                         ConvLayer::load(&mut weights, &format!("{p}.layer.1"), [reduced, reduced, 3, 3], second, act)?,
