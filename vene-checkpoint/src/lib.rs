@@ -23,7 +23,10 @@ pub enum CheckpointError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid {what}: {message}")]
     Invalid { path: PathBuf, what: &'static str, message: String },
-    #[error("{dir} has no weights: expected model.safetensors or model.safetensors.index.json")]
+    #[error(
+        "{dir} has no weights: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or \
+         pytorch_model.bin.index.json"
+    )]
     NoWeights { dir: PathBuf },
     #[error("the checkpoint in {dir} is missing weight '{name}'")]
     MissingWeight { dir: PathBuf, name: String },
@@ -55,20 +58,29 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Loads `model.safetensors`, or every shard listed in `model.safetensors.index.json`.
+    /// Loads `model.safetensors`, every shard listed in `model.safetensors.index.json`, or (read as data, never
+    /// executed) `pytorch_model.bin` and the shards of `pytorch_model.bin.index.json`. Safetensors is preferred.
     pub fn load(dir: &Path, device: Device, float_kind: Kind) -> Result<Self> {
-        let index = dir.join("model.safetensors.index.json");
-        let single = dir.join("model.safetensors");
-        let files = if index.exists() {
-            shard_files(dir, &index)?
-        } else if single.exists() {
-            vec![single]
-        } else {
-            return Err(CheckpointError::NoWeights { dir: dir.to_path_buf() });
-        };
+        let candidates = [
+            ("model.safetensors.index.json", true, true),
+            ("model.safetensors", false, true),
+            ("pytorch_model.bin.index.json", true, false),
+            ("pytorch_model.bin", false, false),
+        ];
+        let (name, sharded, safetensors) = candidates
+            .into_iter()
+            .find(|(name, _, _)| dir.join(name).exists())
+            .ok_or_else(|| CheckpointError::NoWeights { dir: dir.to_path_buf() })?;
+        let files = if sharded { shard_files(dir, &dir.join(name))? } else { vec![dir.join(name)] };
         let mut tensors = HashMap::new();
         for file in files {
-            read_safetensors(&file, device, float_kind, &mut tensors)?;
+            if safetensors {
+                read_safetensors(&file, device, float_kind, &mut tensors)?;
+            } else {
+                for (name, tensor) in pickle::read_torch_state_dict(&file)? {
+                    tensors.insert(name, cast(tensor, device, float_kind));
+                }
+            }
         }
         Ok(Self { dir: dir.to_path_buf(), tensors })
     }
@@ -159,10 +171,15 @@ fn read_safetensors(path: &Path, device: Device, float_kind: Kind, out: &mut Has
     })?;
     for (name, view) in parsed.tensors() {
         let tensor = to_tensor(path, &name, &view)?;
-        let tensor = if tensor.is_floating_point() { tensor.to_kind(float_kind) } else { tensor };
-        out.insert(name, tensor.to_device(device));
+        out.insert(name, cast(tensor, device, float_kind));
     }
     Ok(())
+}
+
+/// Floating-point tensors to `float_kind`; everything to `device`.
+fn cast(tensor: Tensor, device: Device, float_kind: Kind) -> Tensor {
+    let tensor = if tensor.is_floating_point() { tensor.to_kind(float_kind) } else { tensor };
+    tensor.to_device(device)
 }
 
 fn to_tensor(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
