@@ -54,3 +54,38 @@ fn backpack_matches_pyvene() {
         run_reference_case(&["vene_gpt2", "vene_backpack"], &root.join("model"), &case, TOLERANCE);
     }
 }
+
+/// Every adapter runs in bf16 and f16 and stays close to its f32 output (half precision: 5 % of the output scale).
+#[test]
+fn every_adapter_runs_in_half_precision() {
+    use vene_api::{DTypeSpec, DeviceSpec};
+    use vene_host::{inputs::RunInputs, model::LoadedModel};
+    let cases = [
+        ("vene_gpt2", "gpt2"),
+        ("vene_gpt_neox", "gpt_neox"),
+        ("vene_backpack", "backpack"),
+        ("vene_gru", "gru"),
+        ("vene_mlp", "mlp"),
+        ("vene_resnet", "resnet"),
+    ];
+    for (plugin, family) in cases {
+        let plugins = plugins(&[plugin]);
+        let dir = fixtures().join(family).join("model");
+        let inputs =
+            RunInputs::from_file(&fixtures().join(family).join("cases/plain/inputs.json"), tch::Device::Cpu, None)
+                .unwrap();
+        let reference = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F32)
+            .unwrap()
+            .forward_plain(&inputs.base)
+            .unwrap()
+            .output;
+        let scale = reference.abs().max().double_value(&[]);
+        for dtype in [DTypeSpec::BF16, DTypeSpec::F16] {
+            let model = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, dtype).unwrap();
+            let output = model.forward_plain(&inputs.base).unwrap_or_else(|e| panic!("{family} {dtype:?}: {e}")).output;
+            assert_eq!(output.kind(), dtype.to_kind(), "{family}: output dtype");
+            let diff = max_abs_diff(&output, &reference);
+            assert!(diff < 0.05 * scale, "{family} {dtype:?}: max |difference| {diff} vs output scale {scale}");
+        }
+    }
+}

@@ -59,7 +59,7 @@ pub fn run_reference_case(plugin_names: &[&str], model_dir: &Path, case: &Path, 
     } else {
         IntervenableConfig::from_file(&case.join("config.json")).expect("config parses")
     };
-    let inputs = RunInputs::from_file(&case.join("inputs.json"), model.device()).expect("inputs parse");
+    let inputs = RunInputs::from_file(&case.join("inputs.json"), model.device(), None).expect("inputs parse");
     let mut intervenable = IntervenableModel::new(model, config, &plugins, 0).expect("config binds");
     let _no_grad = tch::no_grad_guard();
     let result = intervenable

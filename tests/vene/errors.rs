@@ -173,6 +173,7 @@ fn malformed_config_json_is_one_line_from_the_cli() {
 #[test]
 fn empty_batch_is_refused() {
     let json: vene_host::inputs::RunInputsJson = serde_json::from_value(json!({"base": {"input_ids": []}})).unwrap();
-    let error = vene_host::inputs::RunInputs::from_json(&json, tch::Device::Cpu).err().expect("empty batch refused");
+    let error =
+        vene_host::inputs::RunInputs::from_json(&json, tch::Device::Cpu, None).err().expect("empty batch refused");
     assert_eq!(one_line(&error), "invalid inputs: base.input_ids is empty: give at least one example with one token");
 }

@@ -7,6 +7,7 @@ mod adapters;
 mod checkpoints;
 mod common;
 mod errors;
+mod loading;
 mod plugins;
 mod reference;
 mod units;

@@ -32,6 +32,8 @@ pub enum VeneError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not valid JSON for {what}: {source}")]
     Json { path: PathBuf, what: &'static str, source: serde_json::Error },
+    #[error("model '{repo}' is not in the Hugging Face cache at {cache}: {message}")]
+    Hub { repo: String, cache: PathBuf, message: String },
     #[error("{0}")]
     Checkpoint(#[from] vene_checkpoint::CheckpointError),
     #[error("libtorch: {0}")]

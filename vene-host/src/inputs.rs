@@ -1,6 +1,7 @@
 //! The `--inputs` JSON of `vene run`:
 //! `{"base": X, "sources": [X | null, …], "unit_locations": …, "subspaces": …}` where X is
-//! `{"input_ids": [[int]]}` (optionally with `"attention_mask"`) or `{"inputs": nested floats}`.
+//! `{"input_ids": [[int]]}` (optionally with `"attention_mask"`), `{"text": ["..."]}` (tokenized with the model's
+//! tokenizer) or `{"inputs": nested floats}`.
 
 use std::path::Path;
 
@@ -12,6 +13,7 @@ use crate::{
     error::{Result, VeneError},
     locations::{Subspaces, UnitLocations},
     model::ForwardInputs,
+    text::TextTokenizer,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +26,9 @@ pub struct ExampleJson {
     pub inputs: Option<Value>,
     #[serde(default)]
     pub attention_mask: Option<Vec<Vec<i64>>>,
+    /// Texts, tokenized with the model's tokenizer and right-padded (with an attention mask).
+    #[serde(default)]
+    pub text: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +52,7 @@ pub struct RunInputs {
 }
 
 impl RunInputs {
-    pub fn from_file(path: &Path, device: Device) -> Result<Self> {
+    pub fn from_file(path: &Path, device: Device, tokenizer: Option<&TextTokenizer>) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|source| VeneError::Io { path: path.to_path_buf(), source })?;
         let json: RunInputsJson = serde_json::from_str(&text).map_err(|source| VeneError::Json {
@@ -55,17 +60,17 @@ impl RunInputs {
             what: "vene inputs",
             source,
         })?;
-        Self::from_json(&json, device)
+        Self::from_json(&json, device, tokenizer)
     }
 
-    pub fn from_json(json: &RunInputsJson, device: Device) -> Result<Self> {
-        let base = json.base.to_inputs("base", device)?;
+    pub fn from_json(json: &RunInputsJson, device: Device, tokenizer: Option<&TextTokenizer>) -> Result<Self> {
+        let base = json.base.to_inputs("base", device, tokenizer)?;
         let sources = json
             .sources
             .iter()
             .flatten()
             .enumerate()
-            .map(|(i, s)| s.as_ref().map(|s| s.to_inputs(&format!("sources[{i}]"), device)).transpose())
+            .map(|(i, s)| s.as_ref().map(|s| s.to_inputs(&format!("sources[{i}]"), device, tokenizer)).transpose())
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             base,
@@ -110,7 +115,24 @@ fn nested_floats(value: &Value, what: &str) -> Result<(Vec<i64>, Vec<f32>)> {
 }
 
 impl ExampleJson {
-    pub fn to_inputs(&self, what: &str, device: Device) -> Result<ForwardInputs> {
+    pub fn to_inputs(&self, what: &str, device: Device, tokenizer: Option<&TextTokenizer>) -> Result<ForwardInputs> {
+        if let Some(texts) = &self.text {
+            if self.input_ids.is_some() || self.inputs.is_some() || self.attention_mask.is_some() {
+                return Err(VeneError::Inputs(format!("{what} gives \"text\" together with ids or inputs; give one")));
+            }
+            let tokenizer = tokenizer.ok_or_else(|| {
+                VeneError::Inputs(format!(
+                    "{what} gives \"text\" but the model has no tokenizer.json (and is not GPT-2 style); give input_ids"
+                ))
+            })?;
+            if texts.is_empty() {
+                return Err(VeneError::Inputs(format!("{what}.text is empty: give at least one text")));
+            }
+            let (ids, mask) = tokenizer.encode_batch(texts)?;
+            let mut inputs = ForwardInputs::from_ids(ids.to_device(device));
+            inputs.attention_mask = Some(mask.to_device(device));
+            return Ok(inputs);
+        }
         let input_ids = self
             .input_ids
             .as_ref()
@@ -128,7 +150,9 @@ impl ExampleJson {
             })
             .transpose()?;
         if input_ids.is_none() == features.is_none() {
-            return Err(VeneError::Inputs(format!("{what} needs exactly one of \"input_ids\" and \"inputs\"")));
+            return Err(VeneError::Inputs(format!(
+                "{what} needs exactly one of \"input_ids\", \"inputs\" and \"text\""
+            )));
         }
         let attention_mask = self
             .attention_mask

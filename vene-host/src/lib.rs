@@ -14,10 +14,12 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod hub;
 pub mod inputs;
 pub mod interventions;
 pub mod locations;
 pub mod model;
 pub mod plugins;
 pub mod pyvene_import;
+pub mod text;
 pub mod units;

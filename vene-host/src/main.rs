@@ -13,11 +13,13 @@ use vene_api::{DTypeSpec, DeviceSpec};
 use vene_host::{
     config::IntervenableConfig,
     engine::IntervenableModel,
+    hub,
     inputs::RunInputs,
     interventions::builtin_types,
     model::LoadedModel,
     plugins::{PluginSearch, PluginSet},
     pyvene_import,
+    text::TextTokenizer,
 };
 
 #[derive(Parser)]
@@ -49,9 +51,10 @@ impl PluginArgs {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// A model directory in Hugging Face layout (config.json + model.safetensors).
-    #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    /// A model directory in Hugging Face layout (config.json + weights), or a hub repo id (`gpt2`,
+    /// `EleutherAI/pythia-70m`) resolved through the Hugging Face cache (downloaded unless HF_HUB_OFFLINE=1).
+    #[arg(long, value_name = "DIR|REPO")]
+    model: String,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -64,7 +67,8 @@ impl ModelArgs {
     fn load(&self, plugins: &PluginSet) -> Result<LoadedModel> {
         let device = parse_device(&self.device)?;
         let dtype = parse_dtype(&self.dtype)?;
-        Ok(LoadedModel::load(plugins, &self.model, device, dtype)?)
+        let dir = hub::resolve_model(&self.model)?;
+        Ok(LoadedModel::load(plugins, &dir, device, dtype)?)
     }
 }
 
@@ -222,7 +226,8 @@ fn run_interventions(
     seed: u64,
 ) -> Result<()> {
     let config = load_config(config_path)?;
-    let inputs = RunInputs::from_file(inputs_path, model.device())?;
+    let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?;
+    let inputs = RunInputs::from_file(inputs_path, model.device(), tokenizer.as_ref())?;
     let is_language_model = model.catalog().vocab_size > 0;
     let plain = is_language_model.then(|| model.forward_plain(&inputs.base)).transpose()?;
     let mut intervenable = IntervenableModel::new(model, config, plugins, seed)?;
@@ -234,7 +239,7 @@ fn run_interventions(
     }
     vene_checkpoint::save_safetensors(out, &tensors)?;
     if let Some(plain) = plain {
-        print_top_tokens(&plain.output, &result.output);
+        print_top_tokens(&plain.output, &result.output, tokenizer.as_ref(), inputs.base.attention_mask.as_ref());
     }
     println!("wrote {} ({} tensor(s))", out.display(), tensors.len());
     if repeat > 0 {
@@ -251,16 +256,31 @@ fn run_interventions(
     Ok(())
 }
 
-/// Top-5 next tokens after the last position of each base example, plain and intervened.
-fn print_top_tokens(plain: &Tensor, intervened: &Tensor) {
+/// Top-5 next tokens after the last (unpadded) position of each base example, plain and intervened.
+fn print_top_tokens(plain: &Tensor, intervened: &Tensor, tokenizer: Option<&TextTokenizer>, mask: Option<&Tensor>) {
+    let last = |logits: &Tensor| -> Tensor {
+        let (batch, seq) = (logits.size()[0], logits.size()[1]);
+        let positions = match mask {
+            Some(mask) => mask.sum_dim_intlist(-1, false, Kind::Int64) - 1,
+            None => Tensor::full([batch], seq - 1, (Kind::Int64, logits.device())),
+        };
+        let index =
+            positions.to_device(logits.device()).view([batch, 1, 1]).expand([batch, 1, logits.size()[2]], false);
+        logits.gather(1, &index, false).squeeze_dim(1)
+    };
     let top = |logits: &Tensor| -> Vec<Vec<(i64, f64)>> {
-        let probabilities = logits.select(1, -1).to_kind(Kind::Float).softmax(-1, Kind::Float);
+        let probabilities = last(logits).to_kind(Kind::Float).softmax(-1, Kind::Float);
         let (values, indices) = probabilities.topk(5, -1, true, true);
         (0..values.size()[0])
             .map(|b| (0..5).map(|k| (indices.int64_value(&[b, k]), values.double_value(&[b, k]))).collect())
             .collect()
     };
-    let format = |row: &[(i64, f64)]| row.iter().map(|(t, p)| format!("{t} ({p:.3})")).collect::<Vec<_>>().join(", ");
+    let name = |token: i64| match tokenizer {
+        Some(tokenizer) => format!("{:?}", tokenizer.decode(&[token])),
+        None => token.to_string(),
+    };
+    let format =
+        |row: &[(i64, f64)]| row.iter().map(|(t, p)| format!("{} ({p:.3})", name(*t))).collect::<Vec<_>>().join(", ");
     for (b, (base, changed)) in top(plain).iter().zip(top(intervened)).enumerate() {
         println!("example {b} top-5 next tokens  base: {}", format(base));
         println!("example {b} top-5 next tokens  intervened: {}", format(&changed));

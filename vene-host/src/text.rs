@@ -1,0 +1,84 @@
+//! Text in, text out: a model directory's `tokenizer.json` (tokenizers crate), or GPT-2's BPE built in (tiktoken-rs
+//! `r50k_base`) for GPT-2-style models without a tokenizer file.
+
+use std::path::Path;
+
+use tch::Tensor;
+
+use crate::error::{Result, VeneError};
+
+/// GPT-2's `<|endoftext|>`, also used to pad GPT-2 batches.
+pub const GPT2_END_OF_TEXT: i64 = 50256;
+
+/// Model types that use GPT-2's byte-level BPE when no tokenizer file is shipped.
+const GPT2_STYLE: [&str; 2] = ["gpt2", "backpack-gpt2"];
+
+pub enum TextTokenizer {
+    HuggingFace(Box<tokenizers::Tokenizer>),
+    Gpt2Bpe(&'static tiktoken_rs::CoreBPE),
+}
+
+impl TextTokenizer {
+    /// The tokenizer of the model in `dir`: its `tokenizer.json`, else GPT-2's BPE for GPT-2-style models.
+    pub fn for_model(dir: &Path, model_type: &str) -> Result<Option<Self>> {
+        let file = dir.join("tokenizer.json");
+        if file.exists() {
+            let tokenizer = tokenizers::Tokenizer::from_file(&file)
+                .map_err(|e| VeneError::Config(format!("{} is not a valid tokenizer: {e}", file.display())))?;
+            return Ok(Some(TextTokenizer::HuggingFace(Box::new(tokenizer))));
+        }
+        if GPT2_STYLE.contains(&model_type) {
+            return Ok(Some(TextTokenizer::Gpt2Bpe(tiktoken_rs::r50k_base_singleton())));
+        }
+        Ok(None)
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        match self {
+            TextTokenizer::HuggingFace(tokenizer) => tokenizer
+                .encode(text, true)
+                .map(|encoding| encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
+                .map_err(|e| VeneError::Inputs(format!("cannot tokenize {text:?}: {e}"))),
+            TextTokenizer::Gpt2Bpe(bpe) => Ok(bpe.encode_ordinary(text).into_iter().map(i64::from).collect()),
+        }
+    }
+
+    pub fn decode(&self, ids: &[i64]) -> String {
+        let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
+        match self {
+            TextTokenizer::HuggingFace(tokenizer) => tokenizer.decode(&ids, false).unwrap_or_default(),
+            TextTokenizer::Gpt2Bpe(bpe) => bpe.decode(&ids).unwrap_or_default(),
+        }
+    }
+
+    /// The id used to pad shorter texts of a batch (masked out by the attention mask).
+    pub fn pad_id(&self) -> i64 {
+        match self {
+            TextTokenizer::HuggingFace(tokenizer) => tokenizer
+                .get_padding()
+                .map(|p| i64::from(p.pad_id))
+                .or_else(|| {
+                    ["<|endoftext|>", "</s>", "<pad>"].iter().find_map(|t| tokenizer.token_to_id(t)).map(i64::from)
+                })
+                .unwrap_or(0),
+            TextTokenizer::Gpt2Bpe(_) => GPT2_END_OF_TEXT,
+        }
+    }
+
+    /// Token ids `(batch, longest)` right-padded, and the attention mask (1 for real tokens).
+    pub fn encode_batch(&self, texts: &[String]) -> Result<(Tensor, Tensor)> {
+        let encoded = texts.iter().map(|t| self.encode(t)).collect::<Result<Vec<_>>>()?;
+        let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
+        if longest == 0 {
+            return Err(VeneError::Inputs("the texts tokenize to nothing".to_string()));
+        }
+        let mut ids = Vec::with_capacity(texts.len() * longest);
+        let mut mask = Vec::with_capacity(texts.len() * longest);
+        for tokens in &encoded {
+            ids.extend(tokens.iter().copied().chain(std::iter::repeat_n(self.pad_id(), longest - tokens.len())));
+            mask.extend((0..longest).map(|i| i64::from(i < tokens.len())));
+        }
+        let shape = [texts.len() as i64, longest as i64];
+        Ok((Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape)))
+    }
+}
