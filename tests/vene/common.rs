@@ -49,18 +49,18 @@ pub fn gpt2_plugins() -> PluginSet {
 
 /// Runs the reference case directory `case` on `model_dir` and compares with its `expected.safetensors`.
 pub fn run_reference_case(plugin_names: &[&str], model_dir: &Path, case: &Path, tolerance: f64) {
-    use vene_host::{config::IntervenableConfig, engine::IntervenableModel, inputs::RunInputs, pyvene_import};
+    use vene_host::{engine::IntervenableModel, inputs::RunInputs, saved::SavedInterventions};
     let name = case.display().to_string();
     let plugins = plugins(plugin_names);
     let model = LoadedModel::load(&plugins, model_dir, DeviceSpec::CPU, DTypeSpec::F32)
         .unwrap_or_else(|e| panic!("{}: {e}", model_dir.display()));
-    let config = if case.join("pyvene_saved").is_dir() {
-        pyvene_import::import_dir(&case.join("pyvene_saved")).expect("pyvene directory imports")
-    } else {
-        IntervenableConfig::from_file(&case.join("config.json")).expect("config parses")
-    };
+    let saved_dir = case.join("pyvene_saved");
+    let config_path = if saved_dir.is_dir() { saved_dir } else { case.join("config.json") };
+    let saved = SavedInterventions::load(&config_path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let inputs = RunInputs::from_file(&case.join("inputs.json"), model.device(), None).expect("inputs parse");
-    let mut intervenable = IntervenableModel::new(model, config, &plugins, 0).expect("config binds");
+    let mut intervenable =
+        IntervenableModel::new(model, saved.config.clone(), &plugins, 0).unwrap_or_else(|e| panic!("{name}: {e}"));
+    saved.apply(&mut intervenable).unwrap_or_else(|e| panic!("{name}: {e}"));
     let _no_grad = tch::no_grad_guard();
     let result = intervenable
         .run(&inputs.base, &inputs.sources, &inputs.unit_locations, &inputs.subspaces)

@@ -6,6 +6,7 @@
 mod adapters;
 mod checkpoints;
 mod common;
+mod das;
 mod errors;
 mod loading;
 mod plugins;

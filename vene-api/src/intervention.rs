@@ -55,12 +55,12 @@ pub trait Intervention: Send + 'static {
         -> PluginResult<Tensor>;
 
     /// Trainable parameters (shallow handles that share storage with the intervention's own).
-    fn parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
+    fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
     }
 
     /// Everything needed to restore this instance besides its config.
-    fn state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> PluginResult<Vec<(String, Tensor)>> {
         self.parameters()
     }
 
@@ -74,6 +74,14 @@ pub trait Intervention: Send + 'static {
     }
 
     fn set_training(&mut self, _training: bool) {}
+
+    /// Training progress in `[0, 1]`, for schedules such as a boundless mask's temperature annealing.
+    fn set_progress(&mut self, _fraction: f64) {}
+
+    /// A term added to the training loss (e.g. boundless DAS's penalty on its boundary width).
+    fn auxiliary_loss(&self) -> PluginResult<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// Creates interventions of the types it names, as its implementer writes it.
@@ -104,6 +112,8 @@ pub trait InterventionAbi: Send {
     fn state(&self) -> RResult<RVec<NamedTensor>, PluginError>;
     fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError>;
     fn set_training(&mut self, training: bool) -> RResult<(), PluginError>;
+    fn set_progress(&mut self, fraction: f64) -> RResult<(), PluginError>;
+    fn auxiliary_loss(&self) -> RResult<ROption<OwnedTensor>, PluginError>;
 }
 
 /// An intervention factory across the boundary.

@@ -155,11 +155,11 @@ impl InterventionAbi for GuardedIntervention {
     }
 
     fn parameters(&self) -> RResult<RVec<NamedTensor>, PluginError> {
-        guard("parameters", || Ok(named(self.0.parameters())))
+        guard("parameters", || Ok(named(self.0.parameters()?)))
     }
 
     fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
-        guard("state", || Ok(named(self.0.state())))
+        guard("state", || Ok(named(self.0.state()?)))
     }
 
     fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
@@ -171,6 +171,17 @@ impl InterventionAbi for GuardedIntervention {
             self.0.set_training(training);
             Ok(())
         })
+    }
+
+    fn set_progress(&mut self, fraction: f64) -> RResult<(), PluginError> {
+        guard("set_progress", || {
+            self.0.set_progress(fraction);
+            Ok(())
+        })
+    }
+
+    fn auxiliary_loss(&self) -> RResult<ROption<OwnedTensor>, PluginError> {
+        guard("auxiliary_loss", || Ok(self.0.auxiliary_loss()?.map(OwnedTensor::new).into()))
     }
 }
 

@@ -32,9 +32,10 @@ struct Bound {
     component: u32,
     layer: u32,
     unit: UnitKind,
-    dim: i64,
     instance: usize,
     traits: InterventionTraits,
+    /// Size of the axis subspaces index: the component dimension, times the units for distributed interventions.
+    subspace_width: i64,
     partition: Option<Vec<Vec<i64>>>,
     constant_source: Option<Tensor>,
     /// For `skip`: the component whose tensor is this site's input.
@@ -163,9 +164,11 @@ impl IntervenableModel {
             };
             let traits = instances[instance].traits();
             let partition = rep.subspace_partition.as_deref().map(expand_partition);
-            if let Some(bad) = partition.iter().flatten().flatten().find(|&&d| d < 0 || d >= dim) {
+            // Distributed interventions see the units flattened, so their subspaces index all units' dimensions.
+            let subspace_width = if traits.distributed { dim * i64::from(rep.max_number_of_units) } else { dim };
+            if let Some(bad) = partition.iter().flatten().flatten().find(|&&d| d < 0 || d >= subspace_width) {
                 return Err(VeneError::Config(format!(
-                    "{description}: subspace_partition index {bad} is outside the component dimension {dim}"
+                    "{description}: subspace_partition index {bad} is outside the intervention's {subspace_width} dimensions"
                 )));
             }
             let constant_source = rep
@@ -202,9 +205,9 @@ impl IntervenableModel {
                 component,
                 layer,
                 unit,
-                dim,
                 instance,
                 traits,
+                subspace_width,
                 partition,
                 constant_source,
                 skip_input,
@@ -233,6 +236,91 @@ impl IntervenableModel {
     pub fn intervention_mut(&mut self, index: usize) -> &mut dyn Intervention {
         let instance = self.reps[index].instance;
         self.instances[instance].as_mut()
+    }
+
+    /// Each distinct intervention instance once, with the key of the first representation that uses it.
+    fn instances_by_key(&self) -> Vec<(usize, &str)> {
+        let mut seen = Vec::new();
+        for rep in &self.reps {
+            if !seen.iter().any(|(instance, _)| *instance == rep.instance) {
+                seen.push((rep.instance, rep.key.as_str()));
+            }
+        }
+        seen
+    }
+
+    fn plugin_failure(key: &str, error: PluginError) -> VeneError {
+        VeneError::Intervention { key: key.to_string(), message: error.to_string() }
+    }
+
+    /// Trainable parameters as `{key}/{name}` (linked representations share theirs).
+    pub fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut all = Vec::new();
+        for (instance, key) in self.instances_by_key() {
+            let parameters = self.instances[instance].parameters().map_err(|e| Self::plugin_failure(key, e))?;
+            all.extend(parameters.into_iter().map(|(name, tensor)| (format!("{key}/{name}"), tensor)));
+        }
+        Ok(all)
+    }
+
+    /// Everything needed to restore the interventions, as `{key}/{name}`.
+    pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut all = Vec::new();
+        for (instance, key) in self.instances_by_key() {
+            let state = self.instances[instance].state().map_err(|e| Self::plugin_failure(key, e))?;
+            all.extend(state.into_iter().map(|(name, tensor)| (format!("{key}/{name}"), tensor)));
+        }
+        Ok(all)
+    }
+
+    /// Restores state saved by [`IntervenableModel::state`]; an entry for an unknown key is an error.
+    pub fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()> {
+        let owners: Vec<(usize, String)> =
+            self.instances_by_key().into_iter().map(|(i, k)| (i, k.to_string())).collect();
+        let mut per_instance: Vec<Vec<(String, Tensor)>> = (0..self.instances.len()).map(|_| Vec::new()).collect();
+        for (name, tensor) in state {
+            let (key, entry) = name
+                .split_once('/')
+                .ok_or_else(|| VeneError::Config(format!("saved state entry '{name}' is not of the form key/name")))?;
+            let (instance, _) = owners.iter().find(|(_, k)| k == key).ok_or_else(|| {
+                let keys: Vec<&str> = owners.iter().map(|(_, k)| k.as_str()).collect();
+                VeneError::Config(format!(
+                    "saved state for '{key}' matches no representation of this config (keys: {})",
+                    keys.join(", ")
+                ))
+            })?;
+            per_instance[*instance].push((entry.to_string(), tensor));
+        }
+        for (instance, key) in owners {
+            let state = std::mem::take(&mut per_instance[instance]);
+            if !state.is_empty() {
+                self.instances[instance].load_state(state).map_err(|e| Self::plugin_failure(&key, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sum of the interventions' auxiliary training losses, if any has one.
+    pub fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        for (instance, key) in self.instances_by_key() {
+            if let Some(loss) = self.instances[instance].auxiliary_loss().map_err(|e| Self::plugin_failure(key, e))? {
+                total = Some(match total {
+                    Some(sum) => sum + loss,
+                    None => loss,
+                });
+            }
+        }
+        Ok(total)
+    }
+
+    pub fn set_training(&mut self, training: bool) {
+        self.instances.iter_mut().for_each(|i| i.set_training(training));
+    }
+
+    /// Training progress in `[0, 1]` for the interventions' schedules (e.g. temperature annealing).
+    pub fn set_progress(&mut self, fraction: f64) {
+        self.instances.iter_mut().for_each(|i| i.set_progress(fraction));
     }
 
     /// Runs the sources and the intervened base.
@@ -414,7 +502,7 @@ impl IntervenableModel {
             self.reps.len(),
             batch as usize,
             bound.partition.as_deref(),
-            bound.dim,
+            bound.subspace_width,
             &bound.description,
         )
     }

@@ -21,5 +21,7 @@ pub mod locations;
 pub mod model;
 pub mod plugins;
 pub mod pyvene_import;
+pub mod saved;
 pub mod text;
+pub mod train;
 pub mod units;

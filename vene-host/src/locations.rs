@@ -48,17 +48,20 @@ enum Side {
     PerIntervention(Vec<Value>),
 }
 
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq)]
-struct KeySpec {
+pub struct KeySpec {
     sources: Side,
     base: Side,
 }
 
-/// Parsed `unit_locations` of one call.
+/// Parsed `unit_locations` of one call, or of several calls stacked into one batch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UnitLocations {
+pub enum UnitLocations {
     /// `None`: no `unit_locations` were given, every representation acts on the whole tensor.
-    keys: Option<BTreeMap<String, KeySpec>>,
+    Parsed(Option<BTreeMap<String, KeySpec>>),
+    /// Per part: its locations and its batch size, examples in order.
+    Stacked(Vec<(UnitLocations, usize)>),
 }
 
 fn as_int(value: &Value) -> Option<i64> {
@@ -71,7 +74,12 @@ fn int_list(value: &Value) -> Option<Vec<i64>> {
 
 impl UnitLocations {
     pub fn whole() -> Self {
-        Self { keys: None }
+        UnitLocations::Parsed(None)
+    }
+
+    /// The locations of several batches as one batch (e.g. training examples with their own locations).
+    pub fn stack(parts: Vec<(UnitLocations, usize)>) -> Self {
+        UnitLocations::Stacked(parts)
     }
 
     pub fn parse(value: Option<&Value>) -> Result<Self> {
@@ -92,7 +100,7 @@ impl UnitLocations {
             }
             keys.insert(name, Self::parse_key(key, spec, base_only)?);
         }
-        Ok(Self { keys: Some(keys) })
+        Ok(UnitLocations::Parsed(Some(keys)))
     }
 
     fn parse_key(key: &str, spec: &Value, base_only: bool) -> Result<KeySpec> {
@@ -140,11 +148,6 @@ impl UnitLocations {
         Ok(KeySpec { sources: side(&list[0], "source")?, base: side(&list[1], "base")? })
     }
 
-    /// Whether any key was given (false means: whole tensors everywhere).
-    pub fn is_whole(&self) -> bool {
-        self.keys.is_none()
-    }
-
     /// The locations of intervention `index` (of `count` that this key addresses) on one side of `key`.
     /// `Ok(None)`: this side was not given for the key.
     #[allow(clippy::too_many_arguments)]
@@ -158,8 +161,16 @@ impl UnitLocations {
         batch: usize,
         what: &str,
     ) -> Result<Option<Selection>> {
-        let Some(keys) = &self.keys else {
-            return Ok(Some(Selection::Whole));
+        let keys = match self {
+            UnitLocations::Parsed(None) => return Ok(Some(Selection::Whole)),
+            UnitLocations::Parsed(Some(keys)) => keys,
+            UnitLocations::Stacked(parts) => {
+                let resolved = parts
+                    .iter()
+                    .map(|(part, batch)| part.resolve(key, source_side, index, count, levels, *batch, what))
+                    .collect::<Result<Vec<_>>>()?;
+                return stack_selections(resolved, what);
+            }
         };
         let Some(spec) = keys.get(key) else {
             let known: Vec<&str> = keys.keys().map(String::as_str).collect();
@@ -189,6 +200,52 @@ impl UnitLocations {
             }
         }
     }
+}
+
+/// Concatenates the selections of stacked parts along the batch.
+fn stack_selections(parts: Vec<Option<Selection>>, what: &str) -> Result<Option<Selection>> {
+    if parts.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let parts: Vec<Selection> = parts.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
+        VeneError::Locations(format!("{what}: some examples of the batch give locations for this side, others not"))
+    })?;
+    if parts.iter().all(|p| *p == Selection::Whole) {
+        return Ok(Some(Selection::Whole));
+    }
+    let mut first: Vec<Vec<i64>> = Vec::new();
+    let mut second: Vec<Vec<i64>> = Vec::new();
+    let mut two_level = None;
+    for part in parts {
+        match part {
+            Selection::Units(UnitLocs::One(rows)) if two_level != Some(true) => {
+                two_level = Some(false);
+                first.extend(rows);
+            }
+            Selection::Units(UnitLocs::Two(a, b)) if two_level != Some(false) => {
+                two_level = Some(true);
+                first.extend(a);
+                second.extend(b);
+            }
+            _ => {
+                return Err(VeneError::Locations(format!(
+                    "{what}: examples of one batch must all give unit locations of the same form"
+                )))
+            }
+        }
+    }
+    for level in [&first, &second] {
+        if level.iter().any(|row| row.len() != level[0].len()) {
+            return Err(VeneError::Locations(format!(
+                "{what}: every example of a batch must select the same number of units"
+            )));
+        }
+    }
+    Ok(Some(Selection::Units(if two_level == Some(true) {
+        UnitLocs::Two(first, second)
+    } else {
+        UnitLocs::One(first)
+    })))
 }
 
 fn batch_lists(value: &Value, batch: usize, what: &str) -> Result<Vec<Vec<i64>>> {
@@ -246,6 +303,8 @@ pub enum Subspaces {
     Broadcast(Vec<i64>),
     /// Per intervention: `null` or `[batch][ids]`.
     PerIntervention(Vec<Value>),
+    /// Per part: its subspaces and its batch size, examples in order.
+    Stacked(Vec<(Subspaces, usize)>),
 }
 
 impl Subspaces {
@@ -276,6 +335,23 @@ impl Subspaces {
     ) -> Result<Option<Vec<Vec<i64>>>> {
         let ids = match self {
             Subspaces::None => return Ok(None),
+            Subspaces::Stacked(parts) => {
+                let resolved = parts
+                    .iter()
+                    .map(|(part, batch)| part.resolve(index, count, *batch, partition, dim, what).map(|r| (r, *batch)))
+                    .collect::<Result<Vec<_>>>()?;
+                if resolved.iter().all(|(r, _)| r.is_none()) {
+                    return Ok(None);
+                }
+                // An example without subspaces acts on every dimension.
+                let every: Vec<i64> = (0..dim).collect();
+                return Ok(Some(
+                    resolved
+                        .into_iter()
+                        .flat_map(|(r, batch)| r.unwrap_or_else(|| vec![every.clone(); batch]))
+                        .collect(),
+                ));
+            }
             Subspaces::Broadcast(ids) => vec![ids.clone(); batch],
             Subspaces::PerIntervention(entries) => {
                 if entries.len() != count {

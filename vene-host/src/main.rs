@@ -6,20 +6,21 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Kind, Tensor};
 use vene_api::{DTypeSpec, DeviceSpec};
 use vene_host::{
-    config::IntervenableConfig,
     engine::IntervenableModel,
     hub,
     inputs::RunInputs,
     interventions::builtin_types,
     model::LoadedModel,
     plugins::{PluginSearch, PluginSet},
-    pyvene_import,
+    saved::{self, SavedInterventions},
     text::TextTokenizer,
+    train::{self, TrainOptions},
 };
 
 #[derive(Parser)]
@@ -86,6 +87,50 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Train the config's interventions on counterfactual data and save them.
+    Train {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A vene config JSON file (or a saved directory to continue from).
+        #[arg(long, value_name = "CONFIG")]
+        config: PathBuf,
+        /// JSON lines: {"base": ..., "sources": [...], "unit_locations": ..., "label": ...}.
+        #[arg(long, value_name = "DATA.jsonl")]
+        data: PathBuf,
+        /// Directory to save the trained interventions to (config.json + interventions.safetensors).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long = "lr", default_value_t = 1e-3)]
+        learning_rate: f64,
+        /// Fraction of the steps spent warming the learning rate up.
+        #[arg(long, default_value_t = 0.1)]
+        warmup: f64,
+        /// Fraction of the examples held out for evaluation.
+        #[arg(long, default_value_t = 0.2)]
+        eval_fraction: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Interchange intervention accuracy of saved interventions on counterfactual data.
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A saved directory (vene or pyvene) or a config file.
+        #[arg(long, value_name = "CONFIG")]
+        config: PathBuf,
+        #[arg(long, value_name = "DATA.jsonl")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
     /// Run an intervened forward pass and save its outputs.
     Run {
         #[command(flatten)]
@@ -146,6 +191,39 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Plugins { plugins } => list_plugins(&plugins.load()?),
         Command::Sites { model, plugins } => show_sites(&model.load(&plugins.load()?)?),
+        Command::Train {
+            model,
+            config,
+            data,
+            out,
+            epochs,
+            batch_size,
+            learning_rate,
+            warmup,
+            eval_fraction,
+            seed,
+            plugins,
+        } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let options =
+                TrainOptions { epochs, batch_size, learning_rate, warmup_fraction: warmup, eval_fraction, seed };
+            train_interventions(model, &plugins, &config, &data, &out, &options)
+        }
+        Command::Eval { model, config, data, batch_size, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?;
+            let mut intervenable = bind_saved(model, &plugins, &config, 0)?;
+            let examples = train::read_dataset(&data)?;
+            let all: Vec<&train::TrainingExample> = examples.iter().collect();
+            let metrics = train::evaluate(&mut intervenable, &all, batch_size, tokenizer.as_ref())?;
+            println!(
+                "{{\"iia\": {:.4}, \"loss\": {:.4}, \"examples\": {}}}",
+                metrics.iia, metrics.loss, metrics.examples
+            );
+            Ok(())
+        }
         Command::Run { model, config, inputs, out, repeat, seed, plugins } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
@@ -203,17 +281,45 @@ fn show_sites(model: &LoadedModel) -> Result<()> {
     Ok(())
 }
 
-/// A config file, a vene-saved directory, or a pyvene-saved directory.
-fn load_config(path: &Path) -> Result<IntervenableConfig> {
-    if path.is_dir() {
-        let file = path.join("config.json");
-        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        if pyvene_import::is_pyvene_config(&text) {
-            return Ok(pyvene_import::import_dir(path)?);
-        }
-        return Ok(IntervenableConfig::from_file(&file)?);
-    }
-    Ok(IntervenableConfig::from_file(path)?)
+/// Binds a config file, a vene-saved directory or a pyvene-saved directory to `model`, restoring saved state.
+fn bind_saved(model: LoadedModel, plugins: &PluginSet, path: &Path, seed: u64) -> Result<IntervenableModel> {
+    let saved = SavedInterventions::load(path)?;
+    let mut intervenable = IntervenableModel::new(model, saved.config.clone(), plugins, seed)?;
+    saved.apply(&mut intervenable)?;
+    Ok(intervenable)
+}
+
+fn train_interventions(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    config: &Path,
+    data: &Path,
+    out: &Path,
+    options: &TrainOptions,
+) -> Result<()> {
+    let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?;
+    let mut intervenable = bind_saved(model, plugins, config, options.seed)?;
+    let examples = train::read_dataset(data)?;
+    let (train_set, eval_set) = train::split(&examples, options.eval_fraction, options.seed);
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = train::train(&mut intervenable, &train_set, &eval_set, options, tokenizer.as_ref(), |update| {
+        bar.set_length(update.total as u64);
+        bar.set_position(update.step as u64);
+        bar.set_message(format!("loss {:.4}  iia {:.3}", update.loss, update.iia));
+    })?;
+    bar.finish_and_clear();
+    saved::save(&intervenable, out)?;
+    let eval =
+        report.eval.map_or("null".to_string(), |m| format!("{{\"iia\": {:.4}, \"loss\": {:.4}}}", m.iia, m.loss));
+    println!(
+        "{{\"steps\": {}, \"first_epoch_loss\": {:.4}, \"last_epoch_loss\": {:.4}, \"train\": {{\"iia\": {:.4}, \"loss\": {:.4}}}, \"eval\": {eval}}}",
+        report.steps, report.first_epoch_loss, report.last_epoch_loss, report.train.iia, report.train.loss
+    );
+    println!("saved to {}", out.display());
+    Ok(())
 }
 
 fn run_interventions(
@@ -225,12 +331,11 @@ fn run_interventions(
     repeat: usize,
     seed: u64,
 ) -> Result<()> {
-    let config = load_config(config_path)?;
     let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?;
     let inputs = RunInputs::from_file(inputs_path, model.device(), tokenizer.as_ref())?;
     let is_language_model = model.catalog().vocab_size > 0;
     let plain = is_language_model.then(|| model.forward_plain(&inputs.base)).transpose()?;
-    let mut intervenable = IntervenableModel::new(model, config, plugins, seed)?;
+    let mut intervenable = bind_saved(model, plugins, config_path, seed)?;
     let _guard = tch::no_grad_guard();
     let result = intervenable.run(&inputs.base, &inputs.sources, &inputs.unit_locations, &inputs.subspaces)?;
     let mut tensors = vec![("output".to_string(), result.output.to_kind(Kind::Float))];

@@ -14,6 +14,13 @@ use crate::{
 
 /// pyvene class name → vene built-in type.
 const TYPE_MAP: &[(&str, &str)] = &[
+    ("RotatedSpaceIntervention", "rotated_space"),
+    ("LowRankRotatedSpaceIntervention", "low_rank_rotated_space"),
+    ("BoundlessRotatedSpaceIntervention", "boundless_rotated_space"),
+    ("SigmoidMaskRotatedSpaceIntervention", "sigmoid_mask_rotated_space"),
+    ("SigmoidMaskIntervention", "sigmoid_mask"),
+    ("AutoencoderIntervention", "autoencoder"),
+    ("JumpReLUAutoencoderIntervention", "jumprelu_sae"),
     ("VanillaIntervention", "vanilla"),
     ("AdditionIntervention", "addition"),
     ("SubtractionIntervention", "subtraction"),
@@ -58,8 +65,14 @@ fn field(fields: &[Value], index: usize) -> Option<&Value> {
     fields.get(index).filter(|v| !v.is_null())
 }
 
-/// Reads a pyvene-saved directory into a vene config, constant sources included.
-pub fn import_dir(dir: &Path) -> Result<IntervenableConfig> {
+/// A pyvene-saved directory as a vene config plus the trained state of its interventions (`{key}/{name}`).
+pub struct Imported {
+    pub config: IntervenableConfig,
+    pub state: Vec<(String, tch::Tensor)>,
+}
+
+/// Reads a pyvene-saved directory: the config, constant sources, and trained state from `intkey_*.bin`.
+pub fn import_dir(dir: &Path) -> Result<Imported> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|source| VeneError::Io { path: path.clone(), source })?;
     let saved: PyveneConfig = serde_json::from_str(&text).map_err(|source| VeneError::Json {
@@ -85,7 +98,7 @@ pub fn import_dir(dir: &Path) -> Result<IntervenableConfig> {
         Some("serial") => Mode::Serial,
         Some(other) => return Err(VeneError::Config(format!("{}: unknown mode '{other}'", path.display()))),
     };
-    let mut representations = Vec::new();
+    let mut representations: Vec<(Representation, bool)> = Vec::new();
     for (index, fields) in saved.representations.iter().enumerate() {
         // pyvene's RepresentationConfig field order.
         let int = |i: usize| field(fields, i).and_then(Value::as_i64);
@@ -96,7 +109,7 @@ pub fn import_dir(dir: &Path) -> Result<IntervenableConfig> {
             .map(|v| serde_json::from_value::<Vec<Vec<i64>>>(v.clone()))
             .transpose()
             .map_err(|e| VeneError::Config(format!("representation {index}: bad subspace_partition: {e}")))?;
-        let mut representation = Representation {
+        let representation = Representation {
             layer: int(0).unwrap_or(0) as u32,
             component,
             unit: text_field(2, "pos"),
@@ -112,23 +125,34 @@ pub fn import_dir(dir: &Path) -> Result<IntervenableConfig> {
             saved.intervention_constant_sources.as_ref().and_then(|c| c.get(index).copied()).unwrap_or(false)
                 || field(fields, 12).and_then(Value::as_bool).unwrap_or(false)
                 || field(fields, 11).is_some();
-        if constant {
-            representation.source_representation = Some(constant_source(dir, &saved, index, &representation)?);
-        }
-        representations.push(representation);
+        representations.push((representation, constant));
     }
-    Ok(IntervenableConfig { mode, representations })
+    let mut config =
+        IntervenableConfig { mode, representations: representations.iter().map(|(r, _)| r.clone()).collect() };
+    let keys = config.keys();
+    let saved_keys = saved.sorted_keys.clone().unwrap_or_else(|| keys.clone());
+    let mut state = Vec::new();
+    for (index, (_, constant)) in representations.iter().enumerate() {
+        let key = saved_keys.get(index).cloned().unwrap_or_else(|| keys[index].clone());
+        let path = dir.join(format!("intkey_{key}.bin"));
+        if !path.exists() {
+            if *constant {
+                return Err(VeneError::Config(format!("{} is missing: it holds a constant source", path.display())));
+            }
+            continue;
+        }
+        let entries = read_torch_state_dict(&path)?;
+        if *constant {
+            config.representations[index].source_representation = Some(constant_source(&path, entries)?);
+        } else {
+            state.extend(entries.into_iter().map(|(name, tensor)| (format!("{}/{name}", keys[index]), tensor)));
+        }
+    }
+    Ok(Imported { config, state })
 }
 
-fn constant_source(dir: &Path, saved: &PyveneConfig, index: usize, rep: &Representation) -> Result<Vec<f32>> {
-    let keys = saved
-        .sorted_keys
-        .clone()
-        .unwrap_or_else(|| IntervenableConfig { mode: Mode::Parallel, representations: vec![rep.clone()] }.keys());
-    let key = keys.get(index).or(keys.first()).cloned().unwrap_or_default();
-    let path = dir.join(format!("intkey_{key}.bin"));
-    let state = read_torch_state_dict(&path)?;
-    let source = state
+fn constant_source(path: &Path, entries: Vec<(String, tch::Tensor)>) -> Result<Vec<f32>> {
+    let source = entries
         .into_iter()
         .find(|(name, _)| name == "source_representation")
         .map(|(_, tensor)| tensor)

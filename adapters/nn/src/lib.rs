@@ -64,6 +64,7 @@ impl LayerNorm {
 /// An activation function by its transformers name (`hidden_act` / `activation_function`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    Linear,
     Gelu,
     GeluTanh,
     Relu,
@@ -73,6 +74,7 @@ pub enum Activation {
 impl Activation {
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
+            "linear" | "identity" => Activation::Linear,
             "gelu" => Activation::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
             "relu" => Activation::Relu,
@@ -81,10 +83,11 @@ impl Activation {
         })
     }
 
-    pub const NAMES: &'static str = "gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu";
+    pub const NAMES: &'static str = "linear, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu";
 
     pub fn forward(self, x: &Tensor) -> Tensor {
         match self {
+            Activation::Linear => x.shallow_clone(),
             Activation::Gelu => x.gelu("none"),
             Activation::GeluTanh => x.gelu("tanh"),
             Activation::Relu => x.relu(),
@@ -126,10 +129,15 @@ pub fn additive_causal_mask(seq: i64, past: i64, padding: Option<&Tensor>, like:
     Tensor::zeros([1], (like.kind(), device)).masked_fill(&allowed.logical_not(), lowest)
 }
 
-/// Scaled dot-product attention probabilities: softmax in f32, returned in `v`'s dtype.
+/// Scaled dot-product attention probabilities, returned in `q`'s dtype. Half-precision scores are normalised in
+/// f32 (as transformers' upcasting option does); f32 and f64 stay in their own precision.
 pub fn attention_probabilities(q: &Tensor, k: &Tensor, scale: f64, mask: &Tensor) -> Tensor {
     let scores = q.matmul(&k.transpose(-1, -2)) * scale + mask;
-    scores.softmax(-1, Kind::Float).to_kind(q.kind())
+    let softmax_kind = match q.kind() {
+        Kind::Half | Kind::BFloat16 => Kind::Float,
+        other => other,
+    };
+    scores.softmax(-1, softmax_kind).to_kind(q.kind())
 }
 
 /// Rotary position embeddings (GPT-NeoX style, on the first `dims` features of each head).

@@ -56,12 +56,12 @@ impl Intervention for PluginIntervention {
             .map_err(|e| PluginError::new(e.kind, format!("{} (plugin type '{}')", e.message, self.type_name)))
     }
 
-    fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.inner.parameters().into_result().map(pairs).unwrap_or_default()
+    fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
+        self.inner.parameters().into_result().map(pairs)
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
-        self.inner.state().into_result().map(pairs).unwrap_or_default()
+    fn state(&self) -> PluginResult<Vec<(String, Tensor)>> {
+        self.inner.state().into_result().map(pairs)
     }
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> PluginResult<()> {
@@ -72,5 +72,14 @@ impl Intervention for PluginIntervention {
     fn set_training(&mut self, training: bool) {
         // A plugin that fails to switch modes keeps its previous mode; nothing else depends on it.
         let _ = self.inner.set_training(training);
+    }
+
+    fn auxiliary_loss(&self) -> PluginResult<Option<Tensor>> {
+        self.inner.auxiliary_loss().into_result().map(|loss| loss.into_option().map(|t| t.into_tensor()))
+    }
+
+    fn set_progress(&mut self, fraction: f64) {
+        // As above: a failed schedule update leaves the previous value in place.
+        let _ = self.inner.set_progress(fraction);
     }
 }

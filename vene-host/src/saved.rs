@@ -1,0 +1,78 @@
+//! Saved interventions: a directory with `config.json` (the vene config, every constructor argument included) and
+//! `interventions.safetensors` (each intervention's state as `{key}/{name}`). It is what one uploads to a hub repo.
+//! Directories saved by pyvene (`config.json` with positional representations + `intkey_*.bin`) load too.
+
+use std::path::{Path, PathBuf};
+
+use tch::Tensor;
+
+use crate::{
+    config::IntervenableConfig,
+    engine::IntervenableModel,
+    error::{Result, VeneError},
+    pyvene_import,
+};
+
+const STATE_FILE: &str = "interventions.safetensors";
+
+/// A config with the state to load once it is bound to a model.
+pub struct SavedInterventions {
+    pub config: IntervenableConfig,
+    pub state: Vec<(String, Tensor)>,
+}
+
+impl SavedInterventions {
+    /// A vene config file, a directory saved by vene, or a directory saved by pyvene.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            return Ok(Self { config: IntervenableConfig::from_file(path)?, state: Vec::new() });
+        }
+        let file = path.join("config.json");
+        let text = std::fs::read_to_string(&file).map_err(|source| VeneError::Io { path: file.clone(), source })?;
+        if pyvene_import::is_pyvene_config(&text) {
+            let imported = pyvene_import::import_dir(path)?;
+            return Ok(Self { config: imported.config, state: imported.state });
+        }
+        let config = IntervenableConfig::from_file(&file)?;
+        let state_file = path.join(STATE_FILE);
+        let state = if state_file.exists() {
+            Tensor::read_safetensors(&state_file).map_err(|e| {
+                VeneError::Config(format!("{} is not a valid safetensors file: {e}", state_file.display()))
+            })?
+        } else {
+            Vec::new()
+        };
+        Ok(Self { config, state })
+    }
+
+    /// Binds the config to `model` and restores the saved state.
+    pub fn apply(self, model: &mut IntervenableModel) -> Result<()> {
+        model.load_state(self.state)
+    }
+}
+
+/// Writes `model`'s config and intervention state to `dir`. The files are written into a fresh sibling directory
+/// that then replaces `dir`, so an interrupted save never leaves a mix of old and new files.
+pub fn save(model: &IntervenableModel, dir: &Path) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VeneError::Io { path: path.clone(), source }
+    };
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("interventions");
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging: PathBuf = parent.join(format!(".{name}.saving-{}", std::process::id()));
+    std::fs::remove_dir_all(&staging).ok();
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let config = serde_json::to_string_pretty(model.config()).map_err(|e| VeneError::Config(e.to_string()))?;
+    std::fs::write(staging.join("config.json"), config).map_err(io(&staging))?;
+    let state: Vec<(String, Tensor)> = model.state()?.into_iter().map(|(n, t)| (n, t.detach())).collect();
+    vene_checkpoint::save_safetensors(&staging.join(STATE_FILE), &state)?;
+    let retired = parent.join(format!(".{name}.replaced-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::rename(dir, &retired).map_err(io(dir))?;
+    }
+    std::fs::rename(&staging, dir).map_err(io(dir))?;
+    std::fs::remove_dir_all(&retired).ok();
+    Ok(())
+}
