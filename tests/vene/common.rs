@@ -97,3 +97,32 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, tolerance: f64, what: &s
     let diff = max_abs_diff(actual, expected);
     assert!(diff <= tolerance, "{what}: max |difference| {diff} exceeds {tolerance}");
 }
+
+/// Copies a model directory's config and weights.
+pub fn copy_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+}
+
+/// The fixture GPT-2 in `dir` with a word-level `tokenizer.json` whose words `w0` … `w100` are token ids 0 … 100.
+pub fn gpt2_with_word_tokenizer(dir: &Path) {
+    copy_model(&gpt2_dir(), dir);
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..101).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vene-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

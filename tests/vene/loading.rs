@@ -7,20 +7,6 @@ use vene_host::{inputs::RunInputs, model::LoadedModel, text::TextTokenizer};
 
 use crate::common::*;
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vene-{name}-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn copy_model(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for file in ["config.json", "model.safetensors"] {
-        std::fs::copy(from.join(file), to.join(file)).unwrap();
-    }
-}
-
 fn vene(args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
     let mut command = Command::new(vene_binary());
     command.args(args).env("HF_HUB_OFFLINE", "1");
@@ -67,14 +53,7 @@ fn gpt2_bpe_is_built_in_for_gpt2_models_without_a_tokenizer_file() {
 #[test]
 fn text_inputs_match_the_equivalent_ids() {
     let dir = scratch("text");
-    copy_model(&gpt2_dir(), &dir);
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..101).map(|i| (format!("w{i}"), json!(i))).collect();
-    let tokenizer = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
-        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    gpt2_with_word_tokenizer(&dir);
     let plugins = gpt2_plugins();
     let model = LoadedModel::load(&plugins, &dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32).unwrap();
     let tokenizer = TextTokenizer::for_model(&dir, "gpt2").unwrap().expect("tokenizer.json");

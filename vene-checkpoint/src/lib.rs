@@ -122,6 +122,13 @@ impl Weights {
         Ok(tensor)
     }
 
+    /// Takes the weight `name`, whatever its shape.
+    pub fn take_any(&mut self, name: &str) -> Result<Tensor> {
+        self.tensors
+            .remove(name)
+            .ok_or_else(|| CheckpointError::MissingWeight { dir: self.dir.clone(), name: name.to_string() })
+    }
+
     /// Takes `name` if the checkpoint has it.
     pub fn take_optional(&mut self, name: &str, shape: &[i64]) -> Result<Option<Tensor>> {
         if self.contains(name) {

@@ -220,6 +220,11 @@ impl IntervenableModel {
         &self.model
     }
 
+    /// Gives the model back, dropping the interventions.
+    pub fn into_model(self) -> LoadedModel {
+        self.model
+    }
+
     pub fn config(&self) -> &IntervenableConfig {
         &self.config
     }

@@ -25,3 +25,4 @@ pub mod saved;
 pub mod text;
 pub mod train;
 pub mod units;
+pub mod vectors;

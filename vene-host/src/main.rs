@@ -21,6 +21,7 @@ use vene_host::{
     saved::{self, SavedInterventions},
     text::TextTokenizer,
     train::{self, TrainOptions},
+    vectors,
 };
 
 #[derive(Parser)]
@@ -131,6 +132,29 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Write a steering vector (safetensors, key "vector"): a token's embedding, or mean(positive) - mean(negative)
+    /// activations at the prompts' last token.
+    Vector {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Text whose (mean) token embedding is the vector, e.g. " happy".
+        #[arg(long, conflicts_with_all = ["positive", "negative"])]
+        token: Option<String>,
+        /// Prompts, one per line, whose mean activation is added.
+        #[arg(long, value_name = "PROMPTS.txt", requires = "negative")]
+        positive: Option<PathBuf>,
+        /// Prompts, one per line, whose mean activation is subtracted.
+        #[arg(long, value_name = "PROMPTS.txt", requires = "positive")]
+        negative: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        layer: u32,
+        #[arg(long, default_value = "block_output")]
+        component: String,
+        #[arg(long, value_name = "OUT.safetensors")]
+        out: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
     /// Run an intervened forward pass and save its outputs.
     Run {
         #[command(flatten)]
@@ -221,6 +245,28 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "{{\"iia\": {:.4}, \"loss\": {:.4}, \"examples\": {}}}",
                 metrics.iia, metrics.loss, metrics.examples
+            );
+            Ok(())
+        }
+        Command::Vector { model, token, positive, negative, layer, component, out, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?
+                .ok_or_else(|| anyhow::anyhow!("the model has no tokenizer.json (and is not GPT-2 style)"))?;
+            let vector = match (token, positive, negative) {
+                (Some(token), _, _) => vectors::token_embedding(&model, &tokenizer, &token)?,
+                (None, Some(positive), Some(negative)) => {
+                    let (positive, negative) = (read_prompts(&positive)?, read_prompts(&negative)?);
+                    vectors::mean_difference(model, &plugins, &tokenizer, &positive, &negative, layer, &component)?
+                }
+                _ => bail!("give --token, or --positive and --negative prompt files"),
+            };
+            vene_checkpoint::save_safetensors(&out, &[("vector".to_string(), vector.shallow_clone())])?;
+            println!(
+                "wrote {} ({} values, norm {:.4})",
+                out.display(),
+                vector.numel(),
+                vector.norm().double_value(&[])
             );
             Ok(())
         }
@@ -320,6 +366,12 @@ fn train_interventions(
     );
     println!("saved to {}", out.display());
     Ok(())
+}
+
+/// Non-empty lines of a prompt file.
+fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
 }
 
 fn run_interventions(

@@ -21,6 +21,7 @@ use tch::{Kind, Tensor};
 use vene_api::{Intervention, InterventionFactory, InterventionSpec, InterventionTraits, PluginError, PluginResult};
 
 use orthogonal::Orthogonal;
+use vene_intervention_kit::{check_width, load_named, require_source, subspace_mask};
 
 vene_api::export_plugin! {
     adapters: [],
@@ -161,62 +162,8 @@ impl InterventionFactory for DasFactory {
     }
 }
 
-/// `(batch, n)` mask that is true at `dims[i]` for example `i`.
-fn dims_mask(dims: &[Vec<i64>], n: i64, like: &Tensor) -> PluginResult<Tensor> {
-    let batch = like.size()[0];
-    if dims.len() as i64 != batch {
-        return Err(PluginError::invalid_input(format!("subspaces for {} examples, batch of {batch}", dims.len())));
-    }
-    let mut mask = vec![false; (batch * n) as usize];
-    for (example, selected) in dims.iter().enumerate() {
-        for &d in selected {
-            if !(0..n).contains(&d) {
-                return Err(PluginError::invalid_input(format!("subspace dimension {d} is outside 0..{n}")));
-            }
-            mask[example * n as usize + d as usize] = true;
-        }
-    }
-    Ok(Tensor::from_slice(&mask).view([batch, n]).to_device(like.device()))
-}
-
-fn check_width(base: &Tensor, n: i64, name: &str) -> PluginResult<()> {
-    match base.size().last() {
-        Some(&width) if width == n => Ok(()),
-        _ => Err(PluginError::invalid_input(format!(
-            "{name} was created for representations of width {n}, got shape {:?}",
-            base.size()
-        ))),
-    }
-}
-
-fn source_of<'a>(source: Option<&'a Tensor>, name: &str) -> PluginResult<&'a Tensor> {
-    source.ok_or_else(|| PluginError::invalid_input(format!("{name} needs a source")))
-}
-
 fn distributed() -> InterventionTraits {
     InterventionTraits { needs_source: true, distributed: true, trainable: true, collects: false }
-}
-
-/// Loads `state` entries into `slots` by name; every entry must be known and of the right shape.
-fn load_named(name: &str, slots: &mut [(&str, &mut Tensor)], state: Vec<(String, Tensor)>) -> PluginResult<()> {
-    for (key, value) in state {
-        let Some((_, slot)) = slots.iter_mut().find(|(slot_name, _)| *slot_name == key) else {
-            let known: Vec<&str> = slots.iter().map(|(n, _)| *n).collect();
-            return Err(PluginError::invalid_config(format!(
-                "{name} has no state entry '{key}' (it has: {})",
-                known.join(", ")
-            )));
-        };
-        if slot.size() != value.size() {
-            return Err(PluginError::invalid_config(format!(
-                "{name}: saved '{key}' has shape {:?}, this intervention needs {:?} (was it saved for another site?)",
-                value.size(),
-                slot.size()
-            )));
-        }
-        tch::no_grad(|| slot.copy_(&value.to_kind(slot.kind()).to_device(slot.device())));
-    }
-    Ok(())
 }
 
 struct RotatedSpace {
@@ -239,9 +186,9 @@ impl Intervention for RotatedSpace {
         check_width(base, self.n, "rotated_space")?;
         let weight = self.rotation.weight().to_kind(base.kind());
         let rotated_base = base.matmul(&weight);
-        let rotated_source = source_of(source, "rotated_space")?.matmul(&weight);
+        let rotated_source = require_source(source, "rotated_space")?.matmul(&weight);
         let mixed = match subspaces {
-            Some(dims) => rotated_source.where_self(&dims_mask(dims, self.n, base)?, &rotated_base),
+            Some(dims) => rotated_source.where_self(&subspace_mask(dims, self.n, base)?, &rotated_base),
             None if self.interchange == self.n => rotated_source,
             None => Tensor::cat(
                 &[
@@ -286,9 +233,9 @@ impl Intervention for LowRank {
         check_width(base, self.n, "low_rank_rotated_space")?;
         let weight = self.rotation.weight().to_kind(base.kind());
         let k = weight.size()[1];
-        let difference = (source_of(source, "low_rank_rotated_space")? - base).matmul(&weight);
+        let difference = (require_source(source, "low_rank_rotated_space")? - base).matmul(&weight);
         let difference = match subspaces {
-            Some(dims) => difference.where_self(&dims_mask(dims, k, base)?, &difference.zeros_like()),
+            Some(dims) => difference.where_self(&subspace_mask(dims, k, base)?, &difference.zeros_like()),
             None => difference,
         };
         Ok(base + difference.matmul(&weight.tr()))
@@ -340,7 +287,7 @@ impl Intervention for Boundless {
         let boundary = self.boundary.clamp(1e-3, 1.0) * self.n as f64;
         let population = self.population.to_kind(Kind::Float);
         let mask = (&population / self.temperature).sigmoid() * ((boundary - &population) / self.temperature).sigmoid();
-        Ok(mix_rotated(&self.rotation, base, source_of(source, "boundless_rotated_space")?, &mask))
+        Ok(mix_rotated(&self.rotation, base, require_source(source, "boundless_rotated_space")?, &mask))
     }
 
     fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
@@ -416,7 +363,7 @@ impl Intervention for SigmoidMaskRotated {
     ) -> PluginResult<Tensor> {
         check_width(base, self.n, "sigmoid_mask_rotated_space")?;
         let mask = (&self.masks / self.temperature).sigmoid();
-        Ok(mix_rotated(&self.rotation, base, source_of(source, "sigmoid_mask_rotated_space")?, &mask))
+        Ok(mix_rotated(&self.rotation, base, require_source(source, "sigmoid_mask_rotated_space")?, &mask))
     }
 
     fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
@@ -465,7 +412,7 @@ impl Intervention for SigmoidMask {
     ) -> PluginResult<Tensor> {
         check_width(base, self.n, "sigmoid_mask")?;
         let mask = (&self.mask / self.temperature).sigmoid().to_kind(base.kind());
-        Ok((mask.neg() + 1.0) * base + &mask * source_of(source, "sigmoid_mask")?)
+        Ok((mask.neg() + 1.0) * base + &mask * require_source(source, "sigmoid_mask")?)
     }
 
     fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
@@ -484,15 +431,10 @@ impl Intervention for SigmoidMask {
         if let Some(t) = temperature {
             self.temperature = t;
         }
-        load_named("sigmoid_mask", &mut [("mask", &mut self.mask)], without_dims(rest))
+        load_named("sigmoid_mask", &mut [("mask", &mut self.mask)], rest)
     }
 
     fn set_progress(&mut self, fraction: f64) {
         self.temperature = self.schedule.at(fraction);
     }
-}
-
-/// pyvene stores `embed_dim` / `interchange_dim` buffers beside the weights; the representation already fixes them.
-fn without_dims(state: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    state.into_iter().filter(|(name, _)| name != "embed_dim" && name != "interchange_dim").collect()
 }

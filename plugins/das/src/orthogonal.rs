@@ -7,7 +7,7 @@ use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, Tensor};
 use vene_api::PluginResult;
 
-use crate::{load_named, without_dims};
+use vene_intervention_kit::load_named;
 
 const ORIGINAL: &str = "rotate_layer.parametrizations.weight.original";
 const BASE: &str = "rotate_layer.parametrizations.weight.0.base";
@@ -76,6 +76,6 @@ impl Orthogonal {
         for (slot_name, tensor) in extra.iter_mut() {
             slots.push((*slot_name, &mut **tensor));
         }
-        load_named(name, &mut slots, without_dims(state))
+        load_named(name, &mut slots, state)
     }
 }
