@@ -121,3 +121,51 @@ fn discovery_loads_only_named_plugins_and_skips_broken_ones() {
     assert!(set.failures()[0].to_string().contains("libvene_mismatch.so"));
     std::fs::remove_dir_all(scan).ok();
 }
+
+/// The template plugin, copied out of the workspace and built as its own cargo project, loads and runs.
+#[test]
+fn the_template_builds_outside_the_workspace_and_runs() {
+    let project = scratch("template");
+    let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/template");
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::copy(template.join("src/lib.rs"), project.join("src/lib.rs")).unwrap();
+    let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vene-api");
+    let manifest = std::fs::read_to_string(template.join("Cargo.toml"))
+        .unwrap()
+        .replace("path = \"../../vene-api\"", &format!("path = {:?}", api.to_str().unwrap()));
+    std::fs::write(project.join("Cargo.toml"), manifest).unwrap();
+    // The workspace's lock file pins the same versions, so the shared target directory's builds (libtorch's C++
+    // wrapper above all) are reused and only the template compiles.
+    std::fs::copy(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"), project.join("Cargo.lock"))
+        .unwrap();
+    let target = build_dir().parent().unwrap().to_path_buf();
+    let output = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+        .args(["build", "--offline", "--quiet", "--target-dir"])
+        .arg(&target)
+        .current_dir(&project)
+        .env("LIBTORCH", env!("LIBTORCH"))
+        .env("LIBTORCH_BYPASS_VERSION_CHECK", "1")
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "building the template failed: {}", String::from_utf8_lossy(&output.stderr));
+    let library = target.join("debug/libvene_template.so");
+    let mut plugins = gpt2_plugins();
+    plugins.add_library(&library).expect("the template plugin loads");
+    assert_eq!(plugins.intervention_types(), vec!["scale"]);
+    let collect = |with_scale: bool| {
+        let mut representations = vec![];
+        if with_scale {
+            representations
+                .push(json!({"layer": 1, "component": "mlp_output", "intervention": {"type": "scale", "factor": 0.5}}));
+        }
+        representations.push(json!({"layer": 1, "component": "mlp_output", "intervention": {"type": "collect"}}));
+        let locations = UnitLocations::parse(Some(&json!({"base": vec![[[2]]; representations.len()]}))).unwrap();
+        let config: IntervenableConfig = serde_json::from_value(json!({"representations": representations})).unwrap();
+        let mut model = IntervenableModel::new(load_gpt2(&plugins), config, &plugins, 0).unwrap();
+        let base = ForwardInputs::from_ids(Tensor::from_slice(&[3i64, 1, 4, 1, 5, 9]).view([1, 6]));
+        model.run(&base, &[], &locations, &Subspaces::None).unwrap().collected.remove(0)
+    };
+    let (scaled, plain) = (collect(true), collect(false));
+    assert!(max_abs_diff(&scaled, &(plain * 0.5)) < 1e-6);
+    std::fs::remove_dir_all(project).ok();
+}
