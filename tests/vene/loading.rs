@@ -100,3 +100,40 @@ fn sites_lists_every_adapters_catalog() {
         assert!(found, "{plugin}: no row {row:?} in\n{stdout}");
     }
 }
+
+/// `--config` takes a hub repo id too: saved interventions resolve through the cache like models.
+#[test]
+fn saved_interventions_load_from_the_hub_cache() {
+    let root = scratch("hub-config");
+    let cache = root.join("hub");
+    let snapshot = cache.join("models--vene-test--saved/snapshots/feedbeef");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    let case = fixtures().join("gpt2/cases/pyvene_saved");
+    for entry in std::fs::read_dir(case.join("pyvene_saved")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+    }
+    std::fs::create_dir_all(cache.join("models--vene-test--saved/refs")).unwrap();
+    std::fs::write(cache.join("models--vene-test--saved/refs/main"), "feedbeef").unwrap();
+    let out = root.join("out.safetensors");
+    let output = vene(
+        &[
+            "run",
+            "--plugin",
+            "gpt2",
+            "--model",
+            gpt2_dir().to_str().unwrap(),
+            "--config",
+            "vene-test/saved",
+            "--inputs",
+            case.join("inputs.json").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("HF_HUB_CACHE", &cache)],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let expected = read_safetensors(&case.join("expected.safetensors"));
+    assert_close(&read_safetensors(&out)[0].1, &expected[0].1, 1e-4, "hub-loaded config");
+    std::fs::remove_dir_all(root).ok();
+}

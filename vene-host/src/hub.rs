@@ -62,6 +62,40 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     download(&cache, spec).map_err(|e| missing(format!("downloading failed: {e}")))
 }
 
+/// A directory of saved interventions: `spec` itself if it exists, else the cached (or downloaded) snapshot of the hub
+/// repo `spec` (vene's `config.json` + `interventions.safetensors`, or pyvene's `config.json` + `intkey_*.bin`).
+pub fn resolve_interventions(spec: &str) -> Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.exists() || !is_repo_id(spec) {
+        return Ok(path.to_path_buf());
+    }
+    let cache_path = cache_dir();
+    let cache = Cache::new(cache_path.clone());
+    if let Some(config) = cache.repo(Repo::model(spec.to_string())).get("config.json") {
+        if let Some(dir) = config.parent() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    let missing = |why: String| VeneError::Hub { repo: spec.to_string(), cache: cache_path.clone(), message: why };
+    if offline() {
+        return Err(missing("HF_HUB_OFFLINE is set, so nothing is downloaded".to_string()));
+    }
+    download_interventions(&cache, spec).map_err(|e| missing(format!("downloading failed: {e}")))
+}
+
+fn download_interventions(cache: &Cache, repo: &str) -> std::result::Result<PathBuf, Box<dyn std::error::Error>> {
+    let api = ApiBuilder::from_cache(cache.clone()).with_progress(true).build()?;
+    let remote = api.model(repo.to_string());
+    let info = remote.info()?;
+    let config = remote.get("config.json")?;
+    for file in info.siblings.iter().map(|s| s.rfilename.as_str()) {
+        if file == "interventions.safetensors" || (file.starts_with("intkey_") && file.ends_with(".bin")) {
+            remote.get(file)?;
+        }
+    }
+    Ok(config.parent().ok_or("the cache returned a file without a directory")?.to_path_buf())
+}
+
 /// The snapshot directory of `repo` if the cache holds its config and weights.
 fn cached_snapshot(cache: &Cache, repo: &str) -> Option<PathBuf> {
     let cached = cache.repo(Repo::model(repo.to_string()));

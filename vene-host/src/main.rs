@@ -159,7 +159,8 @@ enum Command {
     Run {
         #[command(flatten)]
         model: ModelArgs,
-        /// A vene config JSON file, or a directory saved by vene or by pyvene's IntervenableModel.save.
+        /// A vene config JSON file, a directory saved by vene or by pyvene's IntervenableModel.save, or a hub repo
+        /// id holding such a directory.
         #[arg(long, value_name = "CONFIG")]
         config: PathBuf,
         /// The inputs JSON: {"base": ..., "sources": [...], "unit_locations": ..., "subspaces": ...}.
@@ -329,7 +330,7 @@ fn show_sites(model: &LoadedModel) -> Result<()> {
 
 /// Binds a config file, a vene-saved directory or a pyvene-saved directory to `model`, restoring saved state.
 fn bind_saved(model: LoadedModel, plugins: &PluginSet, path: &Path, seed: u64) -> Result<IntervenableModel> {
-    let saved = SavedInterventions::load(path)?;
+    let saved = SavedInterventions::load(&hub::resolve_interventions(&path.to_string_lossy())?)?;
     let mut intervenable = IntervenableModel::new(model, saved.config.clone(), plugins, seed)?;
     saved.apply(&mut intervenable)?;
     Ok(intervenable)
