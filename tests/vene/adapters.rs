@@ -89,3 +89,24 @@ fn every_adapter_runs_in_half_precision() {
         }
     }
 }
+
+/// pyvene module paths name GRU sites too (`gru.cells.1.update_act.output` is update_gate_output at layer 1).
+#[test]
+fn gru_sites_answer_to_pyvene_module_paths() {
+    use vene_host::{config::Representation, engine::resolve_component};
+    let plugins = plugins(&["vene_gru"]);
+    let model = vene_host::model::LoadedModel::load(
+        &plugins,
+        &fixtures().join("gru/model"),
+        vene_api::DeviceSpec::CPU,
+        vene_api::DTypeSpec::F32,
+    )
+    .unwrap();
+    let representation: Representation = serde_json::from_value(
+        serde_json::json!({"component": "gru.cells.1.update_act.output", "intervention": {"type": "zero"}}),
+    )
+    .unwrap();
+    let (component, layer) = resolve_component(model.catalog(), &representation).unwrap();
+    assert_eq!(model.catalog().components[component as usize].name.as_str(), "update_gate_output");
+    assert_eq!(layer, 1);
+}

@@ -95,7 +95,10 @@ pub fn resolve_component(catalog: &ModelCatalog, rep: &Representation) -> Result
 
 /// `transformer.h.3.mlp.output` → `h[3].mlp.output`.
 fn normalise_module_path(path: &str) -> String {
-    let trimmed = ["transformer.", "model.", "gpt_neox."].iter().find_map(|p| path.strip_prefix(p)).unwrap_or(path);
+    let trimmed = ["transformer.", "model.", "gpt_neox.", "gru.", "mlp."]
+        .iter()
+        .find_map(|p| path.strip_prefix(p))
+        .unwrap_or(path);
     trimmed.split('.').fold(String::new(), |mut out, part| {
         if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
             out.push_str(&format!("[{part}]"));

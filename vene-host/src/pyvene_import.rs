@@ -114,7 +114,11 @@ pub fn import_dir(dir: &Path) -> Result<Imported> {
             component,
             unit: text_field(2, "pos"),
             max_number_of_units: int(3).unwrap_or(1) as u32,
-            intervention: json!({"type": vene_type(&types[index])?}),
+            intervention: match int(13) {
+                // pyvene's autoencoders take their latent width from the representation's latent_dim.
+                Some(latent_dim) => json!({"type": vene_type(&types[index])?, "latent_dim": latent_dim}),
+                None => json!({"type": vene_type(&types[index])?}),
+            },
             low_rank_dimension: int(4).map(|v| v as u32),
             subspace_partition,
             group_key: int(8),

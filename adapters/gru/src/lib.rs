@@ -97,6 +97,23 @@ const SITE_NAMES: [&str; 16] = [
     "cell_output",
 ];
 
+/// pyvene module paths of a site (the thirds of x2h/h2h are slices of a module's output and have none).
+fn module_paths(name: &str) -> Vec<&'static str> {
+    match name {
+        "cell_input" => vec!["cells[{layer}].input", "gru.cells[{layer}].input"],
+        "cell_output" => vec!["cells[{layer}].output", "gru.cells[{layer}].output"],
+        "x2h_output" => vec!["cells[{layer}].x2h.output", "gru.cells[{layer}].x2h.output"],
+        "h2h_output" => vec!["cells[{layer}].h2h.output", "gru.cells[{layer}].h2h.output"],
+        "reset_gate_input" => vec!["cells[{layer}].reset_act.input", "gru.cells[{layer}].reset_act.input"],
+        "reset_gate_output" => vec!["cells[{layer}].reset_act.output", "gru.cells[{layer}].reset_act.output"],
+        "update_gate_input" => vec!["cells[{layer}].update_act.input", "gru.cells[{layer}].update_act.input"],
+        "update_gate_output" => vec!["cells[{layer}].update_act.output", "gru.cells[{layer}].update_act.output"],
+        "new_gate_input" => vec!["cells[{layer}].new_act.input", "gru.cells[{layer}].new_act.input"],
+        "new_gate_output" => vec!["cells[{layer}].new_act.output", "gru.cells[{layer}].new_act.output"],
+        _ => Vec::new(),
+    }
+}
+
 enum Head {
     /// `GRUModel`: the last layer's hidden state at every step.
     None,
@@ -152,7 +169,7 @@ impl Gru {
             .iter()
             .map(|&name| {
                 let dim = if name == "x2h_output" || name == "h2h_output" { 3 * d } else { d } as u32;
-                component(name, SiteLayout::Recurrent, dim, layers, None, &[])
+                component(name, SiteLayout::Recurrent, dim, layers, None, &module_paths(name))
             })
             .collect::<Vec<_>>();
         let catalog = ModelCatalog {
