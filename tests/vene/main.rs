@@ -8,6 +8,7 @@ mod checkpoints;
 mod common;
 mod das;
 mod errors;
+mod generation;
 mod interventions;
 mod loading;
 mod plugins;

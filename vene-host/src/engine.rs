@@ -19,7 +19,7 @@ use crate::{
     error::{Result, VeneError},
     interventions,
     locations::{expand_partition, Selection, Subspaces, UnitLocations, UnitLocs},
-    model::{ForwardInputs, LoadedModel},
+    model::{ForwardInputs, ForwardOutput, LoadedModel},
     plugins::PluginSet,
     units::{constant_vector, flatten_units, unflatten_units, unit_kind, Indexer, UnitKind},
 };
@@ -55,6 +55,15 @@ pub struct RunOutput {
     pub output: Tensor,
     /// Activations returned by collect interventions, in config order.
     pub collected: Vec<Tensor>,
+    /// The key/value cache, when the base inputs asked for it.
+    pub present: Vec<Tensor>,
+}
+
+/// Source activations computed once by [`IntervenableModel::prepare`].
+pub struct PreparedRun {
+    state: RunState,
+    setters: Vec<(usize, Selection)>,
+    batch: i64,
 }
 
 /// A model with interventions bound to its hook sites.
@@ -339,7 +348,19 @@ impl IntervenableModel {
         locations: &UnitLocations,
         subspaces: &Subspaces,
     ) -> Result<RunOutput> {
-        let batch = base.batch_size();
+        let prepared = self.prepare(base.batch_size(), sources, locations, subspaces)?;
+        self.run_prepared(base, &prepared, subspaces)
+    }
+
+    /// Runs the source passes once; the result drives any number of base passes (e.g. decoding steps, whose
+    /// locations are relative to each pass's tokens).
+    pub fn prepare(
+        &mut self,
+        batch: i64,
+        sources: &[Option<ForwardInputs>],
+        locations: &UnitLocations,
+        subspaces: &Subspaces,
+    ) -> Result<PreparedRun> {
         if batch == 0 {
             return Err(VeneError::Inputs("the base batch is empty".to_string()));
         }
@@ -359,10 +380,28 @@ impl IntervenableModel {
             Mode::Parallel => self.run_parallel_sources(&sources, locations, batch, &mut state)?,
             Mode::Serial => self.run_serial_sources(&sources, locations, subspaces, batch, &mut state)?,
         };
+        Ok(PreparedRun { state, setters, batch })
+    }
+
+    /// One intervened base pass with the source activations of `prepared`.
+    pub fn run_prepared(
+        &mut self,
+        base: &ForwardInputs,
+        prepared: &PreparedRun,
+        subspaces: &Subspaces,
+    ) -> Result<RunOutput> {
+        let batch = base.batch_size();
+        if batch != prepared.batch {
+            return Err(VeneError::Inputs(format!(
+                "the base has {batch} examples, the prepared sources {}",
+                prepared.batch
+            )));
+        }
+        let mut state = prepared.state.reuse();
         let mut plan = self.plan();
-        for (rep, selection) in setters {
-            let dims = self.subspaces_for(rep, subspaces, batch)?;
-            self.add_setter(&mut plan, rep, &selection, dims)?;
+        for (rep, selection) in &prepared.setters {
+            let dims = self.subspaces_for(*rep, subspaces, batch)?;
+            self.add_setter(&mut plan, *rep, selection, dims)?;
         }
         let output = self.execute(base, &plan, &mut state)?;
         let mut collected = Vec::new();
@@ -381,7 +420,7 @@ impl IntervenableModel {
                 })?);
             }
         }
-        Ok(RunOutput { output, collected })
+        Ok(RunOutput { output: output.output, present: output.present, collected })
     }
 
     fn broadcast_sources<'s>(&self, sources: &'s [Option<ForwardInputs>]) -> Result<Vec<Option<&'s ForwardInputs>>> {
@@ -582,7 +621,7 @@ impl IntervenableModel {
     }
 
     /// One forward pass executing `plan`; returns the model output.
-    fn execute(&mut self, inputs: &ForwardInputs, plan: &Plan, state: &mut RunState) -> Result<Tensor> {
+    fn execute(&mut self, inputs: &ForwardInputs, plan: &Plan, state: &mut RunState) -> Result<ForwardOutput> {
         state.hits = vec![0; plan.slots.len()];
         let result = if plan.is_empty() {
             self.model.forward(inputs, Hooks::none())
@@ -613,7 +652,7 @@ impl IntervenableModel {
                 return Err(VeneError::Intervention { key: self.reps[action.rep].description.clone(), message: what });
             }
         }
-        Ok(output.output)
+        Ok(output)
     }
 }
 
@@ -691,6 +730,15 @@ struct RunState {
 }
 
 impl RunState {
+    /// A fresh state for another pass that shares this one's source activations.
+    fn reuse(&self) -> Self {
+        let copy = |rows: &Vec<Option<Tensor>>| rows.iter().map(|r| r.as_ref().map(Tensor::shallow_clone)).collect();
+        let mut state = Self::new(self.activations.len());
+        state.activations = copy(&self.activations);
+        state.step_sources = self.step_sources.iter().map(copy).collect();
+        state
+    }
+
     fn new(reps: usize) -> Self {
         Self {
             activations: (0..reps).map(|_| None).collect(),

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod generate;
 pub mod hub;
 pub mod inputs;
 pub mod interventions;

@@ -12,10 +12,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Kind, Tensor};
 use vene_api::{DTypeSpec, DeviceSpec};
 use vene_host::{
+    config::IntervenableConfig,
     engine::IntervenableModel,
+    generate::{self, InterveneOn, Sampling},
     hub,
+    inputs::ExampleJson,
     inputs::RunInputs,
     interventions::builtin_types,
+    locations::{Subspaces, UnitLocations},
     model::LoadedModel,
     plugins::{PluginSearch, PluginSet},
     saved::{self, SavedInterventions},
@@ -155,6 +159,36 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Generate text with interventions on the prompt, on every decoding step, or both.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A config (file, saved directory or hub id); without one the model generates unchanged.
+        #[arg(long, value_name = "CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        prompt: String,
+        /// JSON with "sources", "unit_locations" and "subspaces" for the interventions (locations are relative to
+        /// each pass's tokens).
+        #[arg(long, value_name = "INPUTS.json")]
+        inputs: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        max_new_tokens: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long)]
+        top_p: Option<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// prompt, steps or both.
+        #[arg(long, default_value = "both")]
+        intervene: InterveneOn,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
     /// Run an intervened forward pass and save its outputs.
     Run {
         #[command(flatten)]
@@ -271,6 +305,25 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Generate {
+            model,
+            config,
+            prompt,
+            inputs,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            intervene,
+            plugins,
+        } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let sampling =
+                Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_token: None, intervene_on: intervene };
+            generate_text(model, &plugins, config.as_deref(), &prompt, inputs.as_deref(), sampling)
+        }
         Command::Run { model, config, inputs, out, repeat, seed, plugins } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
@@ -366,6 +419,73 @@ fn train_interventions(
         report.steps, report.first_epoch_loss, report.last_epoch_loss, report.train.iia, report.train.loss
     );
     println!("saved to {}", out.display());
+    Ok(())
+}
+
+/// The sources, unit locations and subspaces of `vene generate --inputs`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GenerationInputs {
+    #[serde(default)]
+    sources: Vec<Option<ExampleJson>>,
+    #[serde(default)]
+    unit_locations: Option<serde_json::Value>,
+    #[serde(default)]
+    subspaces: Option<serde_json::Value>,
+}
+
+fn generate_text(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    config: Option<&Path>,
+    prompt: &str,
+    inputs: Option<&Path>,
+    mut sampling: Sampling,
+) -> Result<()> {
+    let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?
+        .ok_or_else(|| anyhow::anyhow!("the model has no tokenizer.json (and is not GPT-2 style)"))?;
+    sampling.stop_token = tokenizer.end_of_text();
+    let extra: GenerationInputs = match inputs {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not valid generation inputs: {e}", path.display()))?
+        }
+        None => GenerationInputs::default(),
+    };
+    let device = model.device();
+    let sources = extra
+        .sources
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.to_inputs("sources", device, Some(&tokenizer))).transpose())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let locations = UnitLocations::parse(extra.unit_locations.as_ref())?;
+    let subspaces = Subspaces::parse(extra.subspaces.as_ref())?;
+    let mut intervenable = match config {
+        Some(config) => bind_saved(model, plugins, config, sampling.seed)?,
+        None => IntervenableModel::new(
+            model,
+            IntervenableConfig { mode: Default::default(), representations: vec![] },
+            plugins,
+            0,
+        )?,
+    };
+    let prompt_ids = tokenizer.encode(prompt)?;
+    print!("{prompt}");
+    let mut so_far: Vec<i64> = Vec::new();
+    let mut printed = 0;
+    generate::generate(&mut intervenable, &prompt_ids, &sources, &locations, &subspaces, &sampling, |token| {
+        // Decode everything so far so multi-token characters print whole.
+        so_far.push(token);
+        let text = tokenizer.decode(&so_far);
+        if text.len() > printed && text.is_char_boundary(printed) {
+            print!("{}", &text[printed..]);
+            printed = text.len();
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    })?;
+    println!();
     Ok(())
 }
 

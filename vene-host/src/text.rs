@@ -51,6 +51,16 @@ impl TextTokenizer {
         }
     }
 
+    /// The end-of-text token, where the tokenizer has one.
+    pub fn end_of_text(&self) -> Option<i64> {
+        match self {
+            TextTokenizer::HuggingFace(tokenizer) => {
+                ["<|endoftext|>", "</s>", "<eos>"].iter().find_map(|t| tokenizer.token_to_id(t)).map(i64::from)
+            }
+            TextTokenizer::Gpt2Bpe(_) => Some(GPT2_END_OF_TEXT),
+        }
+    }
+
     /// The id used to pad shorter texts of a batch (masked out by the attention mask).
     pub fn pad_id(&self) -> i64 {
         match self {
