@@ -13,4 +13,5 @@ mod interventions;
 mod loading;
 mod plugins;
 mod reference;
+mod studies;
 mod units;

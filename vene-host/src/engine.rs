@@ -926,6 +926,19 @@ impl RunSink<'_> {
         source: Option<Tensor>,
         subspaces: Option<&[Vec<i64>]>,
     ) -> Result<Outcome> {
+        // A constant with one vector per unit (`units × dim` values) lines up with the selected units.
+        let per_unit = selected.size()[1..].iter().product::<i64>();
+        let source = source.map(|s| {
+            if s.dim() == 1
+                && selected.dim() > 2
+                && s.numel() as i64 == per_unit
+                && s.numel() as i64 != bound.subspace_width
+            {
+                s.view(&selected.size()[1..])
+            } else {
+                s
+            }
+        });
         let fail = |message: String| VeneError::Intervention { key: bound.description.clone(), message };
         if bound.traits.needs_source && source.is_none() {
             return Err(fail("no source activation is available for this site".to_string()));

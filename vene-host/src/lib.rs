@@ -23,6 +23,7 @@ pub mod model;
 pub mod plugins;
 pub mod pyvene_import;
 pub mod saved;
+pub mod studies;
 pub mod text;
 pub mod train;
 pub mod units;

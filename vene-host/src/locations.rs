@@ -249,6 +249,18 @@ fn stack_selections(parts: Vec<Option<Selection>>, what: &str) -> Result<Option<
 }
 
 fn batch_lists(value: &Value, batch: usize, what: &str) -> Result<Vec<Vec<i64>>> {
+    let lists = ragged_batch_lists(value, batch, what)?;
+    if lists.iter().any(|l| l.len() != lists[0].len()) {
+        return Err(VeneError::Locations(format!(
+            "{what}: every example must select the same number of units, got {:?}",
+            lists.iter().map(Vec::len).collect::<Vec<_>>()
+        )));
+    }
+    Ok(lists)
+}
+
+/// `[batch][ids]` lists of any lengths (subspaces may select different numbers of dimensions per example).
+fn ragged_batch_lists(value: &Value, batch: usize, what: &str) -> Result<Vec<Vec<i64>>> {
     let rows = value
         .as_array()
         .ok_or_else(|| VeneError::Locations(format!("{what}: expected [batch][units] lists, got {value}")))?;
@@ -265,12 +277,6 @@ fn batch_lists(value: &Value, batch: usize, what: &str) -> Result<Vec<Vec<i64>>>
                 .ok_or_else(|| VeneError::Locations(format!("{what}: expected a list of ints per example, got {row}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    if lists.iter().any(|l| l.len() != lists[0].len()) {
-        return Err(VeneError::Locations(format!(
-            "{what}: every example must select the same number of units, got {:?}",
-            lists.iter().map(Vec::len).collect::<Vec<_>>()
-        )));
-    }
     if let Some(bad) = lists.iter().flatten().find(|&&i| i < 0) {
         return Err(VeneError::Locations(format!("{what}: negative unit location {bad}")));
     }
@@ -363,7 +369,7 @@ impl Subspaces {
                 if entries[index].is_null() {
                     return Ok(None);
                 }
-                batch_lists(&entries[index], batch, what).map_err(|e| VeneError::Subspaces(e.to_string()))?
+                ragged_batch_lists(&entries[index], batch, what).map_err(|e| VeneError::Subspaces(e.to_string()))?
             }
         };
         ids.into_iter()

@@ -23,6 +23,10 @@ use vene_host::{
     model::LoadedModel,
     plugins::{PluginSearch, PluginSet},
     saved::{self, SavedInterventions},
+    studies::{
+        self, plot,
+        tracing::{self, TraceOptions},
+    },
     text::TextTokenizer,
     train::{self, TrainOptions},
     vectors,
@@ -189,6 +193,34 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Causal tracing: corrupt the subject, restore each site, and plot how much of the target comes back.
+    Trace {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The factual prompt, e.g. "The Eiffel Tower is in the city of".
+        #[arg(long)]
+        prompt: String,
+        /// The subject's text within the prompt, e.g. "The Eiffel Tower".
+        #[arg(long)]
+        subject: String,
+        /// The target continuation (its first token is scored), e.g. " Paris".
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+        /// Noise standard deviation in units of the embeddings' standard deviation.
+        #[arg(long, default_value_t = 3.0)]
+        noise: f64,
+        #[arg(long, default_value_t = 10)]
+        window: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Directory for trace.json and the heatmaps (PNG + SVG).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
     /// Run an intervened forward pass and save its outputs.
     Run {
         #[command(flatten)]
@@ -323,6 +355,12 @@ fn run(cli: Cli) -> Result<()> {
             let sampling =
                 Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_token: None, intervene_on: intervene };
             generate_text(model, &plugins, config.as_deref(), &prompt, inputs.as_deref(), sampling)
+        }
+        Command::Trace { model, prompt, subject, target, samples, noise, window, seed, out, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let options = TraceOptions { samples, noise_scale: noise, window, seed };
+            trace_command(model, &plugins, &prompt, &subject, &target, &options, &out)
         }
         Command::Run { model, config, inputs, out, repeat, seed, plugins } => {
             let plugins = plugins.load()?;
@@ -486,6 +524,66 @@ fn generate_text(
         }
     })?;
     println!();
+    Ok(())
+}
+
+fn trace_command(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    prompt: &str,
+    subject: &str,
+    target: &str,
+    options: &TraceOptions,
+    out: &Path,
+) -> Result<()> {
+    let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?
+        .ok_or_else(|| anyhow::anyhow!("the model has no tokenizer.json (and is not GPT-2 style)"))?;
+    let tokens = tokenizer.encode(prompt)?;
+    let candidates = [tokenizer.encode(subject)?, tokenizer.encode(&format!(" {subject}"))?];
+    let span = tracing::locate_subject(&tokens, &candidates)
+        .ok_or_else(|| anyhow::anyhow!("the subject {subject:?} is not a token span of the prompt {prompt:?}"))?;
+    let target_id = *tokenizer.encode(target)?.first().ok_or_else(|| anyhow::anyhow!("the target is empty"))?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} passes  [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let (trace, _) = tracing::trace(model, plugins, &tokens, span, target_id, options, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(out)?;
+    let labels: Vec<String> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let marker = if (span.0..span.1).contains(&i) { "*" } else { "" };
+            format!("{}{marker}", tokenizer.decode(&[t]).trim())
+        })
+        .collect();
+    for (name, values) in [
+        ("block_output", &trace.block_output),
+        ("mlp_output", &trace.mlp_output),
+        ("attention_output", &trace.attention_output),
+    ] {
+        let title = format!("restored p({}) — {name}", target.trim());
+        let map = plot::Heatmap {
+            title: &title,
+            row_labels: &labels,
+            column_label: "layer",
+            values,
+            max: trace.clean.max(1e-9),
+        };
+        plot::heatmap(out, name, &map)?;
+    }
+    studies::write_json(out, "trace.json", &serde_json::to_value(&trace)?)?;
+    println!(
+        "p({}) clean {:.4}, corrupted {:.4}; wrote trace.json and block_output / mlp_output / attention_output .png/.svg to {}",
+        target.trim(),
+        trace.clean,
+        trace.corrupted,
+        out.display()
+    );
     Ok(())
 }
 

@@ -1,0 +1,62 @@
+//! The studies: causal tracing's batched restorations and its figures.
+
+use vene_host::{
+    model::LoadedModel,
+    studies::tracing::{trace, TraceOptions},
+};
+
+use crate::common::*;
+
+const TOKENS: [i64; 6] = [5, 17, 23, 40, 8, 60];
+
+fn traced(options: &TraceOptions) -> vene_host::studies::tracing::Trace {
+    let plugins = gpt2_plugins();
+    let model = LoadedModel::load(&plugins, &gpt2_dir(), vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32).unwrap();
+    trace(model, &plugins, &TOKENS, (1, 3), 33, options, |_, _| {}).unwrap().0
+}
+
+/// Restoring the last position's final block output restores the clean output exactly, whatever the noise; with no
+/// noise every restoration is the clean probability.
+#[test]
+fn tracing_restores_what_it_should() {
+    let noisy = traced(&TraceOptions { samples: 3, window: 2, ..TraceOptions::default() });
+    assert_eq!(noisy.block_output.len(), TOKENS.len());
+    assert_eq!(noisy.block_output[0].len(), 3);
+    assert!((noisy.block_output[5][2] - noisy.clean).abs() < 1e-6, "{} vs {}", noisy.block_output[5][2], noisy.clean);
+    assert!((noisy.corrupted - noisy.clean).abs() > 1e-6, "the noise changed nothing");
+    let silent = traced(&TraceOptions { samples: 1, noise_scale: 0.0, window: 2, ..TraceOptions::default() });
+    assert!((silent.corrupted - silent.clean).abs() < 1e-6);
+    for sweep in [&silent.block_output, &silent.mlp_output, &silent.attention_output] {
+        for row in sweep.iter() {
+            for &value in row {
+                assert!((value - silent.clean).abs() < 1e-6, "{value} vs {}", silent.clean);
+            }
+        }
+    }
+}
+
+/// `vene trace` writes the JSON and three heatmaps as PNG and SVG.
+#[test]
+fn trace_command_writes_figures() {
+    let dir = scratch("trace");
+    gpt2_with_word_tokenizer(&dir.join("model"));
+    let out = dir.join("out");
+    let output = std::process::Command::new(vene_binary())
+        .args(["trace", "--plugin", "gpt2", "--model", dir.join("model").to_str().unwrap()])
+        .args(["--prompt", "w5 w17 w23 w40 w8 w60", "--subject", "w17 w23", "--target", "w33", "--samples", "2"])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for name in ["block_output", "mlp_output", "attention_output"] {
+        let png = std::fs::read(out.join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png is not a PNG");
+        let svg = std::fs::read_to_string(out.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("w17*"), "{name}.svg lacks the subject label");
+    }
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("trace.json")).unwrap()).unwrap();
+    assert_eq!(trace["subject"], serde_json::json!([1, 3]));
+    assert_eq!(trace["mlp_output"].as_array().unwrap().len(), 6);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -1,0 +1,152 @@
+//! Figures for the studies, written as PNG and SVG side by side. Text uses the bundled DejaVu Sans (no system fonts
+//! are needed).
+
+use std::{path::Path, sync::Once};
+
+use plotters::{
+    coord::Shift,
+    prelude::*,
+    style::{register_font, FontStyle},
+};
+
+use crate::error::{Result, VeneError};
+
+static FONT: Once = Once::new();
+
+fn ensure_font() {
+    FONT.call_once(|| {
+        // The font is compiled in, so registration cannot fail for a missing file.
+        let _ = register_font("sans-serif", FontStyle::Normal, include_bytes!("../../assets/DejaVuSans.ttf"));
+    });
+}
+
+fn plot_error(path: &Path, error: impl std::fmt::Display) -> VeneError {
+    VeneError::Config(format!("cannot draw {}: {error}", path.display()))
+}
+
+/// A heatmap: `values[row][column]` in `[0, max]`, rows labelled top to bottom, columns left to right.
+pub struct Heatmap<'a> {
+    pub title: &'a str,
+    pub row_labels: &'a [String],
+    pub column_label: &'a str,
+    pub values: &'a [Vec<f64>],
+    pub max: f64,
+}
+
+/// Writes `stem.png` and `stem.svg` in `dir`.
+pub fn heatmap(dir: &Path, stem: &str, map: &Heatmap<'_>) -> Result<()> {
+    ensure_font();
+    let width = 160 + 28 * map.values.first().map_or(1, Vec::len) as u32;
+    let height = 90 + 24 * map.row_labels.len() as u32;
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    draw_heatmap(BitMapBackend::new(&png, (width, height)).into_drawing_area(), map)
+        .map_err(|e| plot_error(&png, e))?;
+    draw_heatmap(SVGBackend::new(&svg, (width, height)).into_drawing_area(), map).map_err(|e| plot_error(&svg, e))?;
+    Ok(())
+}
+
+fn draw_heatmap<B: DrawingBackend>(
+    area: DrawingArea<B, Shift>,
+    map: &Heatmap<'_>,
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    B::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let rows = map.row_labels.len();
+    let columns = map.values.first().map_or(0, Vec::len);
+    let mut chart = ChartBuilder::on(&area)
+        .caption(map.title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(32)
+        .y_label_area_size(120)
+        // A segmented range `0..n` holds the n + 1 values 0..=n, so n cells need `0..n - 1`.
+        .build_cartesian_2d(
+            (0..columns.saturating_sub(1)).into_segmented(),
+            (0..rows.saturating_sub(1)).into_segmented(),
+        )?;
+    let labels = map.row_labels.to_vec();
+    let center = |value: &SegmentValue<usize>| match value {
+        SegmentValue::CenterOf(v) | SegmentValue::Exact(v) => Some(*v),
+        SegmentValue::Last => None,
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(map.column_label)
+        .x_labels(columns.min(12))
+        .y_labels(rows)
+        .x_label_formatter(&|x| center(x).map(|v| v.to_string()).unwrap_or_default())
+        .y_label_formatter(&|y| {
+            center(y).and_then(|row| labels.get(rows.saturating_sub(row + 1)).cloned()).unwrap_or_default()
+        })
+        .label_style(("sans-serif", 12))
+        .draw()?;
+    chart.draw_series(map.values.iter().enumerate().flat_map(|(row, line)| {
+        let y = rows - 1 - row;
+        line.iter().enumerate().map(move |(x, &value)| {
+            let shade = (value / map.max.max(1e-12)).clamp(0.0, 1.0);
+            let color = RGBColor(255, (255.0 * (1.0 - shade)) as u8, (255.0 * (1.0 - 0.8 * shade)) as u8);
+            Rectangle::new(
+                [
+                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+                ],
+                color.filled(),
+            )
+        })
+    }))?;
+    area.present()?;
+    Ok(())
+}
+
+/// A line chart of several named series over the same x values; writes `stem.png` and `stem.svg`.
+pub fn lines(dir: &Path, stem: &str, title: &str, x_label: &str, series: &[(String, Vec<f64>)]) -> Result<()> {
+    ensure_font();
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    draw_lines(BitMapBackend::new(&png, (640, 400)).into_drawing_area(), title, x_label, series)
+        .map_err(|e| plot_error(&png, e))?;
+    draw_lines(SVGBackend::new(&svg, (640, 400)).into_drawing_area(), title, x_label, series)
+        .map_err(|e| plot_error(&svg, e))?;
+    Ok(())
+}
+
+fn draw_lines<B: DrawingBackend>(
+    area: DrawingArea<B, Shift>,
+    title: &str,
+    x_label: &str,
+    series: &[(String, Vec<f64>)],
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    B::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let length = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
+    let (low, high) = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (low, high) = if low.is_finite() && high > low { (low, high) } else { (0.0, 1.0) };
+    let mut chart = ChartBuilder::on(&area)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(32)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..(length - 1) as f64, low..high)?;
+    chart.configure_mesh().x_desc(x_label).label_style(("sans-serif", 12)).draw()?;
+    for (index, (name, values)) in series.iter().enumerate() {
+        let color = Palette99::pick(index).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                values.iter().enumerate().map(|(x, &y)| (x as f64, y)),
+                color.stroke_width(2),
+            ))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart.configure_series_labels().label_font(("sans-serif", 12)).background_style(WHITE.mix(0.8)).draw()?;
+    area.present()?;
+    Ok(())
+}
