@@ -171,15 +171,21 @@ impl Backpack {
         senses.reshape([b, s, self.senses, -1]).transpose(1, 2)
     }
 
-    /// Contextualisation weights `(b, senses, s, s)` from the GPT-2 hidden states.
-    fn contextualization(&self, hidden: &Tensor) -> Tensor {
+    /// Contextualisation weights `(b, senses, s, past + s)` from the GPT-2 hidden states, and every position's keys
+    /// `(b, senses, past + s, d / senses)` (cached for the next step).
+    fn contextualization(&self, hidden: &Tensor, past_keys: Option<&Tensor>) -> (Tensor, Tensor) {
         let (b, s, _) = hidden.size3().expect("(b, s, d)");
         let qk = self.weight_net.forward(hidden).reshape([b, s, 2, self.senses, -1]);
         let (q, k) = (qk.select(2, 0).permute([0, 2, 1, 3]), qk.select(2, 1).permute([0, 2, 1, 3]));
+        let keys = match past_keys {
+            Some(past) => Tensor::cat(&[past, &k], 2),
+            None => k,
+        };
+        let past_len = keys.size()[2] - s;
         let scale = 1.0 / (q.size()[3] as f64).sqrt();
-        let scores = q.matmul(&(k * scale).transpose(-1, -2));
-        let causal = Tensor::full([s, s], -10000.0, (scores.kind(), scores.device())).triu(1);
-        (scores + causal).softmax(-1, q.kind())
+        let scores = q.matmul(&(&keys * scale).transpose(-1, -2));
+        let causal = Tensor::full([s, past_len + s], -10000.0, (scores.kind(), scores.device())).triu(past_len + 1);
+        ((scores + causal).softmax(-1, q.kind()), keys)
     }
 }
 
@@ -190,19 +196,30 @@ impl Model for Backpack {
 
     fn forward(&self, inputs: &ModelInputs<'_>, hooks: &mut Hooks<'_>) -> PluginResult<ModelOutput> {
         let config = &self.body.config;
-        if !inputs.past.is_empty() || inputs.use_cache {
-            return Err(PluginError::unsupported("the Backpack adapter has no key/value cache yet"));
-        }
-        let tokens = TokenBatch::from_inputs(
+        // The cache: the GPT-2 body's keys and values, then every position's senses and contextualisation keys.
+        let tokens = TokenBatch::from_inputs_with_extra(
             inputs,
             config.vocab_size,
             config.n_positions,
             self.body.layers(),
+            2,
             self.body.wte().device(),
         )?;
+        hooks.set_position_offset(tokens.past_len as u32);
         let senses = hooks.site(SENSE_NETWORK_OUTPUT, 0, self.sense_network(&tokens.ids))?;
-        let (hidden, _) = self.body.forward(&tokens, hooks)?;
-        let mixed = self.contextualization(&hidden).matmul(&senses).sum_dim_intlist(1, false, None::<Kind>);
-        Ok(ModelOutput { output: mixed.matmul(&self.body.wte().tr()), present: Vec::new() })
+        let (hidden, mut present) = self.body.forward(&tokens, hooks)?;
+        let all_senses = match tokens.extra.first() {
+            Some(past) => Tensor::cat(&[past, &senses], 2),
+            None => senses,
+        };
+        let (weights, keys) = self.contextualization(&hidden, tokens.extra.get(1));
+        let mixed = weights.matmul(&all_senses).sum_dim_intlist(1, false, None::<Kind>);
+        if inputs.use_cache {
+            present.push(all_senses);
+            present.push(keys);
+        } else {
+            present.clear();
+        }
+        Ok(ModelOutput { output: mixed.matmul(&self.body.wte().tr()), present })
     }
 }

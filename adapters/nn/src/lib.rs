@@ -181,6 +181,8 @@ pub struct TokenBatch {
     pub seq: i64,
     /// Key/value cache from the previous call: key and value per layer.
     pub past: Vec<Tensor>,
+    /// Model-specific cache tensors after the key/value pairs (see [`TokenBatch::from_inputs_with_extra`]).
+    pub extra: Vec<Tensor>,
     pub past_len: i64,
     pub attention_mask: Option<Tensor>,
 }
@@ -194,6 +196,18 @@ impl TokenBatch {
         layers: usize,
         device: tch::Device,
     ) -> vene_api::PluginResult<Self> {
+        Self::from_inputs_with_extra(inputs, vocab_size, max_positions, layers, 0, device)
+    }
+
+    /// Like [`TokenBatch::from_inputs`] for a cache that holds `extra` more tensors after the key/value pairs.
+    pub fn from_inputs_with_extra(
+        inputs: &vene_api::ModelInputs<'_>,
+        vocab_size: i64,
+        max_positions: i64,
+        layers: usize,
+        extra: usize,
+        device: tch::Device,
+    ) -> vene_api::PluginResult<Self> {
         use vene_api::PluginError;
         let ids = inputs
             .input_ids
@@ -203,14 +217,16 @@ impl TokenBatch {
         let (batch, seq) = ids
             .size2()
             .map_err(|_| PluginError::invalid_input(format!("input_ids must be (batch, seq), got {:?}", ids.size())))?;
-        let past: Vec<Tensor> = inputs.past.iter().map(|t| t.to_tensor()).collect();
-        if !past.is_empty() && past.len() != 2 * layers {
+        let mut past: Vec<Tensor> = inputs.past.iter().map(|t| t.to_tensor()).collect();
+        if !past.is_empty() && past.len() != 2 * layers + extra {
             return Err(PluginError::invalid_input(format!(
-                "the key/value cache has {} tensors, expected {} (key and value per layer)",
+                "the key/value cache has {} tensors, expected {} (key and value per layer{})",
                 past.len(),
-                2 * layers
+                2 * layers + extra,
+                if extra > 0 { format!(", then {extra} more") } else { String::new() }
             )));
         }
+        let extra = if past.is_empty() { Vec::new() } else { past.split_off(2 * layers) };
         let past_len = past.first().map_or(0, |k| k.size()[2]);
         if past_len + seq > max_positions {
             return Err(PluginError::invalid_input(format!(
@@ -237,7 +253,7 @@ impl TokenBatch {
                 )));
             }
         }
-        Ok(Self { ids: ids.to_device(device), batch, seq, past, past_len, attention_mask })
+        Ok(Self { ids: ids.to_device(device), batch, seq, past, extra, past_len, attention_mask })
     }
 
     /// Absolute positions of this call's tokens.
