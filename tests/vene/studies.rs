@@ -60,3 +60,50 @@ fn trace_command_writes_figures() {
     assert_eq!(trace["mlp_output"].as_array().unwrap().len(), 6);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `vene demo` trains its language model (once; two concurrent runs share one build) and the studies show real
+/// effects on it: corrupting the subject destroys the fact, the last token's state carries it, the multi-source
+/// interchange yields the language of the mixed country, steering changes the continuation.
+#[test]
+fn demo_builds_once_and_shows_real_effects() {
+    let root = scratch("demo");
+    let cache = root.join("cache");
+    let run = |out: &str| {
+        std::process::Command::new(vene_binary())
+            .args(["demo", "--plugin", "gpt2", "--plugin", "steering", "--out"])
+            .arg(root.join(out))
+            .arg("--cache")
+            .arg(&cache)
+            .spawn()
+            .expect("vene demo starts")
+    };
+    let (first, second) = (run("a"), run("b"));
+    for child in [first, second] {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "vene demo failed");
+    }
+    let entries: Vec<String> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(entries.contains(&"gpt2-facts".to_string()), "{entries:?}");
+    assert!(!entries.iter().any(|e| e.contains("building")), "a staging directory was left behind: {entries:?}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("a/results.json")).unwrap()).unwrap();
+    let top = |path: &str| -> Vec<String> {
+        results["interchange"][path].as_array().unwrap().iter().map(|e| e[0].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(top("base")[0], "madrid");
+    assert!(top("parallel").contains(&"italian".to_string()), "{:?}", top("parallel"));
+    assert!(top("serial").contains(&"italian".to_string()), "{:?}", top("serial"));
+    let (clean, corrupted) =
+        (results["tracing"]["clean"].as_f64().unwrap(), results["tracing"]["corrupted"].as_f64().unwrap());
+    assert!(clean > 0.9 && corrupted < 0.5, "clean {clean}, corrupted {corrupted}");
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("a/tracing/trace.json")).unwrap()).unwrap();
+    let last_row = trace["block_output"].as_array().unwrap().last().unwrap().as_array().unwrap().clone();
+    assert!(last_row.iter().all(|p| p.as_f64().unwrap() > 0.9), "restoring the last token: {last_row:?}");
+    assert_ne!(results["steering"]["steered"], results["steering"]["unsteered"]);
+    let report = std::fs::read_to_string(root.join("a/report.html")).unwrap();
+    assert!(report.contains("<img src=\"tracing/block_output.png\""));
+    assert!(root.join("b/tracing/mlp_output.svg").exists());
+    std::fs::remove_dir_all(root).ok();
+}

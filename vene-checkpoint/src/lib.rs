@@ -85,6 +85,11 @@ impl Weights {
         Ok(Self { dir: dir.to_path_buf(), tensors })
     }
 
+    /// Weights held in memory (e.g. a freshly initialised model); `dir` is only used in messages.
+    pub fn from_tensors(dir: &Path, tensors: HashMap<String, Tensor>) -> Self {
+        Self { dir: dir.to_path_buf(), tensors }
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }

@@ -13,6 +13,7 @@ use tch::{Kind, Tensor};
 use vene_api::{DTypeSpec, DeviceSpec};
 use vene_host::{
     config::IntervenableConfig,
+    demo,
     engine::IntervenableModel,
     generate::{self, InterveneOn, Sampling},
     hub,
@@ -193,6 +194,17 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Build the embedded demo model (once, cached) and run the studies on it; writes an HTML report.
+    Demo {
+        /// Directory for the report, figures and numbers.
+        #[arg(long, value_name = "DIR", default_value = "vene-demo")]
+        out: PathBuf,
+        /// Where the built demo models are cached (default: the user's cache dir).
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
     /// Causal tracing: corrupt the subject, restore each site, and plot how much of the target comes back.
     Trace {
         #[command(flatten)]
@@ -356,6 +368,7 @@ fn run(cli: Cli) -> Result<()> {
                 Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_token: None, intervene_on: intervene };
             generate_text(model, &plugins, config.as_deref(), &prompt, inputs.as_deref(), sampling)
         }
+        Command::Demo { out, cache, plugins } => run_demo(&plugins.load()?, &out, cache),
         Command::Trace { model, prompt, subject, target, samples, noise, window, seed, out, plugins } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
@@ -524,6 +537,98 @@ fn generate_text(
         }
     })?;
     println!();
+    Ok(())
+}
+
+fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<()> {
+    let root = cache.unwrap_or_else(demo::cache_dir);
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("training the demo model {bar:40} {pos}/{len}  loss {msg}  [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let model_dir = demo::ensure_built(&root, "gpt2-facts", |staging| {
+        let recipe = demo::language_model::LmRecipe::default();
+        demo::language_model::train(staging, &recipe, |step, steps, loss| {
+            bar.set_length(steps as u64);
+            bar.set_position(step as u64);
+            bar.set_message(format!("{loss:.3}"));
+        })
+        .map(|_| ())
+    })?;
+    bar.finish_and_clear();
+    println!("demo model: {}", model_dir.display());
+    let model = LoadedModel::load(plugins, &model_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
+    let tokenizer = TextTokenizer::for_model(&model_dir, "gpt2")?
+        .ok_or_else(|| anyhow::anyhow!("the demo model has no tokenizer"))?;
+    std::fs::create_dir_all(out.join("tracing"))?;
+    // Causal tracing.
+    let prompt = "the capital of spain is";
+    let tokens = tokenizer.encode(prompt)?;
+    let span =
+        tracing::locate_subject(&tokens, &[tokenizer.encode("spain")?]).ok_or_else(|| anyhow::anyhow!("no subject"))?;
+    let target = tokenizer.encode("madrid")?[0];
+    let options = TraceOptions { samples: 10, window: 2, ..TraceOptions::default() };
+    let (trace, model) = tracing::trace(model, plugins, &tokens, span, target, &options, |_, _| {})?;
+    let labels: Vec<String> = prompt
+        .split_whitespace()
+        .enumerate()
+        .map(|(i, w)| if i == span.0 { format!("{w}*") } else { w.to_string() })
+        .collect();
+    for (name, values) in [
+        ("block_output", &trace.block_output),
+        ("mlp_output", &trace.mlp_output),
+        ("attention_output", &trace.attention_output),
+    ] {
+        let title = format!("restored p(madrid) — {name}");
+        let map = plot::Heatmap { title: &title, row_labels: &labels, column_label: "layer", values, max: trace.clean };
+        plot::heatmap(&out.join("tracing"), name, &map)?;
+    }
+    studies::write_json(&out.join("tracing"), "trace.json", &serde_json::to_value(&trace)?)?;
+    // Multi-source interchange.
+    let (interchange, model) = demo::studies::interchange(model, plugins, &tokenizer)?;
+    // Steering during generation.
+    let vector = vectors::token_embedding(&model, &tokenizer, "italy")?;
+    let (steering, _) = demo::studies::steering(model, plugins, &tokenizer, &vector, "italy", 3.0)?;
+    let words = |top: &[(String, f64)]| top.iter().map(|(w, p)| format!("{w} ({p:.3})")).collect::<Vec<_>>().join(", ");
+    let sections = vec![
+        (
+            "Causal tracing".to_string(),
+            format!(
+                "prompt: {prompt}\nsubject: spain (marked *)  target: madrid\np(madrid) clean {:.4}, corrupted {:.4}",
+                trace.clean, trace.corrupted
+            ),
+            ["block_output", "mlp_output", "attention_output"].iter().map(|n| format!("tracing/{n}.png")).collect(),
+        ),
+        (
+            "Multi-source interchange".to_string(),
+            format!(
+                "base: the capital of spain is -> {}\nparallel (\"language\" from \"the language of spain is\", \"italy\" from \"the capital of italy is\") -> {}\nserial -> {}",
+                words(&interchange.base),
+                words(&interchange.parallel),
+                words(&interchange.serial)
+            ),
+            Vec::new(),
+        ),
+        (
+            "Steering during generation".to_string(),
+            format!(
+                "prompt: {}\nunsteered: {}\nsteered (+{} x embedding of \"{}\" at every MLP output, every step): {}",
+                steering.prompt, steering.unsteered, steering.coefficient, steering.word, steering.steered
+            ),
+            Vec::new(),
+        ),
+    ];
+    demo::studies::write_report(out, "vene demo", &sections)?;
+    studies::write_json(
+        out,
+        "results.json",
+        &serde_json::json!({"interchange": interchange, "steering": steering,
+        "tracing": {"clean": trace.clean, "corrupted": trace.corrupted}}),
+    )?;
+    for (heading, body, _) in &sections {
+        println!("== {heading}\n{body}\n");
+    }
+    println!("report: {}", out.join("report.html").display());
     Ok(())
 }
 

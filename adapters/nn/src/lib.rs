@@ -6,10 +6,13 @@ pub mod gpt2;
 use tch::{Kind, Tensor};
 use vene_checkpoint::{Result, Weights};
 
-/// A dense layer, weight stored as `(out, in)` (torch's `nn.Linear` layout).
+/// A dense layer. The weight is kept as the checkpoint stores it: `(out, in)` for torch's `nn.Linear`, `(in, out)`
+/// for transformers' `Conv1D`; keeping the stored tensor itself lets the weights be trained in place.
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// `Conv1D` layout: `x @ weight + bias`.
+    transposed: bool,
 }
 
 impl Linear {
@@ -17,24 +20,34 @@ impl Linear {
     pub fn load(weights: &mut Weights, prefix: &str, fan_in: i64, fan_out: i64, bias: bool) -> Result<Self> {
         let weight = weights.take(&format!("{prefix}.weight"), &[fan_out, fan_in])?;
         let bias = if bias { Some(weights.take(&format!("{prefix}.bias"), &[fan_out])?) } else { None };
-        Ok(Self { weight, bias })
+        Ok(Self { weight, bias, transposed: false })
     }
 
     /// transformers' `Conv1D` (GPT-2), whose weight is stored `(in, out)`.
     pub fn load_conv1d(weights: &mut Weights, prefix: &str, fan_in: i64, fan_out: i64) -> Result<Self> {
-        let weight = weights.take(&format!("{prefix}.weight"), &[fan_in, fan_out])?.tr().contiguous();
+        let weight = weights.take(&format!("{prefix}.weight"), &[fan_in, fan_out])?;
         let bias = Some(weights.take(&format!("{prefix}.bias"), &[fan_out])?);
-        Ok(Self { weight, bias })
+        Ok(Self { weight, bias, transposed: true })
     }
 
+    /// A torch-layout layer from its tensors.
     pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self { weight, bias, transposed: false }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        if self.transposed {
+            let y = x.matmul(&self.weight);
+            match &self.bias {
+                Some(bias) => y + bias,
+                None => y,
+            }
+        } else {
+            x.linear(&self.weight, self.bias.as_ref())
+        }
     }
 
+    /// The weight as stored (`(out, in)`, or `(in, out)` for `Conv1D`).
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }

@@ -1,0 +1,173 @@
+//! Trains the demo's small GPT-2 on the generated corpus with vene's own GPT-2 body ([`vene_nn::gpt2`]) and saves it
+//! in Hugging Face layout (config.json, model.safetensors, tokenizer.json), to be loaded back through the GPT-2
+//! adapter plugin like any checkpoint.
+
+use std::{collections::HashMap, path::Path};
+
+use abi_stable::std_types::{ROption, RSlice};
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use rand_distr::{Distribution, Normal};
+use serde_json::json;
+use tch::{Kind, Tensor};
+use vene_api::{Hooks, ModelInputs, TensorRef};
+use vene_nn::{
+    gpt2::{Gpt2Body, Gpt2Config},
+    TokenBatch,
+};
+
+use super::corpus;
+use crate::error::{Result, VeneError};
+
+/// Sizes and schedule of the demo language model.
+#[derive(Debug, Clone)]
+pub struct LmRecipe {
+    pub layers: i64,
+    pub width: i64,
+    pub heads: i64,
+    pub positions: i64,
+    pub steps: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+}
+
+impl Default for LmRecipe {
+    fn default() -> Self {
+        Self { layers: 4, width: 64, heads: 4, positions: 16, steps: 1200, batch: 32, learning_rate: 3e-3, seed: 7 }
+    }
+}
+
+fn config_json(recipe: &LmRecipe, vocab: i64) -> serde_json::Value {
+    json!({
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": vocab,
+        "n_layer": recipe.layers, "n_embd": recipe.width, "n_head": recipe.heads, "n_positions": recipe.positions,
+        "n_inner": null, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "tie_word_embeddings": true,
+        "scale_attn_weights": true, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0
+    })
+}
+
+/// Freshly initialised parameters under their Hugging Face names (GPT-2's usual N(0, 0.02)).
+fn initial_weights(recipe: &LmRecipe, vocab: i64) -> Vec<(String, Tensor)> {
+    let mut rng = StdRng::seed_from_u64(recipe.seed);
+    let mut normal = |shape: &[i64], std: f64| {
+        let distribution = Normal::new(0.0f32, std as f32).expect("a positive standard deviation");
+        let count = shape.iter().product::<i64>() as usize;
+        let values: Vec<f32> = (0..count).map(|_| distribution.sample(&mut rng)).collect();
+        Tensor::from_slice(&values).view(shape)
+    };
+    let (d, layers) = (recipe.width, recipe.layers);
+    let zeros = |n: i64| Tensor::zeros([n], (Kind::Float, tch::Device::Cpu));
+    let ones = |n: i64| Tensor::ones([n], (Kind::Float, tch::Device::Cpu));
+    let projection = 0.02 / (2.0 * layers as f64).sqrt();
+    let mut weights = vec![
+        ("wte.weight".to_string(), normal(&[vocab, d], 0.02)),
+        ("wpe.weight".to_string(), normal(&[recipe.positions, d], 0.01)),
+        ("ln_f.weight".to_string(), ones(d)),
+        ("ln_f.bias".to_string(), zeros(d)),
+    ];
+    for layer in 0..layers {
+        let p = format!("h.{layer}");
+        weights.extend([
+            (format!("{p}.ln_1.weight"), ones(d)),
+            (format!("{p}.ln_1.bias"), zeros(d)),
+            (format!("{p}.attn.c_attn.weight"), normal(&[d, 3 * d], 0.02)),
+            (format!("{p}.attn.c_attn.bias"), zeros(3 * d)),
+            (format!("{p}.attn.c_proj.weight"), normal(&[d, d], projection)),
+            (format!("{p}.attn.c_proj.bias"), zeros(d)),
+            (format!("{p}.ln_2.weight"), ones(d)),
+            (format!("{p}.ln_2.bias"), zeros(d)),
+            (format!("{p}.mlp.c_fc.weight"), normal(&[d, 4 * d], 0.02)),
+            (format!("{p}.mlp.c_fc.bias"), zeros(4 * d)),
+            (format!("{p}.mlp.c_proj.weight"), normal(&[4 * d, d], projection)),
+            (format!("{p}.mlp.c_proj.bias"), zeros(d)),
+        ]);
+    }
+    weights.into_iter().map(|(name, tensor)| (name, tensor.set_requires_grad(true))).collect()
+}
+
+/// Trains the demo GPT-2 and writes it to `dir`; `progress(step, steps, loss)` after every step. Returns the final
+/// mean training loss.
+pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usize, f64)) -> Result<f64> {
+    let vocab = corpus::vocabulary();
+    let index: HashMap<&str, i64> = vocab.iter().enumerate().map(|(i, w)| (w.as_str(), i as i64)).collect();
+    let sentences: Vec<Vec<i64>> =
+        corpus::sentences().iter().map(|s| s.iter().map(|w| index[w.as_str()]).collect()).collect();
+    let longest = sentences.iter().map(Vec::len).max().unwrap_or(1);
+    if longest as i64 > recipe.positions {
+        return Err(VeneError::Config(format!(
+            "corpus sentences of {longest} words exceed {} positions",
+            recipe.positions
+        )));
+    }
+    let config_value = config_json(recipe, vocab.len() as i64);
+    let config: Gpt2Config =
+        serde_json::from_value(config_value.clone()).map_err(|e| VeneError::Config(e.to_string()))?;
+    let parameters = initial_weights(recipe, vocab.len() as i64);
+    let mut weights = vene_checkpoint::Weights::from_tensors(
+        dir,
+        parameters.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+    );
+    let body = Gpt2Body::load(&mut weights, config, 0).map_err(|e| VeneError::Config(e.to_string()))?;
+    let mut optimizer = tch::COptimizer::adamw(recipe.learning_rate, 0.9, 0.98, 0.01, 1e-8, false)?;
+    for (_, parameter) in &parameters {
+        optimizer.add_parameters(parameter, 0)?;
+    }
+    let mut rng = StdRng::seed_from_u64(recipe.seed);
+    let mut order: Vec<usize> = (0..sentences.len()).collect();
+    let mut cursor = order.len();
+    let mut recent = Vec::new();
+    for step in 0..recipe.steps {
+        let mut rows = Vec::with_capacity(recipe.batch);
+        while rows.len() < recipe.batch {
+            if cursor == order.len() {
+                order.shuffle(&mut rng);
+                cursor = 0;
+            }
+            rows.push(&sentences[order[cursor]]);
+            cursor += 1;
+        }
+        let padded: Vec<i64> =
+            rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, longest - r.len()))).collect();
+        let ids = Tensor::from_slice(&padded).view([recipe.batch as i64, longest as i64]);
+        let inputs = ModelInputs {
+            input_ids: ROption::RSome(TensorRef::new(&ids)),
+            features: ROption::RNone,
+            attention_mask: ROption::RNone,
+            past: RSlice::from_slice(&[]),
+            use_cache: false,
+        };
+        let model_error = |error| VeneError::Model { context: "training the demo language model".to_string(), error };
+        let tokens =
+            TokenBatch::from_inputs(&inputs, vocab.len() as i64, recipe.positions, body.layers(), tch::Device::Cpu)
+                .map_err(model_error)?;
+        let (hidden, _) = body.forward(&tokens, &mut Hooks::none()).map_err(model_error)?;
+        let logits = hidden.matmul(&body.wte().tr());
+        let vocab_size = logits.size()[2];
+        let predictions = logits.narrow(1, 0, longest as i64 - 1).reshape([-1, vocab_size]);
+        let targets = ids.narrow(1, 1, longest as i64 - 1).reshape([-1]);
+        // Padding (id 0) is not predicted.
+        let loss = predictions.cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, 0, 0.0);
+        let rate = recipe.learning_rate * (1.0 - step as f64 / recipe.steps as f64).max(0.05);
+        optimizer.set_learning_rate(rate)?;
+        optimizer.zero_grad()?;
+        loss.backward();
+        optimizer.step()?;
+        let value = loss.double_value(&[]);
+        recent.push(value);
+        if recent.len() > 50 {
+            recent.remove(0);
+        }
+        progress(step + 1, recipe.steps, value);
+    }
+    std::fs::create_dir_all(dir).map_err(|source| VeneError::Io { path: dir.to_path_buf(), source })?;
+    let saved: Vec<(String, Tensor)> = parameters.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
+    vene_checkpoint::save_safetensors(&dir.join("model.safetensors"), &saved)?;
+    let write = |name: &str, value: &serde_json::Value| {
+        let path = dir.join(name);
+        vene_checkpoint::write_atomic(&path, value.to_string().as_bytes())
+            .map_err(|source| VeneError::Io { path, source })
+    };
+    write("config.json", &config_value)?;
+    write("tokenizer.json", &corpus::tokenizer_json(&vocab))?;
+    Ok(recent.iter().sum::<f64>() / recent.len().max(1) as f64)
+}

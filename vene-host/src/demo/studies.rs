@@ -1,0 +1,155 @@
+//! The studies `vene demo` runs on its language model, with the numbers they report.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use crate::{
+    config::IntervenableConfig,
+    engine::IntervenableModel,
+    error::{Result, VeneError},
+    generate::{generate, InterveneOn, Sampling},
+    locations::{Subspaces, UnitLocations},
+    model::{ForwardInputs, LoadedModel},
+    plugins::PluginSet,
+    text::TextTokenizer,
+};
+
+/// Top-5 next words with probabilities.
+pub type TopWords = Vec<(String, f64)>;
+
+fn ids(tokenizer: &TextTokenizer, text: &str, device: tch::Device) -> Result<ForwardInputs> {
+    let tokens = tokenizer.encode(text)?;
+    Ok(ForwardInputs::from_ids(Tensor::from_slice(&tokens).view([1, -1]).to_device(device)))
+}
+
+/// The five most likely next words after the last position.
+pub fn top_words(tokenizer: &TextTokenizer, logits: &Tensor) -> Result<TopWords> {
+    let probabilities = logits.select(1, -1).select(0, 0).to_kind(Kind::Float).softmax(-1, Kind::Float);
+    let (values, indices) = probabilities.topk(5, -1, true, true);
+    let values = Vec::<f64>::try_from(&values.to_kind(Kind::Double))?;
+    let indices = Vec::<i64>::try_from(&indices)?;
+    Ok(indices.iter().zip(values).map(|(&i, p)| (tokenizer.decode(&[i]), p)).collect())
+}
+
+/// The multi-source interchange of the paper: "the capital of spain is" with "language" from "the language of
+/// spain is" and "italy" from "the capital of italy is".
+#[derive(Debug, Clone, Serialize)]
+pub struct Interchange {
+    pub base: TopWords,
+    pub parallel: TopWords,
+    pub serial: TopWords,
+}
+
+fn bind(model: LoadedModel, plugins: &PluginSet, config: serde_json::Value) -> Result<IntervenableModel> {
+    let config: IntervenableConfig = serde_json::from_value(config).map_err(|e| VeneError::Config(e.to_string()))?;
+    IntervenableModel::new(model, config, plugins, 0)
+}
+
+pub fn interchange(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+) -> Result<(Interchange, LoadedModel)> {
+    let device = model.device();
+    let _no_grad = tch::no_grad_guard();
+    let base = ids(tokenizer, "the capital of spain is", device)?;
+    let language = ids(tokenizer, "the language of spain is", device)?;
+    let italy = ids(tokenizer, "the capital of italy is", device)?;
+    let base_top = top_words(tokenizer, &model.forward_plain(&base)?.output)?;
+    // Parallel: each source swaps its token's embedding-level representation into the base.
+    let mut parallel = bind(
+        model,
+        plugins,
+        json!({"mode": "parallel", "representations": [
+            {"layer": 0, "component": "block_input", "group_key": 0, "intervention": {"type": "vanilla"}},
+            {"layer": 0, "component": "block_input", "group_key": 1, "intervention": {"type": "vanilla"}}]}),
+    )?;
+    let locations = UnitLocations::parse(Some(&json!({"sources->base": [[[[1]], [[3]]], [[[1]], [[3]]]]})))?;
+    let sources = [Some(language.to_device(device)), Some(italy.to_device(device))];
+    let output = parallel.run(&base, &sources, &locations, &Subspaces::None)?.output;
+    let parallel_top = top_words(tokenizer, &output)?;
+    // Serial: "language" goes into the Italy prompt, whose final state then goes into the base.
+    let layers = parallel.model().catalog().num_layers as i64;
+    let mut serial = bind(
+        parallel.into_model(),
+        plugins,
+        json!({"mode": "serial", "representations": [
+            {"layer": 0, "component": "block_input", "group_key": 0, "intervention": {"type": "vanilla"}},
+            {"layer": layers - 1, "component": "block_output", "group_key": 1, "intervention": {"type": "vanilla"}}]}),
+    )?;
+    let locations = UnitLocations::parse(Some(&json!({
+        "source_0->source_1": [[[[1]]], [[[1]]]],
+        "source_1->base": [[[[4]]], [[[4]]]]
+    })))?;
+    let output = serial.run(&base, &sources, &locations, &Subspaces::None)?.output;
+    let serial_top = top_words(tokenizer, &output)?;
+    Ok((Interchange { base: base_top, parallel: parallel_top, serial: serial_top }, serial.into_model()))
+}
+
+/// Steering during generation (ITI): a word's embedding × coefficient added to every layer's MLP output at every
+/// step, side by side with the unsteered continuation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Steering {
+    pub prompt: String,
+    pub word: String,
+    pub coefficient: f64,
+    pub unsteered: String,
+    pub steered: String,
+}
+
+pub fn steering(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    vector: &Tensor,
+    word: &str,
+    coefficient: f64,
+) -> Result<(Steering, LoadedModel)> {
+    let prompt = "the capital of spain is";
+    let tokens = tokenizer.encode(prompt)?;
+    let layers = model.catalog().num_layers;
+    let sampling = Sampling { max_new_tokens: 4, intervene_on: InterveneOn::Both, ..Sampling::default() };
+    let mut plain = bind(model, plugins, json!({"representations": []}))?;
+    let unsteered = generate(&mut plain, &tokens, &[], &UnitLocations::whole(), &Subspaces::None, &sampling, |_| {})?;
+    let values: Vec<f32> = Vec::<f32>::try_from(&vector.to_kind(Kind::Float))?;
+    let representations: Vec<_> = (0..layers)
+        .map(|layer| {
+            json!({"layer": layer, "component": "mlp_output",
+            "intervention": {"type": "steering", "coefficient": coefficient, "vector": values}})
+        })
+        .collect();
+    let mut steered_model = bind(plain.into_model(), plugins, json!({"representations": representations}))?;
+    let steered =
+        generate(&mut steered_model, &tokens, &[], &UnitLocations::whole(), &Subspaces::None, &sampling, |_| {})?;
+    let result = Steering {
+        prompt: prompt.to_string(),
+        word: word.to_string(),
+        coefficient,
+        unsteered: tokenizer.decode(&unsteered),
+        steered: tokenizer.decode(&steered),
+    };
+    Ok((result, steered_model.into_model()))
+}
+
+/// A minimal HTML report: sections of text and figures (paths relative to the report).
+pub fn write_report(dir: &Path, title: &str, sections: &[(String, String, Vec<String>)]) -> Result<()> {
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>body{{font-family:sans-serif;\
+         max-width:60rem;margin:2rem auto}} img{{max-width:30rem;margin:.5rem}} pre{{background:#f4f4f4;padding:1rem}}\
+         </style></head><body>\n<h1>{0}</h1>\n",
+        escape(title)
+    );
+    for (heading, body, figures) in sections {
+        html.push_str(&format!("<h2>{}</h2>\n<pre>{}</pre>\n", escape(heading), escape(body)));
+        for figure in figures {
+            html.push_str(&format!("<img src=\"{figure}\" alt=\"{figure}\">\n"));
+        }
+    }
+    html.push_str("</body></html>\n");
+    let path = dir.join("report.html");
+    vene_checkpoint::write_atomic(&path, html.as_bytes()).map_err(|source| VeneError::Io { path, source })
+}
