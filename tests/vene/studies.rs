@@ -63,14 +63,15 @@ fn trace_command_writes_figures() {
 
 /// `vene demo` trains its language model (once; two concurrent runs share one build) and the studies show real
 /// effects on it: corrupting the subject destroys the fact, the last token's state carries it, the multi-source
-/// interchange yields the language of the mixed country, steering changes the continuation.
+/// interchange yields the language of the mixed country, steering changes the continuation, and DAS finds the
+/// pronoun's causal site where a probe finds gender everywhere.
 #[test]
 fn demo_builds_once_and_shows_real_effects() {
     let root = scratch("demo");
     let cache = root.join("cache");
     let run = |out: &str| {
         std::process::Command::new(vene_binary())
-            .args(["demo", "--plugin", "gpt2", "--plugin", "steering", "--out"])
+            .args(["demo", "--plugin", "gpt2", "--plugin", "steering", "--plugin", "das", "--out"])
             .arg(root.join(out))
             .arg("--cache")
             .arg(&cache)
@@ -102,6 +103,20 @@ fn demo_builds_once_and_shows_real_effects() {
     let last_row = trace["block_output"].as_array().unwrap().last().unwrap().as_array().unwrap().clone();
     assert!(last_row.iter().all(|p| p.as_f64().unwrap() > 0.9), "restoring the last token: {last_row:?}");
     assert_ne!(results["steering"]["steered"], results["steering"]["unsteered"]);
+    // DAS versus probe: the probe decodes gender wherever the name has been seen, but only the last position's
+    // representation is causal for the pronoun (at the name's position after the last layer nothing can change it).
+    let grid = |name: &str| -> Vec<Vec<f64>> {
+        results["das_probe"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+            .collect()
+    };
+    let (das, probe) = (grid("das_iia"), grid("probe_accuracy"));
+    assert!(das.last().unwrap().iter().all(|&iia| iia >= 0.9), "DAS at the last position: {das:?}");
+    assert!(das[0].last().copied().unwrap() <= 0.1, "DAS at the name after the last layer: {das:?}");
+    assert!(probe[0].iter().all(|&accuracy| accuracy >= 0.75), "probe at the name: {probe:?}");
     let report = std::fs::read_to_string(root.join("a/report.html")).unwrap();
     assert!(report.contains("<img src=\"tracing/block_output.png\""));
     assert!(root.join("b/tracing/mlp_output.svg").exists());

@@ -589,6 +589,20 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     // Steering during generation.
     let vector = vectors::token_embedding(&model, &tokenizer, "italy")?;
     let (steering, _) = demo::studies::steering(model, plugins, &tokenizer, &vector, "italy", 3.0)?;
+    // DAS versus a linear probe.
+    let (das_probe, _) = demo::studies::das_vs_probe(
+        LoadedModel::load(plugins, &model_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?,
+        plugins,
+        &tokenizer,
+    )?;
+    std::fs::create_dir_all(out.join("das_probe"))?;
+    for (name, values, title) in [
+        ("das_iia", &das_probe.das_iia, "rank-1 DAS held-out IIA (he/she)"),
+        ("probe_accuracy", &das_probe.probe_accuracy, "linear probe held-out accuracy (gender)"),
+    ] {
+        let map = plot::Heatmap { title, row_labels: &das_probe.tokens, column_label: "layer", values, max: 1.0 };
+        plot::heatmap(&out.join("das_probe"), name, &map)?;
+    }
     let words = |top: &[(String, f64)]| top.iter().map(|(w, p)| format!("{w} ({p:.3})")).collect::<Vec<_>>().join(", ");
     let sections = vec![
         (
@@ -610,6 +624,14 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             Vec::new(),
         ),
         (
+            "DAS versus a linear probe".to_string(),
+            format!(
+                "\"NAME walked because\" -> he / she; rows: positions, columns: layers\nDAS IIA: {:?}\nprobe accuracy: {:?}",
+                das_probe.das_iia, das_probe.probe_accuracy
+            ),
+            vec!["das_probe/das_iia.png".to_string(), "das_probe/probe_accuracy.png".to_string()],
+        ),
+        (
             "Steering during generation".to_string(),
             format!(
                 "prompt: {}\nunsteered: {}\nsteered (+{} x embedding of \"{}\" at every MLP output, every step): {}",
@@ -622,7 +644,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     studies::write_json(
         out,
         "results.json",
-        &serde_json::json!({"interchange": interchange, "steering": steering,
+        &serde_json::json!({"interchange": interchange, "steering": steering, "das_probe": das_probe,
         "tracing": {"clean": trace.clean, "corrupted": trace.corrupted}}),
     )?;
     for (heading, body, _) in &sections {

@@ -153,3 +153,139 @@ pub fn write_report(dir: &Path, title: &str, sections: &[(String, String, Vec<St
     let path = dir.join("report.html");
     vene_checkpoint::write_atomic(&path, html.as_bytes()).map_err(|source| VeneError::Io { path, source })
 }
+
+/// DAS versus a linear probe (the paper's gender study, in miniature): for "NAME walked because" → he / she, per
+/// layer × position, the held-out IIA of a rank-1 DAS intervention on the block output and the held-out accuracy of
+/// a logistic-regression probe on the same activations.
+#[derive(Debug, Clone, Serialize)]
+pub struct DasProbe {
+    pub tokens: Vec<String>,
+    /// `[position][layer]`.
+    pub das_iia: Vec<Vec<f64>>,
+    pub probe_accuracy: Vec<Vec<f64>>,
+}
+
+fn name_prompt(name: &str) -> String {
+    format!("{name} walked because")
+}
+
+pub fn das_vs_probe(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+) -> Result<(DasProbe, LoadedModel)> {
+    use super::corpus::{FEMALE_NAMES, MALE_NAMES};
+    use crate::train::{self, TrainOptions, TrainingExample};
+    let names: Vec<(&str, bool)> =
+        MALE_NAMES.iter().map(|n| (*n, true)).chain(FEMALE_NAMES.iter().map(|n| (*n, false))).collect();
+    let pronoun = |male: bool| -> Result<i64> { Ok(tokenizer.encode(if male { "he" } else { "she" })?[0]) };
+    let layers = model.catalog().num_layers as usize;
+    let positions = tokenizer.encode(&name_prompt("john"))?.len();
+    // Counterfactual pairs: the label is the source name's pronoun.
+    let mut examples: Vec<(usize, usize)> = Vec::new();
+    for base in 0..names.len() {
+        for source in 0..names.len() {
+            if names[base].1 != names[source].1 {
+                examples.push((base, source));
+            }
+        }
+    }
+    let ids = |name: &str| -> Result<Vec<i64>> { tokenizer.encode(&name_prompt(name)) };
+    let mut model = model;
+    let mut das_iia = vec![vec![0.0; layers]; positions];
+    let mut probe_accuracy = vec![vec![0.0; layers]; positions];
+    for position in 0..positions {
+        let data: Vec<TrainingExample> = examples
+            .iter()
+            .map(|&(base, source)| {
+                serde_json::from_value(json!({
+                    "base": {"input_ids": [ids(names[base].0)?]},
+                    "sources": [{"input_ids": [ids(names[source].0)?]}],
+                    "unit_locations": {"sources->base": [position, position]},
+                    "label": pronoun(names[source].1)?
+                }))
+                .map_err(|e| VeneError::Config(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        let (train_set, eval_set) = train::split(&data, 0.25, 3);
+        for layer in 0..layers {
+            let mut das = bind(
+                model,
+                plugins,
+                json!({"representations": [{"layer": layer, "component": "block_output", "low_rank_dimension": 1,
+                    "intervention": {"type": "low_rank_rotated_space"}}]}),
+            )?;
+            let options = TrainOptions {
+                epochs: 8,
+                batch_size: 16,
+                learning_rate: 0.05,
+                warmup_fraction: 0.05,
+                eval_fraction: 0.0,
+                seed: 1,
+            };
+            let report = train::train(&mut das, &train_set, &eval_set, &options, Some(tokenizer), |_| {})?;
+            das_iia[position][layer] = report.eval.map_or(0.0, |m| m.iia);
+            let (accuracy, returned) = probe(das.into_model(), plugins, tokenizer, &names, layer, position)?;
+            probe_accuracy[position][layer] = accuracy;
+            model = returned;
+        }
+    }
+    let tokens = name_prompt("NAME").split_whitespace().map(str::to_string).collect();
+    Ok((DasProbe { tokens, das_iia, probe_accuracy }, model))
+}
+
+/// Held-out accuracy (train on two thirds of the names, test on the rest) of a logistic-regression probe for the
+/// name's gender on the block output at `layer`, `position`.
+fn probe(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    names: &[(&str, bool)],
+    layer: usize,
+    position: usize,
+) -> Result<(f64, LoadedModel)> {
+    let mut collector = bind(
+        model,
+        plugins,
+        json!({"representations": [{"layer": layer, "component": "block_output", "intervention": {"type": "collect"}}]}),
+    )?;
+    let prompts: Vec<String> = names.iter().map(|(n, _)| name_prompt(n)).collect();
+    let (ids, _) = tokenizer.encode_batch(&prompts)?;
+    let inputs = ForwardInputs::from_ids(ids.to_device(collector.model().device()));
+    let locations = UnitLocations::parse(Some(&json!({"base": position})))?;
+    let features = {
+        let _no_grad = tch::no_grad_guard();
+        collector
+            .run(&inputs, &[], &locations, &Subspaces::None)?
+            .collected
+            .remove(0)
+            .squeeze_dim(1)
+            .to_kind(Kind::Float)
+    };
+    let labels = Tensor::from_slice(&names.iter().map(|(_, male)| i64::from(*male)).collect::<Vec<_>>());
+    // Alternate male and female names between the splits.
+    let train: Vec<i64> = (0..names.len() as i64).filter(|i| i % 3 != 2).collect();
+    let test: Vec<i64> = (0..names.len() as i64).filter(|i| i % 3 == 2).collect();
+    let (train, test) = (Tensor::from_slice(&train), Tensor::from_slice(&test));
+    let (x, y) = (features.index_select(0, &train), labels.index_select(0, &train));
+    let mean = x.mean_dim(0, true, Kind::Float);
+    let scale = x.std_dim(0, true, true) + 1e-6;
+    let weights = Tensor::zeros([features.size()[1], 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let bias = Tensor::zeros([2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let mut optimizer = tch::COptimizer::adam(0.05, 0.9, 0.999, 0.0, 1e-8, false)?;
+    optimizer.add_parameters(&weights, 0)?;
+    optimizer.add_parameters(&bias, 0)?;
+    let normalised = (&x - &mean) / &scale;
+    for _ in 0..200 {
+        optimizer.zero_grad()?;
+        let loss = (normalised.matmul(&weights) + &bias).cross_entropy_for_logits(&y);
+        loss.backward();
+        optimizer.step()?;
+    }
+    let _no_grad = tch::no_grad_guard();
+    let test_x = (features.index_select(0, &test) - &mean) / &scale;
+    let predicted = (test_x.matmul(&weights) + &bias).argmax(-1, false);
+    let accuracy =
+        predicted.eq_tensor(&labels.index_select(0, &test)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    Ok((accuracy, collector.into_model()))
+}
