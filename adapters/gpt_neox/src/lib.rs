@@ -9,14 +9,13 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::Tensor;
 use vene_api::{
-    abi_stable::std_types::{RString, RVec},
-    model::ModelOutput,
-    ComponentInfo, Hooks, InputKind, LoadRequest, Model, ModelAdapter, ModelCatalog, ModelInputs, PluginError,
+    model::ModelOutput, Hooks, InputKind, LoadRequest, Model, ModelAdapter, ModelCatalog, ModelInputs, PluginError,
     PluginResult, SiteLayout,
 };
 use vene_checkpoint::Weights;
 use vene_nn::{
     additive_causal_mask, attention_probabilities, merge_heads, Activation, LayerNorm, Linear, Rotary, TokenBatch,
+    TransformerSite as Site,
 };
 
 vene_api::export_plugin! {
@@ -83,28 +82,6 @@ fn default_activation() -> String {
 
 fn default_true() -> bool {
     true
-}
-
-/// GPT-NeoX's hook sites, in catalog order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Site {
-    BlockInput,
-    BlockOutput,
-    MlpInput,
-    MlpOutput,
-    MlpActivation,
-    AttentionInput,
-    AttentionOutput,
-    AttentionValueOutput,
-    HeadAttentionValueOutput,
-    AttentionWeight,
-    QueryOutput,
-    KeyOutput,
-    ValueOutput,
-    HeadQueryOutput,
-    HeadKeyOutput,
-    HeadValueOutput,
 }
 
 struct Layer {
@@ -291,14 +268,8 @@ fn catalog(config: &NeoxConfig) -> ModelCatalog {
     let d = config.hidden_size as u32;
     let head_dim = (config.hidden_size / config.num_attention_heads) as u32;
     let layers = config.num_hidden_layers as u32;
-    let component = |name: &str, layout, dim, skip_input: Option<&str>, paths: &[&str]| ComponentInfo {
-        name: name.into(),
-        layout,
-        dim,
-        layers,
-        layer_dims: RVec::new(),
-        skip_input: skip_input.map(RString::from).into(),
-        module_paths: paths.iter().map(|p| RString::from(*p)).collect::<RVec<_>>(),
+    let component = |name: &str, layout, dim, skip_input: Option<&str>, paths: &[&str]| {
+        vene_nn::component(name, layout, dim, layers, skip_input, paths)
     };
     use SiteLayout::{AttentionWeights, Heads, Sequence};
     let components = vec![

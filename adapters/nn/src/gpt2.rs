@@ -11,6 +11,7 @@ use vene_checkpoint::Weights;
 
 use crate::{
     additive_causal_mask, attention_probabilities, merge_heads, split_heads, Activation, LayerNorm, Linear, TokenBatch,
+    TransformerSite as Site,
 };
 
 /// The fields of a transformers `GPT2Config` the GPT-2 body reads.
@@ -45,28 +46,6 @@ fn default_activation() -> String {
 
 fn default_true() -> bool {
     true
-}
-
-/// GPT-2's hook sites, in catalog order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Site {
-    BlockInput,
-    BlockOutput,
-    MlpInput,
-    MlpOutput,
-    MlpActivation,
-    AttentionInput,
-    AttentionOutput,
-    AttentionValueOutput,
-    HeadAttentionValueOutput,
-    AttentionWeight,
-    QueryOutput,
-    KeyOutput,
-    ValueOutput,
-    HeadQueryOutput,
-    HeadKeyOutput,
-    HeadValueOutput,
 }
 
 struct Block {

@@ -6,6 +6,29 @@ pub mod gpt2;
 use tch::{Kind, Tensor};
 use vene_checkpoint::{Result, Weights};
 
+/// The hook sites of the GPT-style transformers (GPT-2, GPT-NeoX), in catalog order: pyvene's components plus
+/// q/k/v and per-head q/k/v.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum TransformerSite {
+    BlockInput,
+    BlockOutput,
+    MlpInput,
+    MlpOutput,
+    MlpActivation,
+    AttentionInput,
+    AttentionOutput,
+    AttentionValueOutput,
+    HeadAttentionValueOutput,
+    AttentionWeight,
+    QueryOutput,
+    KeyOutput,
+    ValueOutput,
+    HeadQueryOutput,
+    HeadKeyOutput,
+    HeadValueOutput,
+}
+
 /// A dense layer. The weight is kept as the checkpoint stores it: `(out, in)` for torch's `nn.Linear`, `(in, out)`
 /// for transformers' `Conv1D`; keeping the stored tensor itself lets the weights be trained in place.
 pub struct Linear {

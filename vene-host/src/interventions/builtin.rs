@@ -6,7 +6,7 @@
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use vene_api::{Intervention, InterventionSpec, InterventionTraits, PluginError, PluginResult};
 
 use super::{BuiltinConfig, BuiltinType};
@@ -219,8 +219,3 @@ impl BuiltinConfig for Noise {
 }
 
 inventory::submit! { BuiltinType { name: "noise", summary: "base[S] += level * N(0, 1), seeded" } }
-
-/// Whether `kind` can carry activations (used to reject integer constant sources early).
-pub fn is_float(kind: Kind) -> bool {
-    matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
-}
