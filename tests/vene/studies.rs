@@ -71,7 +71,7 @@ fn demo_builds_once_and_shows_real_effects() {
     let cache = root.join("cache");
     let run = |out: &str| {
         std::process::Command::new(vene_binary())
-            .args(["demo", "--plugin", "gpt2", "--plugin", "steering", "--plugin", "das", "--out"])
+            .args(["demo", "--plugin", "gpt2", "--plugin", "gru", "--plugin", "steering", "--plugin", "das", "--out"])
             .arg(root.join(out))
             .arg("--cache")
             .arg(&cache)
@@ -117,6 +117,15 @@ fn demo_builds_once_and_shows_real_effects() {
     assert!(das.last().unwrap().iter().all(|&iia| iia >= 0.9), "DAS at the last position: {das:?}");
     assert!(das[0].last().copied().unwrap() <= 0.1, "DAS at the name after the last layer: {das:?}");
     assert!(probe[0].iter().all(|&accuracy| accuracy >= 0.75), "probe at the name: {probe:?}");
+    // GRU timestep interventions act from their step on, never before; swapping the subject's step flips the fact.
+    let gru = results["gru"]["interventions"].as_array().unwrap();
+    for (intervention, first_step) in gru.iter().zip([3usize, 3, 4]) {
+        let effect: Vec<f64> = intervention["effect"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(effect[..first_step].iter().all(|&e| e == 0.0), "{}: {effect:?}", intervention["name"]);
+        assert!(effect[first_step..].iter().all(|&e| e > 0.1), "{}: {effect:?}", intervention["name"]);
+    }
+    assert_eq!(results["gru"]["plain"][0][0], "madrid");
+    assert_eq!(gru[1]["top"][0][0], "rome", "swapping in italy's step: {}", gru[1]["top"]);
     let report = std::fs::read_to_string(root.join("a/report.html")).unwrap();
     assert!(report.contains("<img src=\"tracing/block_output.png\""));
     assert!(root.join("b/tracing/mlp_output.svg").exists());

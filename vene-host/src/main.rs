@@ -603,6 +603,22 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         let map = plot::Heatmap { title, row_labels: &das_probe.tokens, column_label: "layer", values, max: 1.0 };
         plot::heatmap(&out.join("das_probe"), name, &map)?;
     }
+    // The GRU: timestep interventions and their per-step effect.
+    let gru_dir = demo::ensure_built(&root, "gru-facts", |staging| {
+        demo::recurrent::train(staging, 7, 800, |step, steps, loss| {
+            bar.set_length(steps as u64);
+            bar.set_position(step as u64);
+            bar.set_message(format!("{loss:.3}"));
+        })
+        .map(|_| ())
+    })?;
+    bar.finish_and_clear();
+    let gru = LoadedModel::load(plugins, &gru_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
+    let (timesteps, _) = demo::recurrent::timestep_study(gru, plugins, &tokenizer)?;
+    std::fs::create_dir_all(out.join("gru"))?;
+    let series: Vec<(String, Vec<f64>)> =
+        timesteps.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect();
+    plot::lines(&out.join("gru"), "effects", "GRU: |h_intervened - h| per step (last layer)", "step", &series)?;
     let words = |top: &[(String, f64)]| top.iter().map(|(w, p)| format!("{w} ({p:.3})")).collect::<Vec<_>>().join(", ");
     let sections = vec![
         (
@@ -632,6 +648,26 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             vec!["das_probe/das_iia.png".to_string(), "das_probe/probe_accuracy.png".to_string()],
         ),
         (
+            "GRU timestep interventions".to_string(),
+            format!(
+                "base: {} -> {}\n{}",
+                timesteps.tokens.join(" "),
+                words(&timesteps.plain),
+                timesteps
+                    .interventions
+                    .iter()
+                    .map(|i| format!(
+                        "{}: per-step effect {:?} -> {}",
+                        i.name,
+                        i.effect.iter().map(|e| (e * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+                        words(&i.top)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            vec!["gru/effects.png".to_string()],
+        ),
+        (
             "Steering during generation".to_string(),
             format!(
                 "prompt: {}\nunsteered: {}\nsteered (+{} x embedding of \"{}\" at every MLP output, every step): {}",
@@ -645,6 +681,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         out,
         "results.json",
         &serde_json::json!({"interchange": interchange, "steering": steering, "das_probe": das_probe,
+        "gru": timesteps,
         "tracing": {"clean": trace.clean, "corrupted": trace.corrupted}}),
     )?;
     for (heading, body, _) in &sections {

@@ -2,6 +2,7 @@
 //! may be held by the host, so nothing here writes into its inputs.
 
 pub mod gpt2;
+pub mod gru;
 
 use tch::{Kind, Tensor};
 use vene_checkpoint::{Result, Weights};

@@ -3,6 +3,7 @@
 
 pub mod corpus;
 pub mod language_model;
+pub mod recurrent;
 pub mod studies;
 
 use std::path::{Path, PathBuf};
