@@ -151,12 +151,12 @@ fn the_template_builds_outside_the_workspace_and_runs() {
     let library = target.join("debug/libvene_template.so");
     let mut plugins = gpt2_plugins();
     plugins.add_library(&library).expect("the template plugin loads");
-    assert_eq!(plugins.intervention_types(), vec!["scale"]);
-    let collect = |with_scale: bool| {
+    assert_eq!(plugins.intervention_types(), vec!["clamp"]);
+    let collect = |with_clamp: bool| {
         let mut representations = vec![];
-        if with_scale {
+        if with_clamp {
             representations
-                .push(json!({"layer": 1, "component": "mlp_output", "intervention": {"type": "scale", "factor": 0.5}}));
+                .push(json!({"layer": 1, "component": "mlp_output", "intervention": {"type": "clamp", "limit": 0.5}}));
         }
         representations.push(json!({"layer": 1, "component": "mlp_output", "intervention": {"type": "collect"}}));
         let locations = UnitLocations::parse(Some(&json!({"base": vec![[[2]]; representations.len()]}))).unwrap();
@@ -165,7 +165,8 @@ fn the_template_builds_outside_the_workspace_and_runs() {
         let base = ForwardInputs::from_ids(Tensor::from_slice(&[3i64, 1, 4, 1, 5, 9]).view([1, 6]));
         model.run(&base, &[], &locations, &Subspaces::None).unwrap().collected.remove(0)
     };
-    let (scaled, plain) = (collect(true), collect(false));
-    assert!(max_abs_diff(&scaled, &(plain * 0.5)) < 1e-6);
+    let (clamped, plain) = (collect(true), collect(false));
+    assert!(plain.abs().max().double_value(&[]) > 0.5, "nothing to clamp");
+    assert!(max_abs_diff(&clamped, &plain.clamp(-0.5, 0.5)) < 1e-6);
     std::fs::remove_dir_all(project).ok();
 }

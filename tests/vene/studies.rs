@@ -71,7 +71,8 @@ fn demo_builds_once_and_shows_real_effects() {
     let cache = root.join("cache");
     let run = |out: &str| {
         std::process::Command::new(vene_binary())
-            .args(["demo", "--plugin", "gpt2", "--plugin", "gru", "--plugin", "steering", "--plugin", "das", "--out"])
+            .args(["demo", "--plugin", "gpt2", "--plugin", "gru", "--plugin", "backpack", "--plugin", "steering"])
+            .args(["--plugin", "das", "--out"])
             .arg(root.join(out))
             .arg("--cache")
             .arg(&cache)
@@ -126,6 +127,12 @@ fn demo_builds_once_and_shows_real_effects() {
     }
     assert_eq!(results["gru"]["plain"][0][0], "madrid");
     assert_eq!(gru[1]["top"][0][0], "rome", "swapping in italy's step: {}", gru[1]["top"]);
+    // Backpack: amplifying one sense vector of "spain" moves the prediction away from the fact.
+    let baseline = results["backpack"]["baseline"].as_f64().unwrap();
+    let amplified: Vec<f64> =
+        results["backpack"]["probabilities"][1].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    assert!(baseline > 0.9, "p(madrid) {baseline}");
+    assert!(amplified.iter().any(|&p| baseline - p > 0.3), "no sense moved p(madrid): {amplified:?}");
     let report = std::fs::read_to_string(root.join("a/report.html")).unwrap();
     assert!(report.contains("<img src=\"tracing/block_output.png\""));
     assert!(root.join("b/tracing/mlp_output.svg").exists());

@@ -619,6 +619,38 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     let series: Vec<(String, Vec<f64>)> =
         timesteps.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect();
     plot::lines(&out.join("gru"), "effects", "GRU: |h_intervened - h| per step (last layer)", "step", &series)?;
+    // Backpack: scaling one sense vector.
+    let senses = 4;
+    let backpack_dir = demo::ensure_built(&root, "backpack-facts", |staging| {
+        let recipe = demo::language_model::LmRecipe {
+            architecture: demo::language_model::Architecture::Backpack { senses },
+            ..Default::default()
+        };
+        demo::language_model::train(staging, &recipe, |step, steps, loss| {
+            bar.set_length(steps as u64);
+            bar.set_position(step as u64);
+            bar.set_message(format!("{loss:.3}"));
+        })
+        .map(|_| ())
+    })?;
+    bar.finish_and_clear();
+    let backpack = LoadedModel::load(plugins, &backpack_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
+    let (sense_study, _) = demo::studies::sense_study(backpack, plugins, &tokenizer, senses)?;
+    std::fs::create_dir_all(out.join("backpack"))?;
+    let series: Vec<(String, Vec<f64>)> = sense_study
+        .factors
+        .iter()
+        .zip(&sense_study.probabilities)
+        .map(|(factor, row)| (format!("sense x {factor}"), row.clone()))
+        .chain(std::iter::once(("no intervention".to_string(), vec![sense_study.baseline; senses as usize])))
+        .collect();
+    plot::lines(
+        &out.join("backpack"),
+        "senses",
+        "Backpack: p(madrid) with one sense of 'spain' scaled",
+        "sense",
+        &series,
+    )?;
     let words = |top: &[(String, f64)]| top.iter().map(|(w, p)| format!("{w} ({p:.3})")).collect::<Vec<_>>().join(", ");
     let sections = vec![
         (
@@ -668,6 +700,27 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             vec!["gru/effects.png".to_string()],
         ),
         (
+            "Backpack sense vectors".to_string(),
+            format!(
+                "prompt: {}; word: {}; p({}) without intervention {:.4}\n{}",
+                sense_study.prompt,
+                sense_study.word,
+                sense_study.target,
+                sense_study.baseline,
+                sense_study
+                    .factors
+                    .iter()
+                    .zip(&sense_study.probabilities)
+                    .map(|(f, row)| format!(
+                        "sense x {f}: {:?}",
+                        row.iter().map(|p| (p * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            vec!["backpack/senses.png".to_string()],
+        ),
+        (
             "Steering during generation".to_string(),
             format!(
                 "prompt: {}\nunsteered: {}\nsteered (+{} x embedding of \"{}\" at every MLP output, every step): {}",
@@ -681,7 +734,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         out,
         "results.json",
         &serde_json::json!({"interchange": interchange, "steering": steering, "das_probe": das_probe,
-        "gru": timesteps,
+        "gru": timesteps, "backpack": sense_study,
         "tracing": {"clean": trace.clean, "corrupted": trace.corrupted}}),
     )?;
     for (heading, body, _) in &sections {

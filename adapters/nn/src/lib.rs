@@ -1,6 +1,7 @@
 //! Building blocks and model bodies shared by vene's model adapters. Every operation is out of place: tensors handed to hook sites
 //! may be held by the host, so nothing here writes into its inputs.
 
+pub mod backpack;
 pub mod gpt2;
 pub mod gru;
 

@@ -1,7 +1,7 @@
-//! The smallest complete vene intervention plugin: `scale`, which multiplies the selected units by a factor.
+//! The smallest complete vene intervention plugin: `clamp`, which limits the selected units to `[-limit, limit]`.
 //!
 //! ```json
-//! {"layer": 1, "component": "mlp_output", "intervention": {"type": "scale", "factor": 0.5}}
+//! {"layer": 1, "component": "mlp_output", "intervention": {"type": "clamp", "limit": 0.5}}
 //! ```
 
 use serde::Deserialize;
@@ -11,55 +11,48 @@ use vene_api::{Intervention, InterventionFactory, InterventionSpec, Intervention
 // Exports the plugin's root module: its versions for the handshake and its factories.
 vene_api::export_plugin! {
     adapters: [],
-    interventions: [ScaleFactory],
+    interventions: [ClampFactory],
 }
 
 /// Creates the plugin's intervention types.
-pub struct ScaleFactory;
+pub struct ClampFactory;
 
-/// The config object of a `scale` intervention (the `"type"` key is vene's).
+/// The config object of a `clamp` intervention (the `"type"` key is vene's).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ScaleConfig {
+struct ClampConfig {
     #[serde(rename = "type")]
     _type: String,
-    factor: f64,
+    limit: f64,
 }
 
-struct Scale {
-    factor: f64,
+struct Clamp {
+    limit: f64,
 }
 
-impl InterventionFactory for ScaleFactory {
+impl InterventionFactory for ClampFactory {
     fn type_names(&self) -> Vec<String> {
-        vec!["scale".to_string()]
+        vec!["clamp".to_string()]
     }
 
-    fn create(
-        &self,
-        type_name: &str,
-        config_json: &str,
-        _spec: &InterventionSpec,
-    ) -> PluginResult<Box<dyn Intervention>> {
-        let config: ScaleConfig =
+    fn create(&self, type_name: &str, config_json: &str, _spec: &InterventionSpec) -> PluginResult<Box<dyn Intervention>> {
+        let config: ClampConfig =
             serde_json::from_str(config_json).map_err(|e| PluginError::invalid_config(format!("{type_name}: {e}")))?;
-        Ok(Box::new(Scale { factor: config.factor }))
+        if config.limit < 0.0 {
+            return Err(PluginError::invalid_config(format!("clamp: limit {} must not be negative", config.limit)));
+        }
+        Ok(Box::new(Clamp { limit: config.limit }))
     }
 }
 
-impl Intervention for Scale {
+impl Intervention for Clamp {
     /// No source, not distributed, nothing to train: the defaults.
     fn traits(&self) -> InterventionTraits {
         InterventionTraits::default()
     }
 
     /// `base` holds the selected units `(batch, units, dim)`; return the same shape.
-    fn apply(
-        &mut self,
-        base: &Tensor,
-        _source: Option<&Tensor>,
-        _subspaces: Option<&[Vec<i64>]>,
-    ) -> PluginResult<Tensor> {
-        Ok(base * self.factor)
+    fn apply(&mut self, base: &Tensor, _source: Option<&Tensor>, _subspaces: Option<&[Vec<i64>]>) -> PluginResult<Tensor> {
+        Ok(base.clamp(-self.limit, self.limit))
     }
 }

@@ -1,6 +1,6 @@
-//! Trains the demo's small GPT-2 on the generated corpus with vene's own GPT-2 body ([`vene_nn::gpt2`]) and saves it
-//! in Hugging Face layout (config.json, model.safetensors, tokenizer.json), to be loaded back through the GPT-2
-//! adapter plugin like any checkpoint.
+//! Trains the demo's small language models (a GPT-2 and a Backpack GPT-2) on the generated corpus with vene's own
+//! model code ([`vene_nn`]) and saves them in Hugging Face layout (config.json, model.safetensors, tokenizer.json), to
+//! be loaded back through the adapter plugins like any checkpoint.
 
 use std::{collections::HashMap, path::Path};
 
@@ -11,6 +11,7 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 use vene_api::{Hooks, ModelInputs, TensorRef};
 use vene_nn::{
+    backpack::{BackpackModel, SenseConfig},
     gpt2::{Gpt2Body, Gpt2Config},
     TokenBatch,
 };
@@ -18,9 +19,20 @@ use vene_nn::{
 use super::corpus;
 use crate::error::{Result, VeneError};
 
-/// Sizes and schedule of the demo language model.
+/// Which language model to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Gpt2,
+    /// A Backpack GPT-2 with `senses` sense vectors per word.
+    Backpack {
+        senses: i64,
+    },
+}
+
+/// Sizes and schedule of a demo language model.
 #[derive(Debug, Clone)]
 pub struct LmRecipe {
+    pub architecture: Architecture,
     pub layers: i64,
     pub width: i64,
     pub heads: i64,
@@ -33,17 +45,35 @@ pub struct LmRecipe {
 
 impl Default for LmRecipe {
     fn default() -> Self {
-        Self { layers: 4, width: 64, heads: 4, positions: 16, steps: 1200, batch: 32, learning_rate: 3e-3, seed: 7 }
+        Self {
+            architecture: Architecture::Gpt2,
+            layers: 4,
+            width: 64,
+            heads: 4,
+            positions: 16,
+            steps: 1200,
+            batch: 32,
+            learning_rate: 3e-3,
+            seed: 7,
+        }
     }
 }
 
 fn config_json(recipe: &LmRecipe, vocab: i64) -> serde_json::Value {
-    json!({
+    let mut config = json!({
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": vocab,
         "n_layer": recipe.layers, "n_embd": recipe.width, "n_head": recipe.heads, "n_positions": recipe.positions,
         "n_inner": null, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "tie_word_embeddings": true,
         "scale_attn_weights": true, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0
-    })
+    });
+    if let Architecture::Backpack { senses } = recipe.architecture {
+        config["model_type"] = json!("backpack-gpt2");
+        config["architectures"] = json!(["BackpackGPT2LMHeadModel"]);
+        config["num_senses"] = json!(senses);
+        config["sense_intermediate_scale"] = json!(2);
+        config["scale_attn_by_inverse_layer_idx"] = json!(true);
+    }
+    config
 }
 
 /// Freshly initialised parameters under their Hugging Face names (GPT-2's usual N(0, 0.02)).
@@ -82,7 +112,48 @@ fn initial_weights(recipe: &LmRecipe, vocab: i64) -> Vec<(String, Tensor)> {
             (format!("{p}.mlp.c_proj.bias"), zeros(d)),
         ]);
     }
+    if let Architecture::Backpack { senses } = recipe.architecture {
+        weights = weights.into_iter().map(|(name, tensor)| (format!("gpt2_model.{name}"), tensor)).collect();
+        let sense = "sense_network";
+        weights.extend([
+            (format!("{sense}.ln.weight"), ones(d)),
+            (format!("{sense}.ln.bias"), zeros(d)),
+            (format!("{sense}.block.ln_1.weight"), ones(d)),
+            (format!("{sense}.block.ln_1.bias"), zeros(d)),
+            (format!("{sense}.block.ln_2.weight"), ones(d)),
+            (format!("{sense}.block.ln_2.bias"), zeros(d)),
+            (format!("{sense}.block.mlp.c_fc.weight"), normal(&[d, 4 * d], 0.02)),
+            (format!("{sense}.block.mlp.c_fc.bias"), zeros(4 * d)),
+            (format!("{sense}.block.mlp.c_proj.weight"), normal(&[4 * d, d], projection)),
+            (format!("{sense}.block.mlp.c_proj.bias"), zeros(d)),
+            (format!("{sense}.final_mlp.c_fc.weight"), normal(&[d, 2 * d], 0.02)),
+            (format!("{sense}.final_mlp.c_fc.bias"), zeros(2 * d)),
+            (format!("{sense}.final_mlp.c_proj.weight"), normal(&[2 * d, senses * d], 0.02)),
+            (format!("{sense}.final_mlp.c_proj.bias"), zeros(senses * d)),
+            ("sense_weight_net.c_attn.weight".to_string(), normal(&[2 * d, d], 0.02)),
+            ("sense_weight_net.c_attn.bias".to_string(), zeros(2 * d)),
+        ]);
+    }
     weights.into_iter().map(|(name, tensor)| (name, tensor.set_requires_grad(true))).collect()
+}
+
+/// The model being trained: a GPT-2, or a Backpack around one.
+enum Trainee {
+    Gpt2(Gpt2Body),
+    Backpack(Box<BackpackModel>),
+}
+
+impl Trainee {
+    fn logits(&self, inputs: &ModelInputs<'_>, vocab: i64, positions: i64) -> vene_api::PluginResult<Tensor> {
+        match self {
+            Trainee::Gpt2(body) => {
+                let tokens = TokenBatch::from_inputs(inputs, vocab, positions, body.layers(), tch::Device::Cpu)?;
+                let (hidden, _) = body.forward(&tokens, &mut Hooks::none())?;
+                Ok(hidden.matmul(&body.wte().tr()))
+            }
+            Trainee::Backpack(model) => Ok(model.forward(inputs, &mut Hooks::none())?.0),
+        }
+    }
 }
 
 /// Trains the demo GPT-2 and writes it to `dir`; `progress(step, steps, loss)` after every step. Returns the final
@@ -107,7 +178,14 @@ pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usiz
         dir,
         parameters.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
     );
-    let body = Gpt2Body::load(&mut weights, config, 0).map_err(|e| VeneError::Config(e.to_string()))?;
+    let trainee = match recipe.architecture {
+        Architecture::Gpt2 => Gpt2Body::load(&mut weights, config, 0).map(Trainee::Gpt2),
+        Architecture::Backpack { senses } => {
+            let sense = SenseConfig { num_senses: senses, sense_intermediate_scale: 2 };
+            BackpackModel::load(weights, config, sense).map(|m| Trainee::Backpack(Box::new(m)))
+        }
+    }
+    .map_err(|e| VeneError::Config(e.to_string()))?;
     let mut optimizer = tch::COptimizer::adamw(recipe.learning_rate, 0.9, 0.98, 0.01, 1e-8, false)?;
     for (_, parameter) in &parameters {
         optimizer.add_parameters(parameter, 0)?;
@@ -136,12 +214,9 @@ pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usiz
             past: RSlice::from_slice(&[]),
             use_cache: false,
         };
-        let model_error = |error| VeneError::Model { context: "training the demo language model".to_string(), error };
-        let tokens =
-            TokenBatch::from_inputs(&inputs, vocab.len() as i64, recipe.positions, body.layers(), tch::Device::Cpu)
-                .map_err(model_error)?;
-        let (hidden, _) = body.forward(&tokens, &mut Hooks::none()).map_err(model_error)?;
-        let logits = hidden.matmul(&body.wte().tr());
+        let logits = trainee
+            .logits(&inputs, vocab.len() as i64, recipe.positions)
+            .map_err(|error| VeneError::Model { context: "training a demo language model".to_string(), error })?;
         let vocab_size = logits.size()[2];
         let predictions = logits.narrow(1, 0, longest as i64 - 1).reshape([-1, vocab_size]);
         let targets = ids.narrow(1, 1, longest as i64 - 1).reshape([-1]);
@@ -160,7 +235,8 @@ pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usiz
         progress(step + 1, recipe.steps, value);
     }
     std::fs::create_dir_all(dir).map_err(|source| VeneError::Io { path: dir.to_path_buf(), source })?;
-    let saved: Vec<(String, Tensor)> = parameters.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
+    let prefix = if matches!(recipe.architecture, Architecture::Backpack { .. }) { "backpack." } else { "" };
+    let saved: Vec<(String, Tensor)> = parameters.iter().map(|(n, t)| (format!("{prefix}{n}"), t.detach())).collect();
     vene_checkpoint::save_safetensors(&dir.join("model.safetensors"), &saved)?;
     let write = |name: &str, value: &serde_json::Value| {
         let path = dir.join(name);

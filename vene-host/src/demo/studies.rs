@@ -289,3 +289,65 @@ fn probe(
         predicted.eq_tensor(&labels.index_select(0, &test)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     Ok((accuracy, collector.into_model()))
 }
+
+/// Backpack: scale one sense vector of a word and watch the next-token distribution.
+#[derive(Debug, Clone, Serialize)]
+pub struct SenseStudy {
+    pub prompt: String,
+    pub word: String,
+    pub target: String,
+    /// p(target) without intervention.
+    pub baseline: f64,
+    /// p(target) with sense k of the word multiplied by each factor: `[factor][sense]`.
+    pub factors: Vec<f64>,
+    pub probabilities: Vec<Vec<f64>>,
+}
+
+/// `senses` is the model's number of sense vectors per word.
+pub fn sense_study(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    senses: i64,
+) -> Result<(SenseStudy, LoadedModel)> {
+    let (prompt, word, target) = ("the capital of spain is", "spain", "madrid");
+    let device = model.device();
+    let inputs = ids(tokenizer, prompt, device)?;
+    let position = prompt.split_whitespace().position(|w| w == word).unwrap_or(0);
+    let target_id = tokenizer.encode(target)?[0];
+    if model.catalog().component_index("sense_network_output").is_none() {
+        return Err(VeneError::Config("the sense study needs a Backpack model".to_string()));
+    }
+    let _no_grad = tch::no_grad_guard();
+    let p_target = |logits: &Tensor| -> f64 {
+        logits.select(1, -1).select(0, 0).to_kind(Kind::Float).softmax(-1, Kind::Float).double_value(&[target_id])
+    };
+    let baseline = p_target(&model.forward_plain(&inputs)?.output);
+    let factors = vec![0.0, 3.0];
+    let mut model = model;
+    let mut probabilities = Vec::new();
+    for &factor in &factors {
+        let mut row = Vec::new();
+        for sense in 0..senses {
+            let mut scaled = bind(
+                model,
+                plugins,
+                json!({"representations": [{"layer": 0, "component": "sense_network_output", "unit": "sense.pos",
+                    "intervention": {"type": "scale", "factor": factor}}]}),
+            )?;
+            let locations = UnitLocations::parse(Some(&json!({"base": [[[[sense]], [[position]]]]})))?;
+            row.push(p_target(&scaled.run(&inputs, &[], &locations, &Subspaces::None)?.output));
+            model = scaled.into_model();
+        }
+        probabilities.push(row);
+    }
+    let study = SenseStudy {
+        prompt: prompt.to_string(),
+        word: word.to_string(),
+        target: target.to_string(),
+        baseline,
+        factors,
+        probabilities,
+    };
+    Ok((study, model))
+}

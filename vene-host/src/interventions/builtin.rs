@@ -1,4 +1,4 @@
-//! The built-in interventions: vanilla (interchange), addition, subtraction, zero, collect, skip and noise.
+//! The built-in interventions: vanilla (interchange), addition, subtraction, zero, collect, skip, noise and scale.
 //!
 //! All are localist (they keep `(batch, units, dim)`); with `subspaces` they act only on the listed dimensions of the
 //! last axis, per example. A constant `source_representation` in the representation is handed to them as the source.
@@ -219,3 +219,42 @@ impl BuiltinConfig for Noise {
 }
 
 inventory::submit! { BuiltinType { name: "noise", summary: "base[S] += level * N(0, 1), seeded" } }
+
+/// Multiplies the base units by `factor` (e.g. 0 ablates, 2 doubles a Backpack sense vector).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    pub factor: f64,
+}
+
+struct ScaleIntervention {
+    factor: f64,
+}
+
+impl Intervention for ScaleIntervention {
+    fn traits(&self) -> InterventionTraits {
+        InterventionTraits::default()
+    }
+
+    fn apply(
+        &mut self,
+        base: &Tensor,
+        _source: Option<&Tensor>,
+        subspaces: Option<&[Vec<i64>]>,
+    ) -> PluginResult<Tensor> {
+        let scaled = base * self.factor;
+        match subspaces {
+            None => Ok(scaled),
+            Some(dims) => Ok(scaled.where_self(&subspace_mask(base, dims)?, base)),
+        }
+    }
+}
+
+#[typetag::serde(name = "scale")]
+impl BuiltinConfig for Scale {
+    fn build(&self, _spec: &InterventionSpec) -> Result<Box<dyn Intervention>> {
+        Ok(Box::new(ScaleIntervention { factor: self.factor }))
+    }
+}
+
+inventory::submit! { BuiltinType { name: "scale", summary: "base[S] *= factor" } }
