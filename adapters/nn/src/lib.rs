@@ -4,6 +4,7 @@
 pub mod backpack;
 pub mod gpt2;
 pub mod gru;
+pub mod resnet;
 
 use tch::{Kind, Tensor};
 use vene_checkpoint::{Result, Weights};
