@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
+./scripts/datasets.sh
 cargo build --release --workspace
 ./target/release/vene demo --out vene-demo

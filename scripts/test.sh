@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
+./scripts/datasets.sh
 cargo build --workspace --all-targets
 cargo test --workspace

@@ -72,7 +72,7 @@ fn demo_builds_once_and_shows_real_effects() {
     let run = |out: &str| {
         std::process::Command::new(vene_binary())
             .args(["demo", "--plugin", "gpt2", "--plugin", "gru", "--plugin", "backpack", "--plugin", "steering"])
-            .args(["--plugin", "das", "--out"])
+            .args(["--plugin", "das", "--plugin", "resnet", "--out"])
             .arg(root.join(out))
             .arg("--cache")
             .arg(&cache)
@@ -133,6 +133,14 @@ fn demo_builds_once_and_shows_real_effects() {
         results["backpack"]["probabilities"][1].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
     assert!(baseline > 0.9, "p(madrid) {baseline}");
     assert!(amplified.iter().any(|&p| baseline - p > 0.3), "no sense moved p(madrid): {amplified:?}");
+    // The CNN (Fashion-MNIST is installed by scripts/datasets.sh): it learned, and zeroing a channel of its first
+    // block costs probability on the true class.
+    let cnn = &results["cnn"];
+    assert!(!cnn.is_null(), "the CNN study was skipped: run scripts/datasets.sh to install Fashion-MNIST");
+    let (accuracy, baseline) = (cnn["accuracy"].as_f64().unwrap(), cnn["baseline"].as_f64().unwrap());
+    assert!(accuracy > 0.6, "test accuracy {accuracy}");
+    let zeroed: Vec<f64> = cnn["zeroed"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    assert!(zeroed.iter().any(|&p| baseline - p > 0.05), "no channel mattered: {zeroed:?} vs {baseline}");
     let report = std::fs::read_to_string(root.join("a/report.html")).unwrap();
     assert!(report.contains("<img src=\"tracing/block_output.png\""));
     assert!(root.join("b/tracing/mlp_output.svg").exists());

@@ -651,6 +651,42 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         "sense",
         &series,
     )?;
+    // The CNN on Fashion-MNIST, when the dataset is installed.
+    let vision = match demo::vision::dataset_dir() {
+        Some(data) => {
+            let resnet_dir = demo::ensure_built(&root, "resnet-fashion-mnist", |staging| {
+                demo::vision::train(staging, &data, 12_000, 2_000, 7, |step, steps, loss| {
+                    bar.set_length(steps as u64);
+                    bar.set_position(step as u64);
+                    bar.set_message(format!("{loss:.3}"));
+                })
+                .map(|_| ())
+            })?;
+            bar.finish_and_clear();
+            let resnet = LoadedModel::load(plugins, &resnet_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
+            let (study, _) = demo::vision::channel_study(resnet, plugins, &data, 500)?;
+            std::fs::create_dir_all(out.join("cnn"))?;
+            let series = vec![
+                ("channel zeroed".to_string(), study.zeroed.clone()),
+                ("no intervention".to_string(), vec![study.baseline; study.zeroed.len()]),
+            ];
+            plot::lines(
+                &out.join("cnn"),
+                "channels",
+                "ResNet: mean p(true class), one channel of block 0 zeroed",
+                "channel",
+                &series,
+            )?;
+            Some(study)
+        }
+        None => {
+            eprintln!(
+                "Fashion-MNIST not found (apt-get install dataset-fashion-mnist, or VENE_FASHION_MNIST=DIR): \
+                 skipping the CNN study"
+            );
+            None
+        }
+    };
     let words = |top: &[(String, f64)]| top.iter().map(|(w, p)| format!("{w} ({p:.3})")).collect::<Vec<_>>().join(", ");
     let sections = vec![
         (
@@ -721,6 +757,20 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             vec!["backpack/senses.png".to_string()],
         ),
         (
+            "CNN channels (ResNet on Fashion-MNIST)".to_string(),
+            match &vision {
+                Some(study) => format!(
+                    "{} test images: accuracy {:.3}, mean p(true class) {:.3}\nwith channel c of block 0 zeroed: {:?}",
+                    study.images,
+                    study.accuracy,
+                    study.baseline,
+                    study.zeroed.iter().map(|p| (p * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+                ),
+                None => "skipped: Fashion-MNIST is not installed".to_string(),
+            },
+            if vision.is_some() { vec!["cnn/channels.png".to_string()] } else { Vec::new() },
+        ),
+        (
             "Steering during generation".to_string(),
             format!(
                 "prompt: {}\nunsteered: {}\nsteered (+{} x embedding of \"{}\" at every MLP output, every step): {}",
@@ -734,7 +784,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         out,
         "results.json",
         &serde_json::json!({"interchange": interchange, "steering": steering, "das_probe": das_probe,
-        "gru": timesteps, "backpack": sense_study,
+        "gru": timesteps, "backpack": sense_study, "cnn": vision,
         "tracing": {"clean": trace.clean, "corrupted": trace.corrupted}}),
     )?;
     for (heading, body, _) in &sections {

@@ -5,7 +5,8 @@ use serde::Deserialize;
 use tch::Tensor;
 use vene_api::{
     abi_stable::std_types::{RString, RVec},
-    ComponentInfo, Hooks, InputKind, ModelCatalog, PluginResult, SiteLayout};
+    ComponentInfo, Hooks, InputKind, ModelCatalog, PluginResult, SiteLayout,
+};
 use vene_checkpoint::Weights;
 
 use crate::{Activation, Linear};
@@ -174,17 +175,14 @@ impl ResNetBody {
             in_channels = out;
         }
         let labels = config.num_labels.or(config.id2label.as_ref().map(|m| m.len() as i64)).unwrap_or(0);
-        let classifier = if labels > 0 {
-            Some(Linear::load(weights, "classifier.1", in_channels, labels, true)?)
-        } else {
-            None
-        };
+        let classifier =
+            if labels > 0 { Some(Linear::load(weights, "classifier.1", in_channels, labels, true)?) } else { None };
         Ok(Self { activation, embedder, stages, classifier, num_channels: config.num_channels })
     }
 
     /// The classifier logits (or pooled features without labels) for pixels `(b, channels, h, w)`.
     pub fn forward(&self, x: &Tensor, hooks: &mut Hooks<'_>, training: bool) -> PluginResult<Tensor> {
-        let stem = self.embedder.forward(&x, training).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let stem = self.embedder.forward(x, training).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         let mut h = hooks.site(Site::EmbedderOutput as u32, 0, stem)?;
         let mut index = 0u32;
         for (stage, blocks) in self.stages.iter().enumerate() {

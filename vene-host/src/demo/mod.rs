@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod language_model;
 pub mod recurrent;
 pub mod studies;
+pub mod vision;
 
 use std::path::{Path, PathBuf};
 
