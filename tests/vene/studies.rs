@@ -144,5 +144,45 @@ fn demo_builds_once_and_shows_real_effects() {
     let report = std::fs::read_to_string(root.join("a/report.html")).unwrap();
     assert!(report.contains("<img src=\"tracing/block_output.png\""));
     assert!(root.join("b/tracing/mlp_output.svg").exists());
+
+    // The same studies as commands on any model: here the demo's.
+    let model = cache.join("gpt2-facts");
+    let command = |args: &[&str]| {
+        let output = std::process::Command::new(vene_binary())
+            .args(args)
+            .args(["--model", model.to_str().unwrap(), "--out", root.join("commands").to_str().unwrap()])
+            .args(["--plugin", "gpt2", "--plugin", "steering", "--plugin", "das"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(root.join("commands").join(format!("{}.json", args[0].replace('-', "_"))))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let interchange = command(&[
+        "interchange",
+        "--base",
+        "the capital of spain is",
+        "--source",
+        "the language of spain is@1",
+        "--source",
+        "the capital of italy is@3",
+    ]);
+    assert_eq!(interchange["intervened"][0][0], "italian");
+    let steering = command(&["steer", "--prompt", "the capital of spain is", "--word", "italy", "--coefficient", "3"]);
+    assert_ne!(steering["steered"], steering["unsteered"]);
+    let probe = command(&[
+        "das-probe",
+        "--template",
+        "{name} walked because",
+        "--class",
+        "he=john,james,peter,david",
+        "--class",
+        "she=mary,sarah,anna,emma",
+    ]);
+    assert_eq!(probe["das_iia"].as_array().unwrap().len(), 3);
+    assert!(root.join("commands/das_iia.svg").exists());
     std::fs::remove_dir_all(root).ok();
 }

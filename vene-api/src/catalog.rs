@@ -85,6 +85,8 @@ pub struct ModelCatalog {
     pub hidden_size: u32,
     /// Vocabulary size for language models, 0 otherwise.
     pub vocab_size: u32,
+    /// The longest sequence (cache included) the model takes; 0 when unbounded.
+    pub max_positions: u32,
     pub input: InputKind,
     pub components: RVec<ComponentInfo>,
 }

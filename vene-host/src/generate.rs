@@ -112,13 +112,23 @@ pub fn generate(
         return Err(VeneError::Inputs("the prompt is empty".to_string()));
     }
     let device = model.model().device();
+    let limit = model.model().catalog().max_positions as usize;
+    if limit > 0 && prompt.len() >= limit {
+        return Err(VeneError::Inputs(format!(
+            "the prompt has {} tokens; the model takes at most {limit} positions",
+            prompt.len()
+        )));
+    }
+    // Stop at the model's context length rather than fail on the step past it.
+    let max_new_tokens =
+        if limit > 0 { sampling.max_new_tokens.min(limit - prompt.len()) } else { sampling.max_new_tokens };
     let prepared = model.prepare(1, sources, locations, subspaces)?;
     let _no_grad = tch::no_grad_guard();
     let mut rng = StdRng::seed_from_u64(sampling.seed);
     let mut inputs = ForwardInputs::from_ids(Tensor::from_slice(prompt).view([1, -1]).to_device(device));
     inputs.use_cache = true;
     let mut generated = Vec::new();
-    for step in 0..sampling.max_new_tokens {
+    for step in 0..max_new_tokens {
         let intervene = match sampling.intervene_on {
             InterveneOn::Both => true,
             InterveneOn::Prompt => step == 0,

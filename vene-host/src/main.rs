@@ -194,6 +194,60 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Multi-source interchange: tokens from several sources replace the base's at their positions (parallel mode);
+    /// prints and saves the top-5 next tokens.
+    Interchange {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        base: String,
+        /// A source text and the token position taken from it: "TEXT@POSITION" (repeatable).
+        #[arg(long = "source", value_name = "TEXT@POSITION", required = true)]
+        sources: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        layer: i64,
+        #[arg(long, default_value = "block_input")]
+        component: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Steering during generation (ITI): a word's embedding × coefficient added to a component of every layer at
+    /// every step; the steered and unsteered continuations side by side.
+    Steer {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long)]
+        word: String,
+        #[arg(long, default_value_t = 0.3)]
+        coefficient: f64,
+        #[arg(long, default_value = "mlp_output")]
+        component: String,
+        #[arg(long, default_value_t = 20)]
+        max_new_tokens: usize,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// DAS versus a linear probe per layer × position, for a template with a {name} slot and classes of names.
+    DasProbe {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// e.g. "{name} walked because".
+        #[arg(long)]
+        template: String,
+        /// "TARGET=name,name,…" (two or more): names of a class and the word the class predicts.
+        #[arg(long = "class", value_name = "TARGET=NAMES", required = true)]
+        classes: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
     /// Build the embedded demo model (once, cached) and run the studies on it; writes an HTML report.
     Demo {
         /// Directory for the report, figures and numbers.
@@ -369,6 +423,75 @@ fn run(cli: Cli) -> Result<()> {
             generate_text(model, &plugins, config.as_deref(), &prompt, inputs.as_deref(), sampling)
         }
         Command::Demo { out, cache, plugins } => run_demo(&plugins.load()?, &out, cache),
+        Command::Interchange { model, base, sources, layer, component, out, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let tokenizer = model_tokenizer(&model)?;
+            let sources = sources
+                .iter()
+                .map(|s| {
+                    let (text, position) =
+                        s.rsplit_once('@').ok_or_else(|| anyhow::anyhow!("--source {s:?} is not TEXT@POSITION"))?;
+                    Ok((
+                        text.to_string(),
+                        position.parse::<i64>().map_err(|_| anyhow::anyhow!("bad position in {s:?}"))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let setup = demo::studies::InterchangeSetup { base, sources, layer, component };
+            let (base_top, intervened, _) = demo::studies::parallel_interchange(model, &plugins, &tokenizer, &setup)?;
+            std::fs::create_dir_all(&out)?;
+            studies::write_json(
+                &out,
+                "interchange.json",
+                &serde_json::json!({"base": base_top, "intervened": intervened}),
+            )?;
+            println!("base: {}\nintervened: {}", format_top(&base_top), format_top(&intervened));
+            Ok(())
+        }
+        Command::Steer { model, prompt, word, coefficient, component, max_new_tokens, out, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let tokenizer = model_tokenizer(&model)?;
+            let vector = vectors::token_embedding(&model, &tokenizer, &word)?;
+            let setup = demo::studies::SteeringSetup { prompt, word, coefficient, component, max_new_tokens };
+            let (result, _) = demo::studies::steering(model, &plugins, &tokenizer, &vector, &setup)?;
+            std::fs::create_dir_all(&out)?;
+            studies::write_json(&out, "steer.json", &serde_json::to_value(&result)?)?;
+            let (prompt, unsteered, steered) =
+                (&result.prompt, result.unsteered.trim_start(), result.steered.trim_start());
+            println!("unsteered: {prompt} {unsteered}\nsteered:   {prompt} {steered}");
+            Ok(())
+        }
+        Command::DasProbe { model, template, classes, out, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let tokenizer = model_tokenizer(&model)?;
+            let classes = classes
+                .iter()
+                .map(|c| {
+                    let (target, names) =
+                        c.split_once('=').ok_or_else(|| anyhow::anyhow!("--class {c:?} is not TARGET=NAMES"))?;
+                    Ok((
+                        target.to_string(),
+                        names.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let setup = demo::studies::ProbeSetup { template, classes };
+            let (result, _) = demo::studies::das_vs_probe(model, &plugins, &tokenizer, &setup)?;
+            std::fs::create_dir_all(&out)?;
+            for (name, values, title) in [
+                ("das_iia", &result.das_iia, "rank-1 DAS held-out IIA"),
+                ("probe_accuracy", &result.probe_accuracy, "linear probe held-out accuracy"),
+            ] {
+                let map = plot::Heatmap { title, row_labels: &result.tokens, column_label: "layer", values, max: 1.0 };
+                plot::heatmap(&out, name, &map)?;
+            }
+            studies::write_json(&out, "das_probe.json", &serde_json::to_value(&result)?)?;
+            println!("DAS IIA {:?}\nprobe accuracy {:?}", result.das_iia, result.probe_accuracy);
+            Ok(())
+        }
         Command::Trace { model, prompt, subject, target, samples, noise, window, seed, out, plugins } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
@@ -540,6 +663,15 @@ fn generate_text(
     Ok(())
 }
 
+fn model_tokenizer(model: &LoadedModel) -> Result<TextTokenizer> {
+    TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?
+        .ok_or_else(|| anyhow::anyhow!("the model has no tokenizer.json (and is not GPT-2 style)"))
+}
+
+fn format_top(top: &[(String, f64)]) -> String {
+    top.iter().map(|(w, p)| format!("{w} ({p:.3})")).collect::<Vec<_>>().join(", ")
+}
+
 fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<()> {
     let root = cache.unwrap_or_else(demo::cache_dir);
     let bar = ProgressBar::new(0).with_style(
@@ -588,12 +720,20 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     let (interchange, model) = demo::studies::interchange(model, plugins, &tokenizer)?;
     // Steering during generation.
     let vector = vectors::token_embedding(&model, &tokenizer, "italy")?;
-    let (steering, _) = demo::studies::steering(model, plugins, &tokenizer, &vector, "italy", 3.0)?;
+    let setup = demo::studies::SteeringSetup {
+        prompt: "the capital of spain is".to_string(),
+        word: "italy".to_string(),
+        coefficient: 3.0,
+        component: "mlp_output".to_string(),
+        max_new_tokens: 4,
+    };
+    let (steering, _) = demo::studies::steering(model, plugins, &tokenizer, &vector, &setup)?;
     // DAS versus a linear probe.
     let (das_probe, _) = demo::studies::das_vs_probe(
         LoadedModel::load(plugins, &model_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?,
         plugins,
         &tokenizer,
+        &demo::studies::ProbeSetup::pronouns(),
     )?;
     std::fs::create_dir_all(out.join("das_probe"))?;
     for (name, values, title) in [

@@ -41,6 +41,7 @@ impl ModelAdapter for BackpackAdapter {
                 num_heads: gpt2.n_head as u32,
                 hidden_size: gpt2.n_embd as u32,
                 vocab_size: gpt2.vocab_size as u32,
+                max_positions: gpt2.n_positions as u32,
                 input: InputKind::TokenIds,
                 components: components(&gpt2).into(),
             };

@@ -54,6 +54,7 @@ impl Gpt2 {
             num_heads: config.n_head as u32,
             hidden_size: config.n_embd as u32,
             vocab_size: config.vocab_size as u32,
+            max_positions: config.n_positions as u32,
             input: InputKind::TokenIds,
             components: components(&config, "").into(),
         };

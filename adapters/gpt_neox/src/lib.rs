@@ -314,6 +314,7 @@ fn catalog(config: &NeoxConfig) -> ModelCatalog {
         num_heads: config.num_attention_heads as u32,
         hidden_size: d,
         vocab_size: config.vocab_size as u32,
+        max_positions: config.max_position_embeddings as u32,
         input: InputKind::TokenIds,
         components: components.into(),
     }

@@ -81,6 +81,7 @@ impl Gru {
             num_heads: 0,
             hidden_size: d as u32,
             vocab_size: if matches!(head, Head::LanguageModel(_)) { vocab as u32 } else { 0 },
+            max_positions: 0,
             input: if include_emb { InputKind::TokenIds } else { InputKind::Features },
             components: catalog_components.into(),
         };

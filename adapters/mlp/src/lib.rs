@@ -107,6 +107,7 @@ impl Mlp {
             num_heads: 0,
             hidden_size: d as u32,
             vocab_size: 0,
+            max_positions: 0,
             input: if config.include_emb { InputKind::TokenIds } else { InputKind::Features },
             components: vec![
                 component("block_input", SiteLayout::Sequence, d as u32, layers, None, &["h[{layer}].input"]),

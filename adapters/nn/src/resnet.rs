@@ -265,6 +265,7 @@ pub fn catalog(config: &ResNetConfig) -> ModelCatalog {
         num_heads: 0,
         hidden_size: last,
         vocab_size: 0,
+        max_positions: 0,
         input: InputKind::Features,
         components: components.into(),
     }

@@ -48,33 +48,65 @@ fn bind(model: LoadedModel, plugins: &PluginSet, config: serde_json::Value) -> R
     IntervenableModel::new(model, config, plugins, 0)
 }
 
+/// A parallel interchange: each source's token at its position replaces the base's token representation at the
+/// same position (`component` at `layer`).
+#[derive(Debug, Clone)]
+pub struct InterchangeSetup {
+    pub base: String,
+    /// Source text and the token position taken from it.
+    pub sources: Vec<(String, i64)>,
+    pub layer: i64,
+    pub component: String,
+}
+
+/// The base's and the intervened run's top-5 next words.
+pub fn parallel_interchange(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &InterchangeSetup,
+) -> Result<(TopWords, TopWords, LoadedModel)> {
+    let device = model.device();
+    let _no_grad = tch::no_grad_guard();
+    let base = ids(tokenizer, &setup.base, device)?;
+    let base_top = top_words(tokenizer, &model.forward_plain(&base)?.output)?;
+    let representations: Vec<_> = (0..setup.sources.len())
+        .map(|group| {
+            json!({"layer": setup.layer, "component": setup.component, "group_key": group,
+                            "intervention": {"type": "vanilla"}})
+        })
+        .collect();
+    let mut parallel = bind(model, plugins, json!({"mode": "parallel", "representations": representations}))?;
+    let positions: Vec<_> = setup.sources.iter().map(|(_, p)| json!([[p]])).collect();
+    let locations = UnitLocations::parse(Some(&json!({"sources->base": [positions, positions]})))?;
+    let sources =
+        setup.sources.iter().map(|(text, _)| ids(tokenizer, text, device).map(Some)).collect::<Result<Vec<_>>>()?;
+    let output = parallel.run(&base, &sources, &locations, &Subspaces::None)?.output;
+    Ok((base_top, top_words(tokenizer, &output)?, parallel.into_model()))
+}
+
+/// The paper's interchange: "the capital of spain is" with "language" from "the language of spain is" and "italy"
+/// from "the capital of italy is", in parallel and in series.
 pub fn interchange(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
 ) -> Result<(Interchange, LoadedModel)> {
+    let setup = InterchangeSetup {
+        base: "the capital of spain is".to_string(),
+        sources: vec![("the language of spain is".to_string(), 1), ("the capital of italy is".to_string(), 3)],
+        layer: 0,
+        component: "block_input".to_string(),
+    };
+    let (base_top, parallel_top, model) = parallel_interchange(model, plugins, tokenizer, &setup)?;
     let device = model.device();
     let _no_grad = tch::no_grad_guard();
-    let base = ids(tokenizer, "the capital of spain is", device)?;
-    let language = ids(tokenizer, "the language of spain is", device)?;
-    let italy = ids(tokenizer, "the capital of italy is", device)?;
-    let base_top = top_words(tokenizer, &model.forward_plain(&base)?.output)?;
-    // Parallel: each source swaps its token's embedding-level representation into the base.
-    let mut parallel = bind(
-        model,
-        plugins,
-        json!({"mode": "parallel", "representations": [
-            {"layer": 0, "component": "block_input", "group_key": 0, "intervention": {"type": "vanilla"}},
-            {"layer": 0, "component": "block_input", "group_key": 1, "intervention": {"type": "vanilla"}}]}),
-    )?;
-    let locations = UnitLocations::parse(Some(&json!({"sources->base": [[[[1]], [[3]]], [[[1]], [[3]]]]})))?;
-    let sources = [Some(language.to_device(device)), Some(italy.to_device(device))];
-    let output = parallel.run(&base, &sources, &locations, &Subspaces::None)?.output;
-    let parallel_top = top_words(tokenizer, &output)?;
+    let base = ids(tokenizer, &setup.base, device)?;
+    let sources = setup.sources.iter().map(|(t, _)| ids(tokenizer, t, device).map(Some)).collect::<Result<Vec<_>>>()?;
     // Serial: "language" goes into the Italy prompt, whose final state then goes into the base.
-    let layers = parallel.model().catalog().num_layers as i64;
+    let layers = model.catalog().num_layers as i64;
     let mut serial = bind(
-        parallel.into_model(),
+        model,
         plugins,
         json!({"mode": "serial", "representations": [
             {"layer": 0, "component": "block_input", "group_key": 0, "intervention": {"type": "vanilla"}},
@@ -100,18 +132,28 @@ pub struct Steering {
     pub steered: String,
 }
 
+/// What to steer: `coefficient × vector` (the embedding of `word`) added to `component` of every layer.
+#[derive(Debug, Clone)]
+pub struct SteeringSetup {
+    pub prompt: String,
+    pub word: String,
+    pub coefficient: f64,
+    pub component: String,
+    pub max_new_tokens: usize,
+}
+
 pub fn steering(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
     vector: &Tensor,
-    word: &str,
-    coefficient: f64,
+    setup: &SteeringSetup,
 ) -> Result<(Steering, LoadedModel)> {
-    let prompt = "the capital of spain is";
+    let (prompt, word, coefficient) = (setup.prompt.as_str(), setup.word.as_str(), setup.coefficient);
     let tokens = tokenizer.encode(prompt)?;
     let layers = model.catalog().num_layers;
-    let sampling = Sampling { max_new_tokens: 4, intervene_on: InterveneOn::Both, ..Sampling::default() };
+    let sampling =
+        Sampling { max_new_tokens: setup.max_new_tokens, intervene_on: InterveneOn::Both, ..Sampling::default() };
     let mut plain = bind(model, plugins, json!({"representations": []}))?;
     let unsteered = generate(&mut plain, &tokens, &[], &UnitLocations::whole(), &Subspaces::None, &sampling, |_| {})?;
     let values: Vec<f32> = Vec::<f32>::try_from(&vector.to_kind(Kind::Float))?;
@@ -154,9 +196,9 @@ pub fn write_report(dir: &Path, title: &str, sections: &[(String, String, Vec<St
     vene_checkpoint::write_atomic(&path, html.as_bytes()).map_err(|source| VeneError::Io { path, source })
 }
 
-/// DAS versus a linear probe (the paper's gender study, in miniature): for "NAME walked because" → he / she, per
-/// layer × position, the held-out IIA of a rank-1 DAS intervention on the block output and the held-out accuracy of
-/// a logistic-regression probe on the same activations.
+/// DAS versus a linear probe (the paper's gender study, in miniature): for a template such as "NAME walked because"
+/// → he / she, per layer × position, the held-out IIA of a rank-1 DAS intervention on the block output and the
+/// held-out accuracy of a logistic-regression probe on the same activations.
 #[derive(Debug, Clone, Serialize)]
 pub struct DasProbe {
     pub tokens: Vec<String>,
@@ -165,22 +207,61 @@ pub struct DasProbe {
     pub probe_accuracy: Vec<Vec<f64>>,
 }
 
-fn name_prompt(name: &str) -> String {
-    format!("{name} walked because")
+/// The variable studied: a template with a `{name}` slot, and classes of names with the word each class predicts.
+#[derive(Debug, Clone)]
+pub struct ProbeSetup {
+    pub template: String,
+    /// (target word, names).
+    pub classes: Vec<(String, Vec<String>)>,
+}
+
+impl ProbeSetup {
+    /// The demo's: "NAME walked because" → he / she.
+    pub fn pronouns() -> Self {
+        use super::corpus::{FEMALE_NAMES, MALE_NAMES};
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect();
+        Self {
+            template: "{name} walked because".to_string(),
+            classes: vec![("he".to_string(), names(&MALE_NAMES)), ("she".to_string(), names(&FEMALE_NAMES))],
+        }
+    }
+
+    fn prompt(&self, name: &str) -> String {
+        self.template.replace("{name}", name)
+    }
 }
 
 pub fn das_vs_probe(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
+    setup: &ProbeSetup,
 ) -> Result<(DasProbe, LoadedModel)> {
-    use super::corpus::{FEMALE_NAMES, MALE_NAMES};
     use crate::train::{self, TrainOptions, TrainingExample};
-    let names: Vec<(&str, bool)> =
-        MALE_NAMES.iter().map(|n| (*n, true)).chain(FEMALE_NAMES.iter().map(|n| (*n, false))).collect();
-    let pronoun = |male: bool| -> Result<i64> { Ok(tokenizer.encode(if male { "he" } else { "she" })?[0]) };
+    if setup.classes.len() < 2 || !setup.template.contains("{name}") {
+        return Err(VeneError::Config("DAS vs probe needs two or more classes and a template with {name}".to_string()));
+    }
+    let names: Vec<(String, usize)> = setup
+        .classes
+        .iter()
+        .enumerate()
+        .flat_map(|(class, (_, names))| names.iter().map(move |n| (n.clone(), class)))
+        .collect();
+    let targets = setup
+        .classes
+        .iter()
+        .map(|(word, _)| {
+            tokenizer.encode(word)?.first().copied().ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))
+        })
+        .collect::<Result<Vec<i64>>>()?;
+    let pronoun = |class: usize| -> Result<i64> { Ok(targets[class]) };
     let layers = model.catalog().num_layers as usize;
-    let positions = tokenizer.encode(&name_prompt("john"))?.len();
+    let positions = tokenizer.encode(&setup.prompt(&names[0].0))?.len();
+    if let Some((name, _)) =
+        names.iter().find(|(n, _)| tokenizer.encode(&setup.prompt(n)).map_or(true, |t| t.len() != positions))
+    {
+        return Err(VeneError::Inputs(format!("every name must give the same number of tokens; {name:?} does not")));
+    }
     // Counterfactual pairs: the label is the source name's pronoun.
     let mut examples: Vec<(usize, usize)> = Vec::new();
     for base in 0..names.len() {
@@ -190,7 +271,7 @@ pub fn das_vs_probe(
             }
         }
     }
-    let ids = |name: &str| -> Result<Vec<i64>> { tokenizer.encode(&name_prompt(name)) };
+    let ids = |name: &str| -> Result<Vec<i64>> { tokenizer.encode(&setup.prompt(name)) };
     let mut model = model;
     let mut das_iia = vec![vec![0.0; layers]; positions];
     let mut probe_accuracy = vec![vec![0.0; layers]; positions];
@@ -199,8 +280,8 @@ pub fn das_vs_probe(
             .iter()
             .map(|&(base, source)| {
                 serde_json::from_value(json!({
-                    "base": {"input_ids": [ids(names[base].0)?]},
-                    "sources": [{"input_ids": [ids(names[source].0)?]}],
+                    "base": {"input_ids": [ids(&names[base].0)?]},
+                    "sources": [{"input_ids": [ids(&names[source].0)?]}],
                     "unit_locations": {"sources->base": [position, position]},
                     "label": pronoun(names[source].1)?
                 }))
@@ -225,12 +306,12 @@ pub fn das_vs_probe(
             };
             let report = train::train(&mut das, &train_set, &eval_set, &options, Some(tokenizer), |_| {})?;
             das_iia[position][layer] = report.eval.map_or(0.0, |m| m.iia);
-            let (accuracy, returned) = probe(das.into_model(), plugins, tokenizer, &names, layer, position)?;
+            let (accuracy, returned) = probe(das.into_model(), plugins, tokenizer, setup, &names, layer, position)?;
             probe_accuracy[position][layer] = accuracy;
             model = returned;
         }
     }
-    let tokens = name_prompt("NAME").split_whitespace().map(str::to_string).collect();
+    let tokens = setup.prompt("NAME").split_whitespace().map(str::to_string).collect();
     Ok((DasProbe { tokens, das_iia, probe_accuracy }, model))
 }
 
@@ -240,7 +321,8 @@ fn probe(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
-    names: &[(&str, bool)],
+    setup: &ProbeSetup,
+    names: &[(String, usize)],
     layer: usize,
     position: usize,
 ) -> Result<(f64, LoadedModel)> {
@@ -249,7 +331,7 @@ fn probe(
         plugins,
         json!({"representations": [{"layer": layer, "component": "block_output", "intervention": {"type": "collect"}}]}),
     )?;
-    let prompts: Vec<String> = names.iter().map(|(n, _)| name_prompt(n)).collect();
+    let prompts: Vec<String> = names.iter().map(|(n, _)| setup.prompt(n)).collect();
     let (ids, _) = tokenizer.encode_batch(&prompts)?;
     let inputs = ForwardInputs::from_ids(ids.to_device(collector.model().device()));
     let locations = UnitLocations::parse(Some(&json!({"base": position})))?;
@@ -262,16 +344,17 @@ fn probe(
             .squeeze_dim(1)
             .to_kind(Kind::Float)
     };
-    let labels = Tensor::from_slice(&names.iter().map(|(_, male)| i64::from(*male)).collect::<Vec<_>>());
-    // Alternate male and female names between the splits.
+    let labels = Tensor::from_slice(&names.iter().map(|(_, class)| *class as i64).collect::<Vec<_>>());
+    // Every third name is held out.
     let train: Vec<i64> = (0..names.len() as i64).filter(|i| i % 3 != 2).collect();
     let test: Vec<i64> = (0..names.len() as i64).filter(|i| i % 3 == 2).collect();
     let (train, test) = (Tensor::from_slice(&train), Tensor::from_slice(&test));
     let (x, y) = (features.index_select(0, &train), labels.index_select(0, &train));
     let mean = x.mean_dim(0, true, Kind::Float);
     let scale = x.std_dim(0, true, true) + 1e-6;
-    let weights = Tensor::zeros([features.size()[1], 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-    let bias = Tensor::zeros([2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let classes = setup.classes.len() as i64;
+    let weights = Tensor::zeros([features.size()[1], classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let bias = Tensor::zeros([classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let mut optimizer = tch::COptimizer::adam(0.05, 0.9, 0.999, 0.0, 1e-8, false)?;
     optimizer.add_parameters(&weights, 0)?;
     optimizer.add_parameters(&bias, 0)?;
