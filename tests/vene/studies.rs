@@ -184,5 +184,43 @@ fn demo_builds_once_and_shows_real_effects() {
     ]);
     assert_eq!(probe["das_iia"].as_array().unwrap().len(), 3);
     assert!(root.join("commands/das_iia.svg").exists());
+    let run = |model: &str, plugin: &str, args: &[&str]| {
+        let output = std::process::Command::new(vene_binary())
+            .args(args)
+            .args(["--model", cache.join(model).to_str().unwrap(), "--out", root.join("more").to_str().unwrap()])
+            .args(["--plugin", plugin])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(root.join("more").join(format!("{}.json", args[0]))).unwrap(),
+        )
+        .unwrap()
+    };
+    let steps = run(
+        "gru-facts",
+        "gru",
+        &[
+            "timesteps",
+            "--base",
+            "the capital of france is",
+            "--source",
+            "the capital of japan is",
+            "--step",
+            "3",
+            "--to-step",
+            "4",
+        ],
+    );
+    assert_eq!(steps["interventions"][1]["top"][0][0], "tokyo", "{}", steps["interventions"][1]);
+    let senses = run(
+        "backpack-facts",
+        "backpack",
+        &["senses", "--prompt", "the capital of spain is", "--word", "spain", "--target", "madrid", "--senses", "4"],
+    );
+    assert_eq!(senses["probabilities"].as_array().unwrap().len(), 2);
+    let channels = run("resnet-fashion-mnist", "resnet", &["channels", "--images", "200"]);
+    assert_eq!(channels["zeroed"].as_array().unwrap().len(), 8);
+    assert!(root.join("more/channels.svg").exists() && root.join("more/timesteps.png").exists());
     std::fs::remove_dir_all(root).ok();
 }

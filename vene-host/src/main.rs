@@ -248,6 +248,66 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Recurrent models: zero a timestep, swap it from a source, and swap it across time, plotting the per-step
+    /// effect on the last layer's hidden state.
+    Timesteps {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        base: String,
+        #[arg(long)]
+        source: String,
+        #[arg(long, default_value_t = 0)]
+        layer: i64,
+        #[arg(long)]
+        step: i64,
+        /// Base step the cross-time swap writes into.
+        #[arg(long)]
+        to_step: i64,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Backpack models: scale each sense vector of a word and watch a target word's probability.
+    Senses {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long)]
+        word: String,
+        #[arg(long)]
+        target: String,
+        /// The model's number of senses per word.
+        #[arg(long)]
+        senses: i64,
+        /// Factors to scale each sense by (repeatable).
+        #[arg(long = "factor", default_values_t = [0.0, 3.0])]
+        factors: Vec<f64>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// CNNs on Fashion-MNIST: zero each channel of a feature map and measure the true class's probability.
+    Channels {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value = "block_output")]
+        component: String,
+        #[arg(long, default_value_t = 0)]
+        layer: u32,
+        /// Directory with the Fashion-MNIST IDX files (default: the Debian package's).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 500)]
+        images: usize,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
     /// Build the embedded demo model (once, cached) and run the studies on it; writes an HTML report.
     Demo {
         /// Directory for the report, figures and numbers.
@@ -423,6 +483,75 @@ fn run(cli: Cli) -> Result<()> {
             generate_text(model, &plugins, config.as_deref(), &prompt, inputs.as_deref(), sampling)
         }
         Command::Demo { out, cache, plugins } => run_demo(&plugins.load()?, &out, cache),
+        Command::Timesteps { model, base, source, layer, step, to_step, out, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let tokenizer = model_tokenizer(&model)?;
+            let setup = demo::recurrent::TimestepSetup { base, source, layer, step, to_step };
+            let (study, _) = demo::recurrent::timestep_study(model, &plugins, &tokenizer, &setup)?;
+            std::fs::create_dir_all(&out)?;
+            let series: Vec<(String, Vec<f64>)> =
+                study.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect();
+            plot::lines(&out, "timesteps", "|h_intervened - h| per step (last layer)", "step", &series)?;
+            studies::write_json(&out, "timesteps.json", &serde_json::to_value(&study)?)?;
+            println!("base -> {}", format_top(&study.plain));
+            for intervention in &study.interventions {
+                println!(
+                    "{}: effect per step {:?} -> {}",
+                    intervention.name,
+                    intervention.effect,
+                    format_top(&intervention.top)
+                );
+            }
+            Ok(())
+        }
+        Command::Senses { model, prompt, word, target, senses, factors, out, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let tokenizer = model_tokenizer(&model)?;
+            let setup = demo::studies::SenseSetup { prompt, word, target, senses, factors };
+            let (study, _) = demo::studies::sense_study(model, &plugins, &tokenizer, &setup)?;
+            std::fs::create_dir_all(&out)?;
+            let series: Vec<(String, Vec<f64>)> = study
+                .factors
+                .iter()
+                .zip(&study.probabilities)
+                .map(|(factor, row)| (format!("sense x {factor}"), row.clone()))
+                .collect();
+            plot::lines(
+                &out,
+                "senses",
+                &format!("p({}) with one sense of '{}' scaled", study.target, study.word),
+                "sense",
+                &series,
+            )?;
+            studies::write_json(&out, "senses.json", &serde_json::to_value(&study)?)?;
+            println!(
+                "p({}) {:.4} without intervention; per factor and sense: {:?}",
+                study.target, study.baseline, study.probabilities
+            );
+            Ok(())
+        }
+        Command::Channels { model, component, layer, data, images, out, plugins } => {
+            let plugins = plugins.load()?;
+            let model = model.load(&plugins)?;
+            let data = data.or_else(demo::vision::dataset_dir).ok_or_else(|| {
+                anyhow::anyhow!("Fashion-MNIST not found: pass --data DIR or install dataset-fashion-mnist")
+            })?;
+            let (study, _) = demo::vision::channel_study(model, &plugins, &component, layer, &data, images)?;
+            std::fs::create_dir_all(&out)?;
+            let series = vec![
+                ("channel zeroed".to_string(), study.zeroed.clone()),
+                ("no intervention".to_string(), vec![study.baseline; study.zeroed.len()]),
+            ];
+            plot::lines(&out, "channels", "mean p(true class) with one channel zeroed", "channel", &series)?;
+            studies::write_json(&out, "channels.json", &serde_json::to_value(&study)?)?;
+            println!(
+                "accuracy {:.3}; mean p(true class) {:.3}; per zeroed channel {:?}",
+                study.accuracy, study.baseline, study.zeroed
+            );
+            Ok(())
+        }
         Command::Interchange { model, base, sources, layer, component, out, plugins } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
@@ -754,7 +883,8 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     })?;
     bar.finish_and_clear();
     let gru = LoadedModel::load(plugins, &gru_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
-    let (timesteps, _) = demo::recurrent::timestep_study(gru, plugins, &tokenizer)?;
+    let (timesteps, _) =
+        demo::recurrent::timestep_study(gru, plugins, &tokenizer, &demo::recurrent::TimestepSetup::default())?;
     std::fs::create_dir_all(out.join("gru"))?;
     let series: Vec<(String, Vec<f64>)> =
         timesteps.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect();
@@ -775,7 +905,8 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     })?;
     bar.finish_and_clear();
     let backpack = LoadedModel::load(plugins, &backpack_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
-    let (sense_study, _) = demo::studies::sense_study(backpack, plugins, &tokenizer, senses)?;
+    let (sense_study, _) =
+        demo::studies::sense_study(backpack, plugins, &tokenizer, &demo::studies::SenseSetup::demo(senses))?;
     std::fs::create_dir_all(out.join("backpack"))?;
     let series: Vec<(String, Vec<f64>)> = sense_study
         .factors
@@ -804,7 +935,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             })?;
             bar.finish_and_clear();
             let resnet = LoadedModel::load(plugins, &resnet_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
-            let (study, _) = demo::vision::channel_study(resnet, plugins, &data, 500)?;
+            let (study, _) = demo::vision::channel_study(resnet, plugins, "block_output", 0, &data, 500)?;
             std::fs::create_dir_all(out.join("cnn"))?;
             let series = vec![
                 ("channel zeroed".to_string(), study.zeroed.clone()),

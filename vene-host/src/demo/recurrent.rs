@@ -136,17 +136,42 @@ pub struct TimestepStudy {
     pub plain: TopWords,
 }
 
+/// Which timestep interventions to run: zero `step`, swap the source's `step` into the base's `step`, and a
+/// cross-time swap of the source's `step` into the base's `to_step`, all on `cell_output` at `layer`.
+#[derive(Debug, Clone)]
+pub struct TimestepSetup {
+    pub base: String,
+    pub source: String,
+    pub layer: i64,
+    pub step: i64,
+    pub to_step: i64,
+}
+
+impl Default for TimestepSetup {
+    /// The demo's: "spain" (step 3) of "the capital of spain is", with "the capital of italy is" as the source.
+    fn default() -> Self {
+        Self {
+            base: "the capital of spain is".to_string(),
+            source: "the capital of italy is".to_string(),
+            layer: 0,
+            step: 3,
+            to_step: 4,
+        }
+    }
+}
+
 pub fn timestep_study(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
+    setup: &TimestepSetup,
 ) -> Result<(TimestepStudy, LoadedModel)> {
     let device = model.device();
-    let base_text = "the capital of spain is";
+    let base_text = setup.base.as_str();
     let ids = |text: &str| -> Result<ForwardInputs> {
         Ok(ForwardInputs::from_ids(Tensor::from_slice(&tokenizer.encode(text)?).view([1, -1]).to_device(device)))
     };
-    let (base, source) = (ids(base_text)?, ids("the capital of italy is")?);
+    let (base, source) = (ids(base_text)?, ids(&setup.source)?);
     let steps = base.input_ids.as_ref().map_or(0, |t| t.size()[1]);
     let layers = model.catalog().num_layers as i64;
     let all_steps: Vec<i64> = (0..steps).collect();
@@ -174,24 +199,20 @@ pub fn timestep_study(
         Ok((output.output, output.collected[0].shallow_clone(), intervenable.into_model()))
     };
     let (plain_logits, plain_states, mut model) = run(model, None)?;
+    let (layer, step, to_step) = (setup.layer, setup.step, setup.to_step);
+    let representation =
+        |kind: &str| json!({"layer": layer, "component": "cell_output", "unit": "t", "intervention": {"type": kind}});
     let cases = [
+        (format!("zero at step {step}, layer {layer}"), representation("zero"), json!([null, [[step]]])),
         (
-            "zero at step 3 (spain), layer 0",
-            json!({"layer": 0, "component": "cell_output", "unit": "t",
-            "intervention": {"type": "zero"}}),
-            json!([null, [[3]]]),
+            format!("swap step {step} from the source, layer {layer}"),
+            representation("vanilla"),
+            json!([[[step]], [[step]]]),
         ),
         (
-            "swap step 3 from 'the capital of italy is', layer 0",
-            json!({"layer": 0, "component": "cell_output",
-            "unit": "t", "intervention": {"type": "vanilla"}}),
-            json!([[[3]], [[3]]]),
-        ),
-        (
-            "cross-time: source step 3 into base step 4, layer 0",
-            json!({"layer": 0, "component": "cell_output",
-            "unit": "t", "intervention": {"type": "vanilla"}}),
-            json!([[[3]], [[4]]]),
+            format!("cross-time: source step {step} into base step {to_step}, layer {layer}"),
+            representation("vanilla"),
+            json!([[[step]], [[to_step]]]),
         ),
     ];
     let mut interventions = Vec::new();
@@ -200,7 +221,7 @@ pub fn timestep_study(
         model = returned;
         let effect = (&states - &plain_states).square().sum_dim_intlist(-1, false, Kind::Float).sqrt().view([-1]);
         interventions.push(TimestepIntervention {
-            name: name.to_string(),
+            name,
             effect: Vec::<f64>::try_from(&effect.to_kind(Kind::Double))?,
             top: top_words(tokenizer, &logits)?,
         });

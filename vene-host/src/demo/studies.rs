@@ -386,17 +386,50 @@ pub struct SenseStudy {
     pub probabilities: Vec<Vec<f64>>,
 }
 
-/// `senses` is the model's number of sense vectors per word.
+/// Which word's senses to scale, and the word to watch.
+#[derive(Debug, Clone)]
+pub struct SenseSetup {
+    pub prompt: String,
+    pub word: String,
+    pub target: String,
+    /// The model's number of sense vectors per word.
+    pub senses: i64,
+    pub factors: Vec<f64>,
+}
+
+impl SenseSetup {
+    /// The demo's: the senses of "spain" in "the capital of spain is", watching "madrid".
+    pub fn demo(senses: i64) -> Self {
+        Self {
+            prompt: "the capital of spain is".to_string(),
+            word: "spain".to_string(),
+            target: "madrid".to_string(),
+            senses,
+            factors: vec![0.0, 3.0],
+        }
+    }
+}
+
 pub fn sense_study(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
-    senses: i64,
+    setup: &SenseSetup,
 ) -> Result<(SenseStudy, LoadedModel)> {
-    let (prompt, word, target) = ("the capital of spain is", "spain", "madrid");
+    let (prompt, word, target, senses) =
+        (setup.prompt.as_str(), setup.word.as_str(), setup.target.as_str(), setup.senses);
     let device = model.device();
     let inputs = ids(tokenizer, prompt, device)?;
-    let position = prompt.split_whitespace().position(|w| w == word).unwrap_or(0);
+    let tokens = tokenizer.encode(prompt)?;
+    let word_tokens = tokenizer.encode(word)?;
+    let spaced = tokenizer.encode(&format!(" {word}"))?;
+    let position = [word_tokens, spaced]
+        .iter()
+        .filter(|w| !w.is_empty())
+        .find_map(|w| {
+            tokens.windows(w.len()).position(|window| window == w.as_slice()).map(|start| start + w.len() - 1)
+        })
+        .ok_or_else(|| VeneError::Inputs(format!("{word:?} is not a token span of {prompt:?}")))?;
     let target_id = tokenizer.encode(target)?[0];
     if model.catalog().component_index("sense_network_output").is_none() {
         return Err(VeneError::Config("the sense study needs a Backpack model".to_string()));
@@ -406,7 +439,7 @@ pub fn sense_study(
         logits.select(1, -1).select(0, 0).to_kind(Kind::Float).softmax(-1, Kind::Float).double_value(&[target_id])
     };
     let baseline = p_target(&model.forward_plain(&inputs)?.output);
-    let factors = vec![0.0, 3.0];
+    let factors = setup.factors.clone();
     let mut model = model;
     let mut probabilities = Vec::new();
     for &factor in &factors {

@@ -167,19 +167,22 @@ pub fn train(
     Ok(accuracy)
 }
 
-/// Zeroing one channel of the first residual block at a time: mean probability of the true class on test images.
+/// Zeroing one channel of a feature map at a time: mean probability of the true class on test images.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChannelStudy {
     pub images: usize,
     pub accuracy: f64,
     pub baseline: f64,
-    /// Mean p(true class) with channel c of block_output layer 0 zeroed.
+    /// Mean p(true class) with channel c zeroed.
     pub zeroed: Vec<f64>,
 }
 
+/// `layer` of `component` (a feature-map site) has its channels zeroed one at a time.
 pub fn channel_study(
     model: LoadedModel,
     plugins: &PluginSet,
+    component: &str,
+    layer: u32,
     data: &Path,
     images: usize,
 ) -> Result<(ChannelStudy, LoadedModel)> {
@@ -211,7 +214,7 @@ pub fn channel_study(
     let mut zeroed = Vec::new();
     for channel in 0..i64::from(channels) {
         let config: IntervenableConfig = serde_json::from_value(json!({"representations": [
-            {"layer": 0, "component": "block_output", "unit": "channel", "intervention": {"type": "zero"}}]}))
+            {"layer": layer, "component": component, "unit": "channel", "intervention": {"type": "zero"}}]}))
         .map_err(|e| VeneError::Config(e.to_string()))?;
         let mut intervenable = IntervenableModel::new(model, config, plugins, 0)?;
         let locations = UnitLocations::parse(Some(&json!({"base": channel})))?;
