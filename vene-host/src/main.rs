@@ -575,6 +575,8 @@ fn run(cli: Cli) -> Result<()> {
                 "interchange.json",
                 &serde_json::json!({"base": base_top, "intervened": intervened}),
             )?;
+            plot::bars(&out, "interchange_base", "base: top-5 next tokens", &base_top, 1.0)?;
+            plot::bars(&out, "interchange_intervened", "interchanged: top-5 next tokens", &intervened, 1.0)?;
             println!("base: {}\nintervened: {}", format_top(&base_top), format_top(&intervened));
             Ok(())
         }
@@ -587,6 +589,11 @@ fn run(cli: Cli) -> Result<()> {
             let (result, _) = demo::studies::steering(model, &plugins, &tokenizer, &vector, &setup)?;
             std::fs::create_dir_all(&out)?;
             studies::write_json(&out, "steer.json", &serde_json::to_value(&result)?)?;
+            let series = vec![
+                ("unsteered".to_string(), result.unsteered_word_probability.clone()),
+                ("steered".to_string(), result.steered_word_probability.clone()),
+            ];
+            plot::lines(&out, "steer", &format!("p({}) after each position", result.word.trim()), "position", &series)?;
             let (prompt, unsteered, steered) =
                 (&result.prompt, result.unsteered.trim_start(), result.steered.trim_start());
             println!("unsteered: {prompt} {unsteered}\nsteered:   {prompt} {steered}");
@@ -608,7 +615,15 @@ fn run(cli: Cli) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let setup = demo::studies::ProbeSetup { template, classes };
-            let (result, _) = demo::studies::das_vs_probe(model, &plugins, &tokenizer, &setup)?;
+            let bar = ProgressBar::new(0).with_style(
+                ProgressStyle::with_template("DAS and probe {bar:40} {pos}/{len} sites  [{elapsed} < {eta}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let (result, _) = demo::studies::das_vs_probe(model, &plugins, &tokenizer, &setup, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
             std::fs::create_dir_all(&out)?;
             for (name, values, title) in [
                 ("das_iia", &result.das_iia, "rank-1 DAS held-out IIA"),
@@ -863,6 +878,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         plugins,
         &tokenizer,
         &demo::studies::ProbeSetup::pronouns(),
+        |_, _| {},
     )?;
     std::fs::create_dir_all(out.join("das_probe"))?;
     for (name, values, title) in [

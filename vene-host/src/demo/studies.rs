@@ -130,6 +130,9 @@ pub struct Steering {
     pub coefficient: f64,
     pub unsteered: String,
     pub steered: String,
+    /// p(word) after each position of the prompt and continuation, without and with steering.
+    pub unsteered_word_probability: Vec<f64>,
+    pub steered_word_probability: Vec<f64>,
 }
 
 /// What to steer: `coefficient × vector` (the embedding of `word`) added to `component` of every layer.
@@ -159,21 +162,37 @@ pub fn steering(
     let values: Vec<f32> = Vec::<f32>::try_from(&vector.to_kind(Kind::Float))?;
     let representations: Vec<_> = (0..layers)
         .map(|layer| {
-            json!({"layer": layer, "component": "mlp_output",
+            json!({"layer": layer, "component": setup.component,
             "intervention": {"type": "steering", "coefficient": coefficient, "vector": values}})
         })
         .collect();
     let mut steered_model = bind(plain.into_model(), plugins, json!({"representations": representations}))?;
     let steered =
         generate(&mut steered_model, &tokens, &[], &UnitLocations::whole(), &Subspaces::None, &sampling, |_| {})?;
+    // p(word) after each position of each continuation, under the model that produced it.
+    let word_id = *tokenizer.encode(word)?.first().ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))?;
+    let device = steered_model.model().device();
+    let _no_grad = tch::no_grad_guard();
+    let along = |model: &mut IntervenableModel, generated: &[i64]| -> Result<Vec<f64>> {
+        let sequence: Vec<i64> = tokens.iter().chain(generated).copied().collect();
+        let inputs = ForwardInputs::from_ids(Tensor::from_slice(&sequence).view([1, -1]).to_device(device));
+        let logits = model.run(&inputs, &[], &UnitLocations::whole(), &Subspaces::None)?.output;
+        let probabilities = logits.select(0, 0).to_kind(Kind::Float).softmax(-1, Kind::Float).select(1, word_id);
+        Ok(Vec::<f64>::try_from(&probabilities.to_kind(Kind::Double))?)
+    };
+    let steered_probability = along(&mut steered_model, &steered)?;
+    let mut plain = bind(steered_model.into_model(), plugins, json!({"representations": []}))?;
+    let unsteered_probability = along(&mut plain, &unsteered)?;
     let result = Steering {
         prompt: prompt.to_string(),
         word: word.to_string(),
         coefficient,
         unsteered: tokenizer.decode(&unsteered),
         steered: tokenizer.decode(&steered),
+        unsteered_word_probability: unsteered_probability,
+        steered_word_probability: steered_probability,
     };
-    Ok((result, steered_model.into_model()))
+    Ok((result, plain.into_model()))
 }
 
 /// A minimal HTML report: sections of text and figures (paths relative to the report).
@@ -231,11 +250,13 @@ impl ProbeSetup {
     }
 }
 
+/// `progress(done, total)` after each layer × position.
 pub fn das_vs_probe(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
     setup: &ProbeSetup,
+    mut progress: impl FnMut(usize, usize),
 ) -> Result<(DasProbe, LoadedModel)> {
     use crate::train::{self, TrainOptions, TrainingExample};
     if setup.classes.len() < 2 || !setup.template.contains("{name}") {
@@ -309,6 +330,7 @@ pub fn das_vs_probe(
             let (accuracy, returned) = probe(das.into_model(), plugins, tokenizer, setup, &names, layer, position)?;
             probe_accuracy[position][layer] = accuracy;
             model = returned;
+            progress(position * layers + layer + 1, positions * layers);
         }
     }
     let tokens = setup.prompt("NAME").split_whitespace().map(str::to_string).collect();

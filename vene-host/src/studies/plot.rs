@@ -150,3 +150,55 @@ where
     area.present()?;
     Ok(())
 }
+
+/// Horizontal bars of `(label, value)` in `[0, max]`, top to bottom; writes `stem.png` and `stem.svg`.
+pub fn bars(dir: &Path, stem: &str, title: &str, bars: &[(String, f64)], max: f64) -> Result<()> {
+    ensure_font();
+    let height = 80 + 28 * bars.len() as u32;
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    draw_bars(BitMapBackend::new(&png, (520, height)).into_drawing_area(), title, bars, max)
+        .map_err(|e| plot_error(&png, e))?;
+    draw_bars(SVGBackend::new(&svg, (520, height)).into_drawing_area(), title, bars, max)
+        .map_err(|e| plot_error(&svg, e))?;
+    Ok(())
+}
+
+fn draw_bars<B: DrawingBackend>(
+    area: DrawingArea<B, Shift>,
+    title: &str,
+    bars: &[(String, f64)],
+    max: f64,
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    B::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let rows = bars.len().max(1);
+    let mut chart = ChartBuilder::on(&area)
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0f64..max.max(1e-9), (0..rows.saturating_sub(1)).into_segmented())?;
+    let labels: Vec<String> = bars.iter().map(|(l, _)| l.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .y_labels(rows)
+        .y_label_formatter(&|y| match y {
+            SegmentValue::CenterOf(v) | SegmentValue::Exact(v) => labels.get(rows - 1 - v).cloned().unwrap_or_default(),
+            SegmentValue::Last => String::new(),
+        })
+        .label_style(("sans-serif", 12))
+        .draw()?;
+    chart.draw_series(bars.iter().enumerate().map(|(i, (_, value))| {
+        let y = rows - 1 - i;
+        Rectangle::new(
+            [(0.0, SegmentValue::Exact(y)), (*value, SegmentValue::Exact(y + 1))],
+            RGBColor(220, 40, 80).filled(),
+        )
+    }))?;
+    area.present()?;
+    Ok(())
+}
