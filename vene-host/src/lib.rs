@@ -12,6 +12,7 @@
 //! ```
 
 pub mod config;
+pub mod datasets;
 pub mod demo;
 pub mod engine;
 pub mod error;

@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 use vene_api::{DTypeSpec, DeviceSpec};
 use vene_host::{
     config::IntervenableConfig,
-    demo,
+    datasets, demo,
     engine::IntervenableModel,
     generate::{self, InterveneOn, Sampling},
     hub,
@@ -487,8 +487,8 @@ fn run(cli: Cli) -> Result<()> {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
             let tokenizer = model_tokenizer(&model)?;
-            let setup = demo::recurrent::TimestepSetup { base, source, layer, step, to_step };
-            let (study, _) = demo::recurrent::timestep_study(model, &plugins, &tokenizer, &setup)?;
+            let setup = studies::timesteps::TimestepSetup { base, source, layer, step, to_step };
+            let (study, _) = studies::timesteps::timestep_study(model, &plugins, &tokenizer, &setup)?;
             std::fs::create_dir_all(&out)?;
             let series: Vec<(String, Vec<f64>)> =
                 study.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect();
@@ -509,8 +509,8 @@ fn run(cli: Cli) -> Result<()> {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
             let tokenizer = model_tokenizer(&model)?;
-            let setup = demo::studies::SenseSetup { prompt, word, target, senses, factors };
-            let (study, _) = demo::studies::sense_study(model, &plugins, &tokenizer, &setup)?;
+            let setup = studies::senses::SenseSetup { prompt, word, target, senses, factors };
+            let (study, _) = studies::senses::sense_study(model, &plugins, &tokenizer, &setup)?;
             std::fs::create_dir_all(&out)?;
             let series: Vec<(String, Vec<f64>)> = study
                 .factors
@@ -535,10 +535,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Channels { model, component, layer, data, images, out, plugins } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
-            let data = data.or_else(demo::vision::dataset_dir).ok_or_else(|| {
+            let data = data.or_else(datasets::dataset_dir).ok_or_else(|| {
                 anyhow::anyhow!("Fashion-MNIST not found: pass --data DIR or install dataset-fashion-mnist")
             })?;
-            let (study, _) = demo::vision::channel_study(model, &plugins, &component, layer, &data, images)?;
+            let (study, _) = studies::channels::channel_study(model, &plugins, &component, layer, &data, images)?;
             std::fs::create_dir_all(&out)?;
             let series = vec![
                 ("channel zeroed".to_string(), study.zeroed.clone()),
@@ -567,8 +567,9 @@ fn run(cli: Cli) -> Result<()> {
                     ))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let setup = demo::studies::InterchangeSetup { base, sources, layer, component };
-            let (base_top, intervened, _) = demo::studies::parallel_interchange(model, &plugins, &tokenizer, &setup)?;
+            let setup = studies::interchange::InterchangeSetup { base, sources, layer, component };
+            let (base_top, intervened, _) =
+                studies::interchange::parallel_interchange(model, &plugins, &tokenizer, &setup)?;
             std::fs::create_dir_all(&out)?;
             studies::write_json(
                 &out,
@@ -585,8 +586,8 @@ fn run(cli: Cli) -> Result<()> {
             let model = model.load(&plugins)?;
             let tokenizer = model_tokenizer(&model)?;
             let vector = vectors::token_embedding(&model, &tokenizer, &word)?;
-            let setup = demo::studies::SteeringSetup { prompt, word, coefficient, component, max_new_tokens };
-            let (result, _) = demo::studies::steering(model, &plugins, &tokenizer, &vector, &setup)?;
+            let setup = studies::steering::SteeringSetup { prompt, word, coefficient, component, max_new_tokens };
+            let (result, _) = studies::steering::steering(model, &plugins, &tokenizer, &vector, &setup)?;
             std::fs::create_dir_all(&out)?;
             studies::write_json(&out, "steer.json", &serde_json::to_value(&result)?)?;
             let series = vec![
@@ -614,12 +615,12 @@ fn run(cli: Cli) -> Result<()> {
                     ))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let setup = demo::studies::ProbeSetup { template, classes };
+            let setup = studies::probe::ProbeSetup { template, classes };
             let bar = ProgressBar::new(0).with_style(
                 ProgressStyle::with_template("DAS and probe {bar:40} {pos}/{len} sites  [{elapsed} < {eta}]")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            let (result, _) = demo::studies::das_vs_probe(model, &plugins, &tokenizer, &setup, |done, total| {
+            let (result, _) = studies::probe::das_vs_probe(model, &plugins, &tokenizer, &setup, |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             })?;
@@ -861,23 +862,23 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     }
     studies::write_json(&out.join("tracing"), "trace.json", &serde_json::to_value(&trace)?)?;
     // Multi-source interchange.
-    let (interchange, model) = demo::studies::interchange(model, plugins, &tokenizer)?;
+    let (interchange, model) = demo::report::interchange(model, plugins, &tokenizer)?;
     // Steering during generation.
     let vector = vectors::token_embedding(&model, &tokenizer, "italy")?;
-    let setup = demo::studies::SteeringSetup {
+    let setup = studies::steering::SteeringSetup {
         prompt: "the capital of spain is".to_string(),
         word: "italy".to_string(),
         coefficient: 3.0,
         component: "mlp_output".to_string(),
         max_new_tokens: 4,
     };
-    let (steering, _) = demo::studies::steering(model, plugins, &tokenizer, &vector, &setup)?;
+    let (steering, _) = studies::steering::steering(model, plugins, &tokenizer, &vector, &setup)?;
     // DAS versus a linear probe.
-    let (das_probe, _) = demo::studies::das_vs_probe(
+    let (das_probe, _) = studies::probe::das_vs_probe(
         LoadedModel::load(plugins, &model_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?,
         plugins,
         &tokenizer,
-        &demo::studies::ProbeSetup::pronouns(),
+        &demo::pronoun_probe(),
         |_, _| {},
     )?;
     std::fs::create_dir_all(out.join("das_probe"))?;
@@ -900,7 +901,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     bar.finish_and_clear();
     let gru = LoadedModel::load(plugins, &gru_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
     let (timesteps, _) =
-        demo::recurrent::timestep_study(gru, plugins, &tokenizer, &demo::recurrent::TimestepSetup::default())?;
+        studies::timesteps::timestep_study(gru, plugins, &tokenizer, &studies::timesteps::TimestepSetup::default())?;
     std::fs::create_dir_all(out.join("gru"))?;
     let series: Vec<(String, Vec<f64>)> =
         timesteps.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect();
@@ -922,7 +923,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     bar.finish_and_clear();
     let backpack = LoadedModel::load(plugins, &backpack_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
     let (sense_study, _) =
-        demo::studies::sense_study(backpack, plugins, &tokenizer, &demo::studies::SenseSetup::demo(senses))?;
+        studies::senses::sense_study(backpack, plugins, &tokenizer, &studies::senses::SenseSetup::demo(senses))?;
     std::fs::create_dir_all(out.join("backpack"))?;
     let series: Vec<(String, Vec<f64>)> = sense_study
         .factors
@@ -939,7 +940,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         &series,
     )?;
     // The CNN on Fashion-MNIST, when the dataset is installed.
-    let vision = match demo::vision::dataset_dir() {
+    let vision = match datasets::dataset_dir() {
         Some(data) => {
             let resnet_dir = demo::ensure_built(&root, "resnet-fashion-mnist", |staging| {
                 demo::vision::train(staging, &data, 12_000, 2_000, 7, |step, steps, loss| {
@@ -951,7 +952,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             })?;
             bar.finish_and_clear();
             let resnet = LoadedModel::load(plugins, &resnet_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
-            let (study, _) = demo::vision::channel_study(resnet, plugins, "block_output", 0, &data, 500)?;
+            let (study, _) = studies::channels::channel_study(resnet, plugins, "block_output", 0, &data, 500)?;
             std::fs::create_dir_all(out.join("cnn"))?;
             let series = vec![
                 ("channel zeroed".to_string(), study.zeroed.clone()),
@@ -1066,7 +1067,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             Vec::new(),
         ),
     ];
-    demo::studies::write_report(out, "vene demo", &sections)?;
+    demo::report::write_report(out, "vene demo", &sections)?;
     studies::write_json(
         out,
         "results.json",

@@ -4,7 +4,7 @@
 pub mod corpus;
 pub mod language_model;
 pub mod recurrent;
-pub mod studies;
+pub mod report;
 pub mod vision;
 
 use std::path::{Path, PathBuf};
@@ -56,4 +56,16 @@ pub fn ensure_built(root: &Path, name: &str, build: impl FnOnce(&Path) -> Result
     std::fs::remove_dir_all(&target).ok();
     std::fs::rename(&staging, &target).map_err(io(&target))?;
     Ok(target)
+}
+
+/// The demo's DAS-versus-probe variable: "NAME walked because" → he / she.
+pub fn pronoun_probe() -> crate::studies::probe::ProbeSetup {
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect();
+    crate::studies::probe::ProbeSetup {
+        template: "{name} walked because".to_string(),
+        classes: vec![
+            ("he".to_string(), names(&corpus::MALE_NAMES)),
+            ("she".to_string(), names(&corpus::FEMALE_NAMES)),
+        ],
+    }
 }

@@ -1,72 +1,19 @@
-//! The demo's CNN: a small ResNet trained by vene ([`vene_nn::resnet`]) on Fashion-MNIST (Debian package
-//! `dataset-fashion-mnist`, or `VENE_FASHION_MNIST=DIR` with the four IDX `.gz` files), saved in transformers' ResNet
-//! layout; and the channel study run on it.
+//! The demo's CNN: a small ResNet trained by vene ([`vene_nn::resnet`]) on Fashion-MNIST, saved in transformers'
+//! ResNet layout.
 
-use std::{io::Read, path::Path, path::PathBuf};
+use std::path::Path;
 
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use rand_distr::{Distribution, Normal};
-use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 use vene_api::Hooks;
 use vene_nn::resnet::{ResNetBody, ResNetConfig};
 
 use crate::{
-    config::IntervenableConfig,
-    engine::IntervenableModel,
+    datasets::{load_split, CLASSES},
     error::{Result, VeneError},
-    locations::{Subspaces, UnitLocations},
-    model::{ForwardInputs, LoadedModel},
-    plugins::PluginSet,
 };
-
-pub const CLASSES: [&str; 10] =
-    ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
-
-/// Where the Fashion-MNIST files are, if anywhere.
-pub fn dataset_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("VENE_FASHION_MNIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
-    dir.join("train-images-idx3-ubyte.gz").exists().then_some(dir)
-}
-
-/// Reads a gzipped IDX file: its dimensions and bytes.
-fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
-    let io = |source| VeneError::Io { path: path.to_path_buf(), source };
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).map_err(io)?).read_to_end(&mut bytes).map_err(io)?;
-    let invalid = |what: &str| VeneError::Inputs(format!("{} is not an IDX file: {what}", path.display()));
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 8 {
-        return Err(invalid("bad magic number"));
-    }
-    let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
-        return Err(invalid("truncated header"));
-    }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
-        .collect();
-    if bytes.len() - header != dims.iter().product::<usize>() {
-        return Err(invalid("the data does not match the declared dimensions"));
-    }
-    Ok((dims, bytes[header..].to_vec()))
-}
-
-/// Images `(n, 1, 28, 28)` scaled to `[0, 1]` and normalised, and labels `(n)`, the first `limit` of a split.
-pub fn load_split(dir: &Path, split: &str, limit: usize) -> Result<(Tensor, Tensor)> {
-    let (dims, pixels) = read_idx(&dir.join(format!("{split}-images-idx3-ubyte.gz")))?;
-    let (_, labels) = read_idx(&dir.join(format!("{split}-labels-idx1-ubyte.gz")))?;
-    let n = dims[0].min(limit).min(labels.len());
-    let (h, w) = (dims[1] as i64, dims[2] as i64);
-    let images =
-        Tensor::from_slice(&pixels[..n * (h * w) as usize]).view([n as i64, 1, h, w]).to_kind(Kind::Float) / 255.0;
-    let images = (images - 0.2860) / 0.3530;
-    let labels = Tensor::from_slice(&labels[..n]).to_kind(Kind::Int64);
-    Ok((images, labels))
-}
 
 fn config_json() -> serde_json::Value {
     json!({
@@ -165,61 +112,4 @@ pub fn train(
     vene_checkpoint::write_atomic(&path, config_value.to_string().as_bytes())
         .map_err(|source| VeneError::Io { path, source })?;
     Ok(accuracy)
-}
-
-/// Zeroing one channel of a feature map at a time: mean probability of the true class on test images.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChannelStudy {
-    pub images: usize,
-    pub accuracy: f64,
-    pub baseline: f64,
-    /// Mean p(true class) with channel c zeroed.
-    pub zeroed: Vec<f64>,
-}
-
-/// `layer` of `component` (a feature-map site) has its channels zeroed one at a time.
-pub fn channel_study(
-    model: LoadedModel,
-    plugins: &PluginSet,
-    component: &str,
-    layer: u32,
-    data: &Path,
-    images: usize,
-) -> Result<(ChannelStudy, LoadedModel)> {
-    let (pixels, labels) = load_split(data, "t10k", images)?;
-    let inputs = ForwardInputs {
-        input_ids: None,
-        features: Some(pixels.to_device(model.device())),
-        attention_mask: None,
-        past: Vec::new(),
-        use_cache: false,
-    };
-    let _no_grad = tch::no_grad_guard();
-    let true_class = |logits: &Tensor| -> f64 {
-        let probabilities = logits.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
-        probabilities.gather(1, &labels.view([-1, 1]), false).mean(Kind::Float).double_value(&[])
-    };
-    let plain = model.forward_plain(&inputs)?.output;
-    let accuracy = plain
-        .argmax(-1, false)
-        .to_device(tch::Device::Cpu)
-        .eq_tensor(&labels)
-        .to_kind(Kind::Float)
-        .mean(Kind::Float)
-        .double_value(&[]);
-    let baseline = true_class(&plain);
-    let channels =
-        model.catalog().components.iter().find(|c| c.name.as_str() == "block_output").map_or(0, |c| c.dim_at(0));
-    let mut model = model;
-    let mut zeroed = Vec::new();
-    for channel in 0..i64::from(channels) {
-        let config: IntervenableConfig = serde_json::from_value(json!({"representations": [
-            {"layer": layer, "component": component, "unit": "channel", "intervention": {"type": "zero"}}]}))
-        .map_err(|e| VeneError::Config(e.to_string()))?;
-        let mut intervenable = IntervenableModel::new(model, config, plugins, 0)?;
-        let locations = UnitLocations::parse(Some(&json!({"base": channel})))?;
-        zeroed.push(true_class(&intervenable.run(&inputs, &[], &locations, &Subspaces::None)?.output));
-        model = intervenable.into_model();
-    }
-    Ok((ChannelStudy { images, accuracy, baseline, zeroed }, model))
 }

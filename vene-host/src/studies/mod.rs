@@ -1,16 +1,54 @@
 //! The paper's studies as library functions behind `vene` subcommands; each writes PNG + SVG figures and a JSON of
 //! its numbers.
 
+pub mod channels;
+pub mod interchange;
 pub mod plot;
+pub mod probe;
+pub mod senses;
+pub mod steering;
+pub mod timesteps;
 pub mod tracing;
 
 use std::path::Path;
 
-use crate::error::{Result, VeneError};
+use tch::{Kind, Tensor};
+
+use crate::{
+    engine::IntervenableModel,
+    error::{Result, VeneError},
+    model::{ForwardInputs, LoadedModel},
+    plugins::PluginSet,
+    text::TextTokenizer,
+};
 
 /// Writes `value` as pretty JSON to `dir/name`, atomically.
 pub fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> Result<()> {
     let path = dir.join(name);
     let text = serde_json::to_string_pretty(value).map_err(|e| VeneError::Config(e.to_string()))?;
     vene_checkpoint::write_atomic(&path, text.as_bytes()).map_err(|source| VeneError::Io { path, source })
+}
+
+/// Top-5 next words with probabilities.
+pub type TopWords = Vec<(String, f64)>;
+
+pub(crate) fn ids(tokenizer: &TextTokenizer, text: &str, device: tch::Device) -> Result<ForwardInputs> {
+    let tokens = tokenizer.encode(text)?;
+    Ok(ForwardInputs::from_ids(Tensor::from_slice(&tokens).view([1, -1]).to_device(device)))
+}
+
+/// The five most likely next words after the last position.
+pub fn top_words(tokenizer: &TextTokenizer, logits: &Tensor) -> Result<TopWords> {
+    let probabilities = logits.select(1, -1).select(0, 0).to_kind(Kind::Float).softmax(-1, Kind::Float);
+    let (values, indices) = probabilities.topk(5, -1, true, true);
+    let values = Vec::<f64>::try_from(&values.to_kind(Kind::Double))?;
+    let indices = Vec::<i64>::try_from(&indices)?;
+    Ok(indices.iter().zip(values).map(|(&i, p)| (tokenizer.decode(&[i]), p)).collect())
+}
+
+/// Binds a config given as JSON.
+pub(crate) fn bind(model: LoadedModel, plugins: &PluginSet, config: serde_json::Value) -> Result<IntervenableModel> {
+    let config: crate::config::IntervenableConfig =
+        serde_json::from_value(config).map_err(|e| VeneError::Config(e.to_string()))?;
+    IntervenableModel::new(model, config, plugins, 0)
 }

@@ -1,0 +1,184 @@
+//! DAS versus a linear probe: where a variable is decodable versus where it is causal.
+
+use serde::Serialize;
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use super::bind;
+use crate::{
+    error::{Result, VeneError},
+    locations::{Subspaces, UnitLocations},
+    model::{ForwardInputs, LoadedModel},
+    plugins::PluginSet,
+    text::TextTokenizer,
+};
+
+/// DAS versus a linear probe (the paper's gender study, in miniature): for a template such as "NAME walked because"
+/// → he / she, per layer × position, the held-out IIA of a rank-1 DAS intervention on the block output and the
+/// held-out accuracy of a logistic-regression probe on the same activations.
+#[derive(Debug, Clone, Serialize)]
+pub struct DasProbe {
+    pub tokens: Vec<String>,
+    /// `[position][layer]`.
+    pub das_iia: Vec<Vec<f64>>,
+    pub probe_accuracy: Vec<Vec<f64>>,
+}
+
+/// The variable studied: a template with a `{name}` slot, and classes of names with the word each class predicts.
+#[derive(Debug, Clone)]
+pub struct ProbeSetup {
+    pub template: String,
+    /// (target word, names).
+    pub classes: Vec<(String, Vec<String>)>,
+}
+
+impl ProbeSetup {
+    fn prompt(&self, name: &str) -> String {
+        self.template.replace("{name}", name)
+    }
+}
+
+/// `progress(done, total)` after each layer × position.
+pub fn das_vs_probe(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &ProbeSetup,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(DasProbe, LoadedModel)> {
+    use crate::train::{self, TrainOptions, TrainingExample};
+    if setup.classes.len() < 2 || !setup.template.contains("{name}") {
+        return Err(VeneError::Config("DAS vs probe needs two or more classes and a template with {name}".to_string()));
+    }
+    let names: Vec<(String, usize)> = setup
+        .classes
+        .iter()
+        .enumerate()
+        .flat_map(|(class, (_, names))| names.iter().map(move |n| (n.clone(), class)))
+        .collect();
+    let targets = setup
+        .classes
+        .iter()
+        .map(|(word, _)| {
+            tokenizer.encode(word)?.first().copied().ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))
+        })
+        .collect::<Result<Vec<i64>>>()?;
+    let pronoun = |class: usize| -> Result<i64> { Ok(targets[class]) };
+    let layers = model.catalog().num_layers as usize;
+    let positions = tokenizer.encode(&setup.prompt(&names[0].0))?.len();
+    if let Some((name, _)) =
+        names.iter().find(|(n, _)| tokenizer.encode(&setup.prompt(n)).map_or(true, |t| t.len() != positions))
+    {
+        return Err(VeneError::Inputs(format!("every name must give the same number of tokens; {name:?} does not")));
+    }
+    // Counterfactual pairs: the label is the source name's pronoun.
+    let mut examples: Vec<(usize, usize)> = Vec::new();
+    for base in 0..names.len() {
+        for source in 0..names.len() {
+            if names[base].1 != names[source].1 {
+                examples.push((base, source));
+            }
+        }
+    }
+    let ids = |name: &str| -> Result<Vec<i64>> { tokenizer.encode(&setup.prompt(name)) };
+    let mut model = model;
+    let mut das_iia = vec![vec![0.0; layers]; positions];
+    let mut probe_accuracy = vec![vec![0.0; layers]; positions];
+    for position in 0..positions {
+        let data: Vec<TrainingExample> = examples
+            .iter()
+            .map(|&(base, source)| {
+                serde_json::from_value(json!({
+                    "base": {"input_ids": [ids(&names[base].0)?]},
+                    "sources": [{"input_ids": [ids(&names[source].0)?]}],
+                    "unit_locations": {"sources->base": [position, position]},
+                    "label": pronoun(names[source].1)?
+                }))
+                .map_err(|e| VeneError::Config(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        let (train_set, eval_set) = train::split(&data, 0.25, 3);
+        for layer in 0..layers {
+            let mut das = bind(
+                model,
+                plugins,
+                json!({"representations": [{"layer": layer, "component": "block_output", "low_rank_dimension": 1,
+                    "intervention": {"type": "low_rank_rotated_space"}}]}),
+            )?;
+            let options = TrainOptions {
+                epochs: 8,
+                batch_size: 16,
+                learning_rate: 0.05,
+                warmup_fraction: 0.05,
+                eval_fraction: 0.0,
+                seed: 1,
+            };
+            let report = train::train(&mut das, &train_set, &eval_set, &options, Some(tokenizer), |_| {})?;
+            das_iia[position][layer] = report.eval.map_or(0.0, |m| m.iia);
+            let (accuracy, returned) = probe(das.into_model(), plugins, tokenizer, setup, &names, layer, position)?;
+            probe_accuracy[position][layer] = accuracy;
+            model = returned;
+            progress(position * layers + layer + 1, positions * layers);
+        }
+    }
+    let tokens = setup.prompt("NAME").split_whitespace().map(str::to_string).collect();
+    Ok((DasProbe { tokens, das_iia, probe_accuracy }, model))
+}
+
+/// Held-out accuracy (train on two thirds of the names, test on the rest) of a logistic-regression probe for the
+/// name's gender on the block output at `layer`, `position`.
+fn probe(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &ProbeSetup,
+    names: &[(String, usize)],
+    layer: usize,
+    position: usize,
+) -> Result<(f64, LoadedModel)> {
+    let mut collector = bind(
+        model,
+        plugins,
+        json!({"representations": [{"layer": layer, "component": "block_output", "intervention": {"type": "collect"}}]}),
+    )?;
+    let prompts: Vec<String> = names.iter().map(|(n, _)| setup.prompt(n)).collect();
+    let (ids, _) = tokenizer.encode_batch(&prompts)?;
+    let inputs = ForwardInputs::from_ids(ids.to_device(collector.model().device()));
+    let locations = UnitLocations::parse(Some(&json!({"base": position})))?;
+    let features = {
+        let _no_grad = tch::no_grad_guard();
+        collector
+            .run(&inputs, &[], &locations, &Subspaces::None)?
+            .collected
+            .remove(0)
+            .squeeze_dim(1)
+            .to_kind(Kind::Float)
+    };
+    let labels = Tensor::from_slice(&names.iter().map(|(_, class)| *class as i64).collect::<Vec<_>>());
+    // Every third name is held out.
+    let train: Vec<i64> = (0..names.len() as i64).filter(|i| i % 3 != 2).collect();
+    let test: Vec<i64> = (0..names.len() as i64).filter(|i| i % 3 == 2).collect();
+    let (train, test) = (Tensor::from_slice(&train), Tensor::from_slice(&test));
+    let (x, y) = (features.index_select(0, &train), labels.index_select(0, &train));
+    let mean = x.mean_dim(0, true, Kind::Float);
+    let scale = x.std_dim(0, true, true) + 1e-6;
+    let classes = setup.classes.len() as i64;
+    let weights = Tensor::zeros([features.size()[1], classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let bias = Tensor::zeros([classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let mut optimizer = tch::COptimizer::adam(0.05, 0.9, 0.999, 0.0, 1e-8, false)?;
+    optimizer.add_parameters(&weights, 0)?;
+    optimizer.add_parameters(&bias, 0)?;
+    let normalised = (&x - &mean) / &scale;
+    for _ in 0..200 {
+        optimizer.zero_grad()?;
+        let loss = (normalised.matmul(&weights) + &bias).cross_entropy_for_logits(&y);
+        loss.backward();
+        optimizer.step()?;
+    }
+    let _no_grad = tch::no_grad_guard();
+    let test_x = (features.index_select(0, &test) - &mean) / &scale;
+    let predicted = (test_x.matmul(&weights) + &bias).argmax(-1, false);
+    let accuracy =
+        predicted.eq_tensor(&labels.index_select(0, &test)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    Ok((accuracy, collector.into_model()))
+}

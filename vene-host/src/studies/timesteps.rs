@@ -1,0 +1,128 @@
+//! Recurrent models: zero a timestep, swap it from a source, and swap it across time, measuring the per-step effect
+//! on the last layer's hidden state.
+
+use serde::Serialize;
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use super::{top_words, TopWords};
+use crate::{
+    config::IntervenableConfig,
+    engine::IntervenableModel,
+    error::{Result, VeneError},
+    locations::{Subspaces, UnitLocations},
+    model::{ForwardInputs, LoadedModel},
+    plugins::PluginSet,
+    text::TextTokenizer,
+};
+
+/// One timestep intervention's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimestepIntervention {
+    pub name: String,
+    /// ‖h_intervened(t) − h(t)‖ of the last layer, per step t.
+    pub effect: Vec<f64>,
+    pub top: TopWords,
+}
+
+/// Per-step effect of timestep interventions on the GRU's last-layer hidden state.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimestepStudy {
+    pub tokens: Vec<String>,
+    pub interventions: Vec<TimestepIntervention>,
+    pub plain: TopWords,
+}
+
+/// Which timestep interventions to run: zero `step`, swap the source's `step` into the base's `step`, and a
+/// cross-time swap of the source's `step` into the base's `to_step`, all on `cell_output` at `layer`.
+#[derive(Debug, Clone)]
+pub struct TimestepSetup {
+    pub base: String,
+    pub source: String,
+    pub layer: i64,
+    pub step: i64,
+    pub to_step: i64,
+}
+
+impl Default for TimestepSetup {
+    /// The demo's: "spain" (step 3) of "the capital of spain is", with "the capital of italy is" as the source.
+    fn default() -> Self {
+        Self {
+            base: "the capital of spain is".to_string(),
+            source: "the capital of italy is".to_string(),
+            layer: 0,
+            step: 3,
+            to_step: 4,
+        }
+    }
+}
+
+pub fn timestep_study(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &TimestepSetup,
+) -> Result<(TimestepStudy, LoadedModel)> {
+    let device = model.device();
+    let base_text = setup.base.as_str();
+    let ids = |text: &str| -> Result<ForwardInputs> {
+        Ok(ForwardInputs::from_ids(Tensor::from_slice(&tokenizer.encode(text)?).view([1, -1]).to_device(device)))
+    };
+    let (base, source) = (ids(base_text)?, ids(&setup.source)?);
+    let steps = base.input_ids.as_ref().map_or(0, |t| t.size()[1]);
+    let layers = model.catalog().num_layers as i64;
+    let all_steps: Vec<i64> = (0..steps).collect();
+    let collect = json!({"layer": layers - 1, "component": "cell_output", "unit": "t", "max_number_of_units": steps,
+                         "intervention": {"type": "collect"}});
+    let _no_grad = tch::no_grad_guard();
+    let run = |model: LoadedModel,
+               intervention: Option<(serde_json::Value, serde_json::Value)>|
+     -> Result<(Tensor, Tensor, LoadedModel)> {
+        let mut representations = vec![collect.clone()];
+        let mut base_locations = vec![json!([all_steps.clone()])];
+        let mut source_locations = vec![serde_json::Value::Null];
+        let mut sources = Vec::new();
+        if let Some((representation, (from, to))) = intervention.map(|(r, l)| (r, (l[0].clone(), l[1].clone()))) {
+            representations.push(representation);
+            source_locations.push(from);
+            base_locations.push(to);
+            sources = vec![None, Some(source.to_device(device))];
+        }
+        let config: IntervenableConfig = serde_json::from_value(json!({"representations": representations}))
+            .map_err(|e| VeneError::Config(e.to_string()))?;
+        let mut intervenable = IntervenableModel::new(model, config, plugins, 0)?;
+        let locations = UnitLocations::parse(Some(&json!({"sources->base": [source_locations, base_locations]})))?;
+        let output = intervenable.run(&base, &sources, &locations, &Subspaces::None)?;
+        Ok((output.output, output.collected[0].shallow_clone(), intervenable.into_model()))
+    };
+    let (plain_logits, plain_states, mut model) = run(model, None)?;
+    let (layer, step, to_step) = (setup.layer, setup.step, setup.to_step);
+    let representation =
+        |kind: &str| json!({"layer": layer, "component": "cell_output", "unit": "t", "intervention": {"type": kind}});
+    let cases = [
+        (format!("zero at step {step}, layer {layer}"), representation("zero"), json!([null, [[step]]])),
+        (
+            format!("swap step {step} from the source, layer {layer}"),
+            representation("vanilla"),
+            json!([[[step]], [[step]]]),
+        ),
+        (
+            format!("cross-time: source step {step} into base step {to_step}, layer {layer}"),
+            representation("vanilla"),
+            json!([[[step]], [[to_step]]]),
+        ),
+    ];
+    let mut interventions = Vec::new();
+    for (name, representation, locations) in cases {
+        let (logits, states, returned) = run(model, Some((representation, locations)))?;
+        model = returned;
+        let effect = (&states - &plain_states).square().sum_dim_intlist(-1, false, Kind::Float).sqrt().view([-1]);
+        interventions.push(TimestepIntervention {
+            name,
+            effect: Vec::<f64>::try_from(&effect.to_kind(Kind::Double))?,
+            top: top_words(tokenizer, &logits)?,
+        });
+    }
+    let tokens = base_text.split_whitespace().map(str::to_string).collect();
+    Ok((TimestepStudy { tokens, interventions, plain: top_words(tokenizer, &plain_logits)? }, model))
+}
