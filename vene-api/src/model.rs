@@ -97,6 +97,19 @@ pub struct ModelInputs<'a> {
     pub use_cache: bool,
 }
 
+impl<'a> ModelInputs<'a> {
+    /// Token ids alone: no mask, no cache.
+    pub fn token_ids(input_ids: &'a Tensor) -> Self {
+        Self {
+            input_ids: ROption::RSome(TensorRef::new(input_ids)),
+            features: ROption::RNone,
+            attention_mask: ROption::RNone,
+            past: RSlice::from_slice(&[]),
+            use_cache: false,
+        }
+    }
+}
+
 /// Identifies one call of a hook site.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]

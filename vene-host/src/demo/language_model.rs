@@ -4,12 +4,11 @@
 
 use std::{collections::HashMap, path::Path};
 
-use abi_stable::std_types::{ROption, RSlice};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use serde_json::json;
 use tch::{Kind, Tensor};
-use vene_api::{Hooks, ModelInputs, TensorRef};
+use vene_api::{Hooks, ModelInputs};
 use vene_nn::{
     backpack::{BackpackModel, SenseConfig},
     gpt2::{Gpt2Body, Gpt2Config},
@@ -137,6 +136,21 @@ fn initial_weights(recipe: &LmRecipe, vocab: i64) -> Vec<(String, Tensor)> {
     weights.into_iter().map(|(name, tensor)| (name, tensor.set_requires_grad(true))).collect()
 }
 
+/// Writes an untrained model of `recipe` over `vocab` words to `dir` in Hugging Face layout (config.json,
+/// model.safetensors; no tokenizer), atomically: the benches' seeded random models.
+pub fn write_untrained(dir: &Path, recipe: &LmRecipe, vocab: i64) -> Result<()> {
+    let weights: Vec<(String, Tensor)> =
+        initial_weights(recipe, vocab).into_iter().map(|(name, tensor)| (name, tensor.detach())).collect();
+    let staging = dir.with_extension("staging");
+    std::fs::create_dir_all(&staging).map_err(|source| VeneError::Io { path: staging.clone(), source })?;
+    vene_checkpoint::save_safetensors(&staging.join("model.safetensors"), &weights)?;
+    let config = config_json(recipe, vocab).to_string();
+    let config_path = staging.join("config.json");
+    vene_checkpoint::write_atomic(&config_path, config.as_bytes())
+        .map_err(|source| VeneError::Io { path: config_path, source })?;
+    std::fs::rename(&staging, dir).map_err(|source| VeneError::Io { path: dir.to_path_buf(), source })
+}
+
 /// The model being trained: a GPT-2, or a Backpack around one.
 enum Trainee {
     Gpt2(Gpt2Body),
@@ -207,13 +221,7 @@ pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usiz
         let padded: Vec<i64> =
             rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, longest - r.len()))).collect();
         let ids = Tensor::from_slice(&padded).view([recipe.batch as i64, longest as i64]);
-        let inputs = ModelInputs {
-            input_ids: ROption::RSome(TensorRef::new(&ids)),
-            features: ROption::RNone,
-            attention_mask: ROption::RNone,
-            past: RSlice::from_slice(&[]),
-            use_cache: false,
-        };
+        let inputs = ModelInputs::token_ids(&ids);
         let logits = trainee
             .logits(&inputs, vocab.len() as i64, recipe.positions)
             .map_err(|error| VeneError::Model { context: "training a demo language model".to_string(), error })?;

@@ -3,12 +3,11 @@
 
 use std::{collections::HashMap, path::Path};
 
-use abi_stable::std_types::{ROption, RSlice};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use serde_json::json;
 use tch::Tensor;
-use vene_api::{Hooks, ModelInputs, TensorRef};
+use vene_api::{Hooks, ModelInputs};
 use vene_nn::gru::{GruBody, GruConfig};
 
 use super::corpus;
@@ -71,13 +70,7 @@ pub fn train(dir: &Path, seed: u64, steps: usize, mut progress: impl FnMut(usize
         let padded: Vec<i64> =
             rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, longest - r.len()))).collect();
         let ids = Tensor::from_slice(&padded).view([batch as i64, longest as i64]);
-        let inputs = ModelInputs {
-            input_ids: ROption::RSome(TensorRef::new(&ids)),
-            features: ROption::RNone,
-            attention_mask: ROption::RNone,
-            past: RSlice::from_slice(&[]),
-            use_cache: false,
-        };
+        let inputs = ModelInputs::token_ids(&ids);
         let states = body
             .forward(&inputs, &mut Hooks::none())
             .map_err(|error| VeneError::Model { context: "training the demo GRU".to_string(), error })?;

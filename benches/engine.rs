@@ -1,0 +1,207 @@
+//! Criterion benches of vene's intervention overhead on a GPT-2 with seeded random weights, on the CPU.
+//!
+//! The model is GPT-2-small shaped (12 layers, 768 wide, 50257 words; batch 8 × 64 tokens) unless
+//! `VENE_BENCH_SHAPE=tiny` asks for a 4-layer, 64-wide one (quick runs). It is written once to the temporary directory
+//! in Hugging Face layout and loaded through the GPT-2 adapter plugin, so the benches measure the real loading and
+//! plugin paths. Build the plugins first: `cargo build --workspace --release`, then `cargo bench --bench engine`.
+
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+use vene_api::{DTypeSpec, DeviceSpec, Hooks, ModelInputs};
+use vene_host::{
+    config::IntervenableConfig,
+    demo::language_model::{self, LmRecipe},
+    engine::IntervenableModel,
+    locations::{Subspaces, UnitLocations},
+    model::{ForwardInputs, LoadedModel},
+    plugins::{PluginSearch, PluginSet},
+};
+use vene_nn::{gpt2::Gpt2Body, TokenBatch};
+
+/// GPT-2's context length.
+const POSITIONS: i64 = 1024;
+
+/// Model and batch sizes of one bench run.
+struct Shape {
+    name: &'static str,
+    layers: i64,
+    width: i64,
+    heads: i64,
+    vocab: i64,
+    batch: i64,
+    tokens: i64,
+}
+
+impl Shape {
+    fn from_env() -> Self {
+        match std::env::var("VENE_BENCH_SHAPE").as_deref() {
+            Ok("tiny") => Shape { name: "tiny", layers: 4, width: 64, heads: 4, vocab: 1000, batch: 8, tokens: 64 },
+            _ => Shape { name: "gpt2-small", layers: 12, width: 768, heads: 12, vocab: 50257, batch: 8, tokens: 64 },
+        }
+    }
+}
+
+/// `target/release`: the bench binary lives in its `deps/` folder, the plugins beside it.
+fn plugin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+fn plugins(names: &[&str]) -> PluginSet {
+    let mut set = PluginSet::load(&PluginSearch::in_dirs(&[])).expect("empty plugin set");
+    for name in names {
+        let path = plugin_dir().join(format!("lib{name}.so"));
+        set.add_library(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo build --workspace --release`)", path.display()));
+    }
+    set
+}
+
+/// Writes a GPT-2 of `shape` with seeded random weights (once per shape) and returns its directory.
+fn random_gpt2(shape: &Shape) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vene-bench-{}", shape.name));
+    if !dir.join("model.safetensors").exists() {
+        let recipe = LmRecipe {
+            layers: shape.layers,
+            width: shape.width,
+            heads: shape.heads,
+            positions: POSITIONS,
+            ..LmRecipe::default()
+        };
+        language_model::write_untrained(&dir, &recipe, shape.vocab).expect("bench model written");
+    }
+    dir
+}
+
+fn token_ids(shape: &Shape, seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    Tensor::randint(shape.vocab, [shape.batch, shape.tokens], (Kind::Int64, Device::Cpu))
+}
+
+fn intervenable(dir: &Path, plugins: &PluginSet, config: serde_json::Value) -> IntervenableModel {
+    let model = LoadedModel::load(plugins, dir, DeviceSpec::CPU, DTypeSpec::F32).expect("bench model loads");
+    let config: IntervenableConfig = serde_json::from_value(config).expect("bench config parses");
+    IntervenableModel::new(model, config, plugins, 0).expect("interventions bind")
+}
+
+/// Every position of every example, for each of `sites` representations.
+fn all_positions(shape: &Shape, sites: usize, with_source: bool) -> UnitLocations {
+    locations(shape, (0..shape.tokens).collect(), sites, with_source)
+}
+
+/// `positions` of every example, for each of `sites` representations.
+fn locations(shape: &Shape, positions: Vec<i64>, sites: usize, with_source: bool) -> UnitLocations {
+    let per_site = vec![vec![positions; shape.batch as usize]; sites];
+    let value =
+        if with_source { json!({"sources->base": [per_site.clone(), per_site]}) } else { json!({"base": per_site}) };
+    UnitLocations::parse(Some(&value)).expect("unit locations parse")
+}
+
+fn forward(c: &mut Criterion) {
+    let shape = Shape::from_env();
+    let dir = random_gpt2(&shape);
+    let plugins = plugins(&["vene_gpt2", "vene_das"]);
+    let base = ForwardInputs::from_ids(token_ids(&shape, 1));
+    let source = ForwardInputs::from_ids(token_ids(&shape, 2));
+    let _no_grad = tch::no_grad_guard();
+    let mut group = c.benchmark_group(format!("forward/{}", shape.name));
+    group.sample_size(10);
+
+    let mut weights = vene_checkpoint::Weights::load(&dir, Device::Cpu, Kind::Float).expect("weights load");
+    let config = vene_checkpoint::read_config(&dir).expect("config reads");
+    let body = Gpt2Body::load(&mut weights, config, 0).expect("GPT-2 body loads");
+    let ids = base.input_ids.as_ref().expect("token ids").shallow_clone();
+    group.bench_function("direct_tch", |b| {
+        b.iter(|| {
+            let inputs = ModelInputs::token_ids(&ids);
+            let tokens = TokenBatch::from_inputs(&inputs, shape.vocab, POSITIONS, body.layers(), Device::Cpu).unwrap();
+            let (hidden, _) = body.forward(&tokens, &mut Hooks::none()).unwrap();
+            hidden.matmul(&body.wte().tr())
+        })
+    });
+
+    let mut plain = intervenable(&dir, &plugins, json!({"representations": []}));
+    let none = UnitLocations::parse(None).expect("no locations");
+    group.bench_function("engine_no_intervention", |b| {
+        b.iter(|| plain.run(&base, &[], &none, &Subspaces::None).unwrap().output)
+    });
+
+    let vector: Vec<f32> = (0..shape.width).map(|i| (i % 7) as f32 * 0.01).collect();
+    let addition = |layer: i64| {
+        json!({"layer": layer, "component": "block_output", "intervention": {"type": "addition"},
+               "source_representation": vector})
+    };
+    let mut one_site = intervenable(&dir, &plugins, json!({"representations": [addition(shape.layers / 2)]}));
+    let one = all_positions(&shape, 1, false);
+    group.bench_function("addition_one_site", |b| {
+        b.iter(|| one_site.run(&base, &[], &one, &Subspaces::None).unwrap().output)
+    });
+
+    let every: Vec<_> = (0..shape.layers).map(addition).collect();
+    let mut every_layer = intervenable(&dir, &plugins, json!({"representations": every}));
+    let per_layer = all_positions(&shape, shape.layers as usize, false);
+    group.bench_function("addition_every_layer", |b| {
+        b.iter(|| every_layer.run(&base, &[], &per_layer, &Subspaces::None).unwrap().output)
+    });
+
+    let sources = [Some(source)];
+    let one_source = all_positions(&shape, 1, true);
+    let mut vanilla = intervenable(
+        &dir,
+        &plugins,
+        json!({"representations": [{"layer": shape.layers / 2, "component": "block_output",
+                                    "intervention": {"type": "vanilla"}}]}),
+    );
+    group.bench_function("vanilla_interchange_with_source_pass", |b| {
+        b.iter(|| vanilla.run(&base, &sources, &one_source, &Subspaces::None).unwrap().output)
+    });
+
+    let mut das = intervenable(
+        &dir,
+        &plugins,
+        json!({"representations": [{"layer": shape.layers / 2, "component": "block_output", "low_rank_dimension": 1,
+                                    "intervention": {"type": "low_rank_rotated_space"}}]}),
+    );
+    // DAS rotates one position's vector (as pyvene without keep_last_dim): the last token's.
+    let last = locations(&shape, vec![shape.tokens - 1], 1, true);
+    group.bench_function("das_rank1_last_position_with_source_pass", |b| {
+        b.iter(|| das.run(&base, &sources, &last, &Subspaces::None).unwrap().output)
+    });
+    group.finish();
+}
+
+/// One call into an intervention: the built-in `addition` runs in the host, `steering` in its plugin; both add a
+/// vector to a 1 × 8 tensor, so the difference is the cost of crossing the boundary.
+fn boundary(c: &mut Criterion) {
+    let shape = Shape { name: "tiny", layers: 4, width: 64, heads: 4, vocab: 1000, batch: 1, tokens: 1 };
+    let dir = random_gpt2(&shape);
+    let plugins = plugins(&["vene_gpt2", "vene_steering"]);
+    let vector: Vec<f32> = (0..shape.width).map(|i| i as f32).collect();
+    let mut builtin = intervenable(
+        &dir,
+        &plugins,
+        json!({"representations": [{"layer": 0, "component": "block_output", "intervention": {"type": "addition"},
+                                    "source_representation": vector}]}),
+    );
+    let mut plugin = intervenable(
+        &dir,
+        &plugins,
+        json!({"representations": [{"layer": 0, "component": "block_output",
+                                    "intervention": {"type": "steering", "coefficient": 1.0, "vector": vector}}]}),
+    );
+    let base = Tensor::ones([1, shape.width], (Kind::Float, Device::Cpu));
+    let source = Tensor::from_slice(&vector).view([1, shape.width]);
+    let _no_grad = tch::no_grad_guard();
+    let mut group = c.benchmark_group("boundary");
+    group.bench_function("builtin_apply", |b| {
+        b.iter(|| builtin.intervention_mut(0).apply(&base, Some(&source), None).unwrap())
+    });
+    group.bench_function("plugin_apply", |b| b.iter(|| plugin.intervention_mut(0).apply(&base, None, None).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, boundary, forward);
+criterion_main!(benches);

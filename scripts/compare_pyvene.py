@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Times pyvene 0.1.8 (+ transformers) on the workloads of vene's `engine` criterion bench, on the same model files and
+input shapes, then runs that bench and prints both side by side.
+
+Run: scripts/pyref-env.sh && cargo build --workspace --release && .deps/pyref/bin/python scripts/compare_pyvene.py
+     (VENE_BENCH_SHAPE=tiny for a quick run; --repeats N for more pyvene samples.)
+
+The bench writes the model (seeded random weights, Hugging Face layout) to $TMPDIR/vene-bench-<shape>; this script
+loads that very directory with transformers, so both sides run identical weights. The criterion bench runs first (its
+median; it also writes the model), then pyvene (median of --repeats runs after one warm-up); the two are not
+interleaved. "plain forward" is transformers' own forward on the pyvene side and vene's engine with no intervention.
+"""
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from transformers import GPT2LMHeadModel  # noqa: E402
+
+import pyvene as pv  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHAPES = {"tiny": dict(layers=4, vocab=1000), "gpt2-small": dict(layers=12, vocab=50257)}
+BATCH, TOKENS = 8, 64
+
+
+def median_seconds(fn, repeats):
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def intervenable(model, representations):
+    return pv.IntervenableModel(pv.IntervenableConfig(representations=representations), model)
+
+
+def pyvene_times(model_dir, shape, repeats):
+    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    layers, width = model.config.n_layer, model.config.n_embd
+    generator = torch.Generator().manual_seed(1)
+    base = {"input_ids": torch.randint(shape["vocab"], (BATCH, TOKENS), generator=generator)}
+    source = {"input_ids": torch.randint(shape["vocab"], (BATCH, TOKENS), generator=generator)}
+    vector = torch.tensor([(i % 7) * 0.01 for i in range(width)])
+    every = [[list(range(TOKENS))] * BATCH]
+    last = [[[TOKENS - 1]] * BATCH]
+
+    def addition(layer):
+        return pv.RepresentationConfig(layer=layer, component="block_output", unit="pos",
+                                       max_number_of_units=TOKENS, intervention_type=pv.AdditionIntervention,
+                                       source_representation=vector)
+
+    one_site = intervenable(model, [addition(layers // 2)])
+    every_layer = intervenable(model, [addition(layer) for layer in range(layers)])
+    vanilla = intervenable(model, [pv.RepresentationConfig(layer=layers // 2, component="block_output", unit="pos",
+                                                           max_number_of_units=TOKENS,
+                                                           intervention_type=pv.VanillaIntervention)])
+    das = intervenable(model, [pv.RepresentationConfig(layer=layers // 2, component="block_output", unit="pos",
+                                                       max_number_of_units=1, low_rank_dimension=1,
+                                                       intervention_type=pv.LowRankRotatedSpaceIntervention)])
+    workloads = {
+        "engine_no_intervention": lambda: model(**base),
+        "addition_one_site": lambda: one_site(base, unit_locations={"base": every}),
+        "addition_every_layer": lambda: every_layer(base, unit_locations={"base": every * layers}),
+        "vanilla_interchange_with_source_pass": lambda: vanilla(base, [source],
+                                                                unit_locations={"sources->base": (every, every)}),
+        "das_rank1_last_position_with_source_pass": lambda: das(base, [source],
+                                                                unit_locations={"sources->base": (last, last)}),
+    }
+    with torch.no_grad():
+        return {name: median_seconds(fn, repeats) for name, fn in workloads.items()}
+
+
+def vene_times(shape_name):
+    env = dict(os.environ, VENE_BENCH_SHAPE=shape_name)
+    subprocess.run(["cargo", "bench", "--bench", "engine", "--", "--warm-up-time", "2", "--measurement-time", "10",
+                    f"forward/{shape_name}/"], cwd=REPO, env=env, check=True)
+    group = REPO / "target" / "criterion" / f"forward_{shape_name}"
+    times = {}
+    for bench in group.iterdir():
+        estimates = bench / "new" / "estimates.json"
+        if estimates.exists():
+            times[bench.name] = json.loads(estimates.read_text())["median"]["point_estimate"] / 1e9
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    shape_name = os.environ.get("VENE_BENCH_SHAPE", "gpt2-small")
+    vene = vene_times(shape_name)
+    model_dir = Path(tempfile.gettempdir()) / f"vene-bench-{shape_name}"
+    pyvene = pyvene_times(model_dir, SHAPES[shape_name], args.repeats)
+    print(f"\n{shape_name}, batch {BATCH} x {TOKENS} tokens, CPU, {torch.get_num_threads()} torch threads")
+    print("| workload | pyvene 0.1.8 (ms) | vene (ms) | pyvene / vene |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in pyvene.items():
+        ours = vene.get(name)
+        ratio = f"{seconds / ours:.2f}" if ours else "n/a"
+        ours_ms = f"{ours * 1e3:.1f}" if ours else "n/a"
+        print(f"| {name} | {seconds * 1e3:.1f} | {ours_ms} | {ratio} |")
+    if "engine_no_intervention" in vene and "direct_tch" in vene:
+        overhead = vene["engine_no_intervention"] / vene["direct_tch"] - 1
+        print(f"\nvene engine with no intervention vs vene's direct tch forward: {overhead * 100:+.1f} %")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
