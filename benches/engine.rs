@@ -1,4 +1,5 @@
-//! Criterion benches of vene's intervention overhead on a GPT-2 with seeded random weights, on the CPU.
+//! Criterion benches of vene's intervention overhead on a GPT-2 with seeded random weights, on the CPU: plain and
+//! intervened forwards, one host ↔ plugin call, and a whole causal trace.
 //!
 //! The model is GPT-2-small shaped (12 layers, 768 wide, 50257 words; batch 8 × 64 tokens) unless
 //! `VENE_BENCH_SHAPE=tiny` asks for a 4-layer, 64-wide one (quick runs). It is written once to the temporary directory
@@ -18,11 +19,16 @@ use vene_host::{
     locations::{Subspaces, UnitLocations},
     model::{ForwardInputs, LoadedModel},
     plugins::{PluginSearch, PluginSet},
+    studies::tracing::{self, TraceOptions},
 };
 use vene_nn::{gpt2::Gpt2Body, TokenBatch};
 
 /// GPT-2's context length.
 const POSITIONS: i64 = 1024;
+
+/// The traced prompt's length and its subject's positions (pyvene's noise table covers 4 positions).
+const TRACE_TOKENS: i64 = 10;
+const TRACE_SUBJECT: (usize, usize) = (1, 5);
 
 /// Model and batch sizes of one bench run.
 struct Shape {
@@ -36,9 +42,13 @@ struct Shape {
 }
 
 impl Shape {
+    fn tiny() -> Self {
+        Shape { name: "tiny", layers: 4, width: 64, heads: 4, vocab: 1000, batch: 8, tokens: 64 }
+    }
+
     fn from_env() -> Self {
         match std::env::var("VENE_BENCH_SHAPE").as_deref() {
-            Ok("tiny") => Shape { name: "tiny", layers: 4, width: 64, heads: 4, vocab: 1000, batch: 8, tokens: 64 },
+            Ok("tiny") => Shape::tiny(),
             _ => Shape { name: "gpt2-small", layers: 12, width: 768, heads: 12, vocab: 50257, batch: 8, tokens: 64 },
         }
     }
@@ -203,5 +213,29 @@ fn boundary(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, boundary, forward);
+/// The paper's causal tracing of one 10-token prompt with a 4-token subject: the corrupted run, then the block, MLP
+/// (window 10) and attention (window 10) sweeps over every layer × position, one noise sample. On the tiny model
+/// only: one trace of the GPT-2-small shape takes about a minute here, ten samples would take ten.
+fn tracing(c: &mut Criterion) {
+    let shape = Shape::tiny();
+    let dir = random_gpt2(&shape);
+    let plugins = plugins(&["vene_gpt2"]);
+    let tokens: Vec<i64> = (0..TRACE_TOKENS).map(|i| (i * 37 + 11) % shape.vocab).collect();
+    let options = TraceOptions { samples: 1, ..TraceOptions::default() };
+    let mut slot = Some(LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F32).expect("bench model loads"));
+    let mut group = c.benchmark_group(format!("tracing/{}", shape.name));
+    group.sample_size(10);
+    group.bench_function("three_sweeps", |b| {
+        b.iter(|| {
+            let model = slot.take().expect("the model is returned after each trace");
+            let (trace, model) =
+                tracing::trace(model, &plugins, &tokens, TRACE_SUBJECT, 42, &options, |_, _| ()).expect("traces");
+            slot = Some(model);
+            trace.clean
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, boundary, forward, tracing);
 criterion_main!(benches);

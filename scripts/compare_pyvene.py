@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Times pyvene 0.1.8 (+ transformers) on the workloads of vene's `engine` criterion bench, on the same model files and
-input shapes, then runs that bench and prints both side by side.
+input shapes, then runs that bench and prints both side by side. Causal tracing is timed as pyvene's tutorial runs it:
+one IntervenableModel and one call per restoration.
 
 Run: scripts/pyref-env.sh && cargo build --workspace --release && .deps/pyref/bin/python scripts/compare_pyvene.py
      (VENE_BENCH_SHAPE=tiny for a quick run; --repeats N for more pyvene samples.)
@@ -85,19 +86,56 @@ def pyvene_times(model_dir, shape, repeats):
                                                                 unit_locations={"sources->base": (last, last)}),
     }
     with torch.no_grad():
-        return {name: median_seconds(fn, repeats) for name, fn in workloads.items()}
+        times = {name: median_seconds(fn, repeats) for name, fn in workloads.items()}
+    return times
+
+
+def pyvene_trace_time():
+    """The tracing bench runs on the tiny model only (a GPT-2-small trace takes minutes)."""
+    model = GPT2LMHeadModel.from_pretrained(Path(tempfile.gettempdir()) / "vene-bench-tiny").eval()
+    with torch.no_grad():
+        return median_seconds(lambda: pyvene_trace(model, SHAPES["tiny"]["vocab"]), 3)
+
+
+TRACE_TOKENS, TRACE_SUBJECT, TRACE_WINDOW, TRACE_TARGET = 10, (1, 5), 10, 42
+
+
+def pyvene_trace(model, vocab):
+    """pyvene's causal-tracing tutorial loop: one IntervenableModel and one call per (sweep, layer, position), the
+    subject noised with pyvene's NoiseIntervention, the clean prompt as the source of every restored layer."""
+    layers = model.config.n_layer
+    tokens = [(i * 37 + 11) % vocab for i in range(TRACE_TOKENS)]
+    base = {"input_ids": torch.tensor([tokens])}
+    subject = list(range(*TRACE_SUBJECT))
+    half = TRACE_WINDOW // 2
+    restored = []
+    for component, windowed in [("block_output", False), ("mlp_output", True), ("attention_output", True)]:
+        for layer in range(layers):
+            span = range(max(0, layer - half), min(layers, layer + TRACE_WINDOW - half)) if windowed else [layer]
+            for position in range(TRACE_TOKENS):
+                representations = [pv.RepresentationConfig(0, "block_input", "pos",
+                                                           intervention_type=pv.NoiseIntervention)]
+                representations += [pv.RepresentationConfig(l, component, "pos", 1,
+                                                            intervention_type=pv.VanillaIntervention) for l in span]
+                traced = intervenable(model, representations)
+                sources = [None] + [base] * len(span)
+                locations = {"sources->base": ([None] + [[[position]]] * len(span),
+                                               [[subject]] + [[[position]]] * len(span))}
+                _, output = traced(base, sources, locations)
+                restored.append(output.logits[0, -1].softmax(-1)[TRACE_TARGET].item())
+    return restored
 
 
 def vene_times(shape_name):
     env = dict(os.environ, VENE_BENCH_SHAPE=shape_name)
     subprocess.run(["cargo", "bench", "--bench", "engine", "--", "--warm-up-time", "2", "--measurement-time", "10",
-                    f"forward/{shape_name}/"], cwd=REPO, env=env, check=True)
-    group = REPO / "target" / "criterion" / f"forward_{shape_name}"
+                    f"forward/{shape_name}/|tracing/"], cwd=REPO, env=env, check=True)
     times = {}
-    for bench in group.iterdir():
-        estimates = bench / "new" / "estimates.json"
-        if estimates.exists():
-            times[bench.name] = json.loads(estimates.read_text())["median"]["point_estimate"] / 1e9
+    for group, prefix in [(f"forward_{shape_name}", ""), ("tracing_tiny", "tiny_tracing_")]:
+        for bench in (REPO / "target" / "criterion" / group).iterdir():
+            estimates = bench / "new" / "estimates.json"
+            if estimates.exists():
+                times[prefix + bench.name] = json.loads(estimates.read_text())["median"]["point_estimate"] / 1e9
     return times
 
 
@@ -109,6 +147,7 @@ def main():
     vene = vene_times(shape_name)
     model_dir = Path(tempfile.gettempdir()) / f"vene-bench-{shape_name}"
     pyvene = pyvene_times(model_dir, SHAPES[shape_name], args.repeats)
+    pyvene["tiny_tracing_three_sweeps"] = pyvene_trace_time()
     print(f"\n{shape_name}, batch {BATCH} x {TOKENS} tokens, CPU, {torch.get_num_threads()} torch threads")
     print("| workload | pyvene 0.1.8 (ms) | vene (ms) | pyvene / vene |")
     print("|---|---:|---:|---:|")
