@@ -21,7 +21,7 @@ use tch::{Kind, Tensor};
 use vene_api::{Intervention, InterventionFactory, InterventionSpec, InterventionTraits, PluginError, PluginResult};
 
 use orthogonal::Orthogonal;
-use vene_intervention_kit::{check_width, load_named, require_source, subspace_mask};
+use vene_intervention_kit::{check_width, load_named, parse_config, require_source, subspace_mask};
 
 vene_api::export_plugin! {
     adapters: [],
@@ -60,8 +60,6 @@ impl Temperature {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DasConfig {
-    #[serde(rename = "type")]
-    kind: String,
     /// `rotated_space` without subspaces: swap only the first `interchange_dim` rotated dimensions.
     #[serde(default)]
     interchange_dim: Option<i64>,
@@ -87,14 +85,7 @@ impl InterventionFactory for DasFactory {
         config_json: &str,
         spec: &InterventionSpec,
     ) -> PluginResult<Box<dyn Intervention>> {
-        let config: DasConfig =
-            serde_json::from_str(config_json).map_err(|e| PluginError::invalid_config(format!("{type_name}: {e}")))?;
-        if config.kind != type_name {
-            return Err(PluginError::invalid_config(format!(
-                "asked for '{type_name}' with a '{}' config",
-                config.kind
-            )));
-        }
+        let config: DasConfig = parse_config(type_name, config_json)?;
         let n = i64::from(spec.embed_dim);
         let device = spec.device.to_device();
         // Parameters stay in f32 (or f64) even for half-precision models, as optimisers expect.

@@ -1,7 +1,23 @@
 //! Helpers for intervention plugins (the DAS, steering and SAE plugins use them; third parties may too).
 
+use serde::de::DeserializeOwned;
 use tch::Tensor;
 use vene_api::{PluginError, PluginResult};
+
+/// Parses an intervention's JSON config after checking that its `"type"` is `type_name`; `T` sees every field but
+/// `"type"`.
+pub fn parse_config<T: DeserializeOwned>(type_name: &str, config_json: &str) -> PluginResult<T> {
+    let invalid = |message: String| PluginError::invalid_config(format!("{type_name}: {message}"));
+    let mut value: serde_json::Value = serde_json::from_str(config_json).map_err(|e| invalid(e.to_string()))?;
+    let kind = value.as_object_mut().and_then(|fields| fields.remove("type"));
+    match kind.as_ref().and_then(serde_json::Value::as_str) {
+        Some(kind) if kind == type_name => serde_json::from_value(value).map_err(|e| invalid(e.to_string())),
+        other => Err(PluginError::invalid_config(format!(
+            "asked for '{type_name}' with a '{}' config",
+            other.unwrap_or("untyped")
+        ))),
+    }
+}
 
 /// `(batch, 1, …, width)` mask shaped like `like` (last axis `width`), true at `dims[i]` for example `i`.
 pub fn subspace_mask(dims: &[Vec<i64>], width: i64, like: &Tensor) -> PluginResult<Tensor> {

@@ -13,7 +13,7 @@
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 use vene_api::{Intervention, InterventionFactory, InterventionSpec, InterventionTraits, PluginError, PluginResult};
-use vene_intervention_kit::{check_width, load_named, read_safetensors, require_source, subspace_mask};
+use vene_intervention_kit::{check_width, load_named, parse_config, read_safetensors, require_source, subspace_mask};
 
 vene_api::export_plugin! {
     adapters: [],
@@ -34,8 +34,6 @@ enum Mode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SaeConfig {
-    #[serde(rename = "type")]
-    kind: String,
     #[serde(default)]
     latent_dim: Option<i64>,
     #[serde(default)]
@@ -122,14 +120,7 @@ impl InterventionFactory for SaeFactory {
         config_json: &str,
         spec: &InterventionSpec,
     ) -> PluginResult<Box<dyn Intervention>> {
-        let config: SaeConfig =
-            serde_json::from_str(config_json).map_err(|e| PluginError::invalid_config(format!("{type_name}: {e}")))?;
-        if config.kind != type_name {
-            return Err(PluginError::invalid_config(format!(
-                "asked for '{type_name}' with a '{}' config",
-                config.kind
-            )));
-        }
+        let config: SaeConfig = parse_config(type_name, config_json)?;
         let latent = config.latent_dim.or(spec.low_rank_dimension.into_option().map(i64::from)).ok_or_else(|| {
             PluginError::invalid_config(format!(
                 "{type_name} needs the latent width: \"latent_dim\" or low_rank_dimension"

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 use vene_api::{Intervention, InterventionFactory, InterventionSpec, InterventionTraits, PluginError, PluginResult};
-use vene_intervention_kit::{check_width, read_safetensors, subspace_mask};
+use vene_intervention_kit::{check_width, parse_config, read_safetensors, subspace_mask};
 
 vene_api::export_plugin! {
     adapters: [],
@@ -24,8 +24,6 @@ pub struct SteeringFactory;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SteeringConfig {
-    #[serde(rename = "type")]
-    kind: String,
     #[serde(default = "one")]
     coefficient: f64,
     #[serde(default)]
@@ -57,14 +55,7 @@ impl InterventionFactory for SteeringFactory {
         config_json: &str,
         spec: &InterventionSpec,
     ) -> PluginResult<Box<dyn Intervention>> {
-        let config: SteeringConfig =
-            serde_json::from_str(config_json).map_err(|e| PluginError::invalid_config(format!("{type_name}: {e}")))?;
-        if config.kind != type_name {
-            return Err(PluginError::invalid_config(format!(
-                "asked for '{type_name}' with a '{}' config",
-                config.kind
-            )));
-        }
+        let config: SteeringConfig = parse_config(type_name, config_json)?;
         let vector = match (&config.vector, &config.vector_file) {
             (Some(values), None) => Tensor::from_slice(values),
             (None, Some(file)) => {
