@@ -1,5 +1,6 @@
 //! Criterion benches of vene's intervention overhead on a GPT-2 with seeded random weights, on the CPU: plain and
-//! intervened forwards, one host ↔ plugin call, and a whole causal trace.
+//! intervened forwards, one host ↔ plugin call, a DAS training step, greedy generation with an intervention on every
+//! step, and a whole causal trace.
 //!
 //! The model is GPT-2-small shaped (12 layers, 768 wide, 50257 words; batch 8 × 64 tokens) unless
 //! `VENE_BENCH_SHAPE=tiny` asks for a 4-layer, 64-wide one (quick runs). It is written once to the temporary directory
@@ -16,6 +17,7 @@ use vene_host::{
     config::IntervenableConfig,
     demo::language_model::{self, LmRecipe},
     engine::IntervenableModel,
+    generate::{self, Sampling},
     locations::{Subspaces, UnitLocations},
     model::{ForwardInputs, LoadedModel},
     plugins::{PluginSearch, PluginSet},
@@ -180,6 +182,85 @@ fn forward(c: &mut Criterion) {
     group.bench_function("das_rank1_last_position_with_source_pass", |b| {
         b.iter(|| das.run(&base, &sources, &last, &Subspaces::None).unwrap().output)
     });
+
+    // One head's value output zeroed at the last position (pyvene's "h.pos" unit; pyvene needs as many heads as
+    // positions per example).
+    let mut head = intervenable(
+        &dir,
+        &plugins,
+        json!({"representations": [{"layer": shape.layers / 2, "component": "head_attention_value_output",
+                                    "unit": "h.pos", "intervention": {"type": "zero"}}]}),
+    );
+    let rows = shape.batch as usize;
+    let heads_and_positions = json!({"base": [[vec![vec![0i64]; rows], vec![vec![shape.tokens - 1]; rows]]]});
+    let head_locations = UnitLocations::parse(Some(&heads_and_positions)).expect("head locations parse");
+    group.bench_function("zero_one_head_one_site", |b| {
+        b.iter(|| head.run(&base, &[], &head_locations, &Subspaces::None).unwrap().output)
+    });
+    group.finish();
+}
+
+/// One training step of a rank-1 DAS rotation at the middle layer's last position: the source and base passes, the
+/// cross-entropy of the last token's logits against fixed labels, backward into the rotation, one Adam step.
+fn das_training_step(c: &mut Criterion) {
+    let shape = Shape::from_env();
+    let dir = random_gpt2(&shape);
+    let plugins = plugins(&["vene_gpt2", "vene_das"]);
+    let base = ForwardInputs::from_ids(token_ids(&shape, 1));
+    let sources = [Some(ForwardInputs::from_ids(token_ids(&shape, 2)))];
+    let labels = token_ids(&shape, 3).select(1, 0);
+    let mut das = intervenable(
+        &dir,
+        &plugins,
+        json!({"representations": [{"layer": shape.layers / 2, "component": "block_output", "low_rank_dimension": 1,
+                                    "intervention": {"type": "low_rank_rotated_space"}}]}),
+    );
+    das.set_training(true);
+    let last = locations(&shape, vec![shape.tokens - 1], 1, true);
+    let mut optimizer = tch::COptimizer::adam(1e-3, 0.9, 0.999, 0.0, 1e-8, false).expect("Adam");
+    for (_, parameter) in das.parameters().expect("DAS parameters") {
+        optimizer.add_parameters(&parameter, 0).expect("parameter added");
+    }
+    let mut group = c.benchmark_group(format!("training/{}", shape.name));
+    group.sample_size(10);
+    group.bench_function("das_rank1_step", |b| {
+        b.iter(|| {
+            optimizer.zero_grad().unwrap();
+            let logits = das.run(&base, &sources, &last, &Subspaces::None).unwrap().output.select(1, -1);
+            let loss = logits.cross_entropy_for_logits(&labels);
+            loss.backward();
+            optimizer.step().unwrap();
+            loss.double_value(&[])
+        })
+    });
+    group.finish();
+}
+
+/// Greedy decoding of 32 tokens after an 8-token prompt with the key/value cache, adding a vector to every layer's
+/// MLP output on the prompt and on every step (ITI-style steering).
+fn generation(c: &mut Criterion) {
+    let shape = Shape::from_env();
+    let dir = random_gpt2(&shape);
+    let plugins = plugins(&["vene_gpt2"]);
+    let vector: Vec<f32> = (0..shape.width).map(|i| (i % 5) as f32 * 0.01).collect();
+    let steer: Vec<_> = (0..shape.layers)
+        .map(|layer| {
+            json!({"layer": layer, "component": "mlp_output", "intervention": {"type": "addition"},
+                   "source_representation": vector})
+        })
+        .collect();
+    let mut model = intervenable(&dir, &plugins, json!({"representations": steer}));
+    let prompt: Vec<i64> = (0..8).map(|i| (i * 131 + 7) % shape.vocab).collect();
+    let everywhere = UnitLocations::parse(None).expect("no locations");
+    let sampling = Sampling { max_new_tokens: 32, ..Sampling::default() };
+    let _no_grad = tch::no_grad_guard();
+    let mut group = c.benchmark_group(format!("generation/{}", shape.name));
+    group.sample_size(10);
+    group.bench_function("greedy_32_tokens_steered_every_layer", |b| {
+        b.iter(|| {
+            generate::generate(&mut model, &prompt, &[], &everywhere, &Subspaces::None, &sampling, |_| ()).unwrap()
+        })
+    });
     group.finish();
 }
 
@@ -237,5 +318,5 @@ fn tracing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, boundary, forward, tracing);
+criterion_group!(benches, boundary, forward, das_training_step, generation, tracing);
 criterion_main!(benches);

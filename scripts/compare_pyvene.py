@@ -76,6 +76,10 @@ def pyvene_times(model_dir, shape, repeats):
     das = intervenable(model, [pv.RepresentationConfig(layer=layers // 2, component="block_output", unit="pos",
                                                        max_number_of_units=1, low_rank_dimension=1,
                                                        intervention_type=pv.LowRankRotatedSpaceIntervention)])
+    head = intervenable(model, [pv.RepresentationConfig(layer=layers // 2, component="head_attention_value_output",
+                                                        unit="h.pos", max_number_of_units=1,
+                                                        intervention_type=pv.ZeroIntervention)])
+    head_locations = [([[0]] * BATCH, [[TOKENS - 1]] * BATCH)]
     workloads = {
         "engine_no_intervention": lambda: model(**base),
         "addition_one_site": lambda: one_site(base, unit_locations={"base": every}),
@@ -84,10 +88,59 @@ def pyvene_times(model_dir, shape, repeats):
                                                                 unit_locations={"sources->base": (every, every)}),
         "das_rank1_last_position_with_source_pass": lambda: das(base, [source],
                                                                 unit_locations={"sources->base": (last, last)}),
+        "zero_one_head_one_site": lambda: head(base, unit_locations={"base": head_locations}),
     }
     with torch.no_grad():
-        times = {name: median_seconds(fn, repeats) for name, fn in workloads.items()}
+        times = {name: timed(name, fn, repeats) for name, fn in workloads.items()}
+    times["das_rank1_step"] = timed("das_rank1_step", das_training_step(model, shape, base, source, last), repeats)
+    with torch.no_grad():
+        times["greedy_32_tokens_steered_every_layer"] = timed(
+            "greedy_32_tokens_steered_every_layer", steered_generation(model, shape), repeats)
     return times
+
+
+def timed(name, fn, repeats):
+    """The median, or None (printed as n/a) when pyvene cannot run the workload."""
+    try:
+        return median_seconds(fn, repeats)
+    except Exception as error:  # a pyvene limitation is a result to report, not a crash
+        print(f"pyvene could not run {name}: {error}", file=sys.stderr)
+        return None
+
+
+def das_training_step(model, shape, base, source, last):
+    """One rank-1 DAS step as the bench runs it: source and base passes, cross-entropy of the last token's logits,
+    backward into the rotation, one Adam step."""
+    layers = model.config.n_layer
+    das = intervenable(model, [pv.RepresentationConfig(layer=layers // 2, component="block_output", unit="pos",
+                                                       max_number_of_units=1, low_rank_dimension=1,
+                                                       intervention_type=pv.LowRankRotatedSpaceIntervention)])
+    das.disable_model_gradients()
+    optimizer = torch.optim.Adam(das.get_trainable_parameters(), lr=1e-3)
+    labels = torch.randint(shape["vocab"], (BATCH,), generator=torch.Generator().manual_seed(3))
+
+    def step():
+        optimizer.zero_grad()
+        _, output = das(base, [source], unit_locations={"sources->base": (last, last)})
+        loss = torch.nn.functional.cross_entropy(output.logits[:, -1], labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def steered_generation(model, shape):
+    """Greedy decoding of 32 tokens after an 8-token prompt, a vector added to every layer's MLP output on the prompt
+    and every step (pyvene without unit locations)."""
+    layers, width = model.config.n_layer, model.config.n_embd
+    vector = torch.tensor([(i % 5) * 0.01 for i in range(width)])
+    steer = intervenable(model, [pv.RepresentationConfig(layer=layer, component="mlp_output",
+                                                         intervention_type=pv.AdditionIntervention,
+                                                         source_representation=vector) for layer in range(layers)])
+    prompt = {"input_ids": torch.tensor([[(i * 131 + 7) % shape["vocab"] for i in range(8)]])}
+    return lambda: steer.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                                  intervene_on_prompt=True, pad_token_id=0)
 
 
 def pyvene_trace_time():
@@ -129,9 +182,11 @@ def pyvene_trace(model, vocab):
 def vene_times(shape_name):
     env = dict(os.environ, VENE_BENCH_SHAPE=shape_name)
     subprocess.run(["cargo", "bench", "--bench", "engine", "--", "--warm-up-time", "2", "--measurement-time", "10",
-                    f"forward/{shape_name}/|tracing/"], cwd=REPO, env=env, check=True)
+                    f"forward/{shape_name}/|training/{shape_name}/|generation/{shape_name}/|tracing/"],
+                   cwd=REPO, env=env, check=True)
     times = {}
-    for group, prefix in [(f"forward_{shape_name}", ""), ("tracing_tiny", "tiny_tracing_")]:
+    groups = [(f"{kind}_{shape_name}", "") for kind in ("forward", "training", "generation")]
+    for group, prefix in groups + [("tracing_tiny", "tiny_tracing_")]:
         for bench in (REPO / "target" / "criterion" / group).iterdir():
             estimates = bench / "new" / "estimates.json"
             if estimates.exists():
@@ -153,9 +208,10 @@ def main():
     print("|---|---:|---:|---:|")
     for name, seconds in pyvene.items():
         ours = vene.get(name)
-        ratio = f"{seconds / ours:.2f}" if ours else "n/a"
+        ratio = f"{seconds / ours:.2f}" if ours and seconds else "n/a"
         ours_ms = f"{ours * 1e3:.1f}" if ours else "n/a"
-        print(f"| {name} | {seconds * 1e3:.1f} | {ours_ms} | {ratio} |")
+        theirs_ms = f"{seconds * 1e3:.1f}" if seconds else "n/a"
+        print(f"| {name} | {theirs_ms} | {ours_ms} | {ratio} |")
     if "engine_no_intervention" in vene and "direct_tch" in vene:
         overhead = vene["engine_no_intervention"] / vene["direct_tch"] - 1
         print(f"\nvene engine with no intervention vs vene's direct tch forward: {overhead * 100:+.1f} %")

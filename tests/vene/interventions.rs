@@ -229,3 +229,39 @@ fn train_then_eval_from_the_command_line() {
     assert!((trained - evaluated).abs() < 1e-9, "train IIA {trained} vs eval IIA {evaluated}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// In parallel mode one source example serves every base example: the result equals repeating it, with one source
+/// pass instead of a batch. Serial mode feeds each source run the previous one's setters, so there the batch must
+/// match and the error names what would be valid.
+#[test]
+fn one_source_example_serves_the_whole_batch_in_parallel_mode() {
+    let plugins = plugins(&["vene_gpt2"]);
+    let config = |mode: &str| {
+        json!({"mode": mode, "representations": [
+            {"layer": 0, "component": "block_output", "intervention": {"type": "vanilla"}},
+            {"layer": 1, "component": "head_attention_value_output", "unit": "h.pos", "intervention": {"type": "vanilla"}}]})
+    };
+    // Per representation: positions per example; heads and positions per example.
+    let side = json!([[[1], [2]], [[[0], [1]], [[1], [2]]]]);
+    let locations = json!({"sources->base": [side, side]});
+    let one = || ForwardInputs::from_ids(Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]));
+    let repeated = ForwardInputs::from_ids(Tensor::from_slice(&[1i64, 2, 3, 1, 2, 3]).view([2, 3]));
+    let shared = run(&plugins, config("parallel"), &[Some(one())], locations.clone());
+    let copied = run(&plugins, config("parallel"), &[Some(repeated)], locations.clone());
+    assert!(max_abs_diff(&shared, &copied) < 1e-4, "{}", max_abs_diff(&shared, &copied));
+    let plain = load_gpt2(&plugins)
+        .forward_plain(&ForwardInputs::from_ids(Tensor::from_slice(&[9i64, 8, 7, 6, 5, 4]).view([2, 3])))
+        .unwrap()
+        .output;
+    assert!(max_abs_diff(&shared, &plain) > 1e-3, "the interchange changed nothing");
+
+    let serial: IntervenableConfig = serde_json::from_value(config("serial")).unwrap();
+    let mut model = IntervenableModel::new(load_gpt2(&plugins), serial, &plugins, 0).unwrap();
+    let base = ForwardInputs::from_ids(Tensor::from_slice(&[9i64, 8, 7, 6, 5, 4]).view([2, 3]));
+    let error = model
+        .run(&base, &[Some(one())], &UnitLocations::parse(Some(&locations)).unwrap(), &Subspaces::None)
+        .err()
+        .expect("a one-example source is refused in serial mode")
+        .to_string();
+    assert!(error.contains("sources[0] has 1 examples, the base has 2 (valid: 2)"), "{error}");
+}

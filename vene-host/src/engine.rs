@@ -365,17 +365,21 @@ impl IntervenableModel {
             return Err(VeneError::Inputs("the base batch is empty".to_string()));
         }
         let sources = self.broadcast_sources(sources)?;
+        // In parallel mode a one-example source serves every base example: one source pass instead of `batch`.
+        let shareable = self.config.mode == Mode::Parallel;
         for (i, source) in sources.iter().enumerate() {
             if let Some(source) = source {
-                if source.batch_size() != batch {
+                let size = source.batch_size();
+                if size != batch && !(shareable && size == 1) {
+                    let valid = if shareable { format!("{batch} or 1") } else { batch.to_string() };
                     return Err(VeneError::Inputs(format!(
-                        "sources[{i}] has {} examples, the base has {batch}",
-                        source.batch_size()
+                        "sources[{i}] has {size} examples, the base has {batch} (valid: {valid})"
                     )));
                 }
             }
         }
         let mut state = RunState::new(self.reps.len());
+        state.base_batch = batch;
         let setters = match self.config.mode {
             Mode::Parallel => self.run_parallel_sources(&sources, locations, batch, &mut state)?,
             Mode::Serial => self.run_serial_sources(&sources, locations, subspaces, batch, &mut state)?,
@@ -727,6 +731,8 @@ struct RunState {
     error: Option<VeneError>,
     /// Per action id of the current pass: how often it ran (timestep slots reached, for timestep actions).
     hits: Vec<usize>,
+    /// Examples of the base run; a one-example source run's activations are broadcast to it.
+    base_batch: i64,
 }
 
 impl RunState {
@@ -736,6 +742,7 @@ impl RunState {
         let mut state = Self::new(self.activations.len());
         state.activations = copy(&self.activations);
         state.step_sources = self.step_sources.iter().map(copy).collect();
+        state.base_batch = self.base_batch;
         state
     }
 
@@ -749,8 +756,19 @@ impl RunState {
             step_collected: (0..reps).map(|_| Vec::new()).collect(),
             error: None,
             hits: Vec::new(),
+            base_batch: 0,
         }
     }
+}
+
+/// `tensor` with a batch of one viewed as `rows` examples (no copy); any other tensor unchanged.
+fn broadcast_rows(tensor: &Tensor, rows: i64) -> Tensor {
+    let mut size = tensor.size();
+    if size.first() == Some(&1) && rows > 1 {
+        size[0] = rows;
+        return tensor.expand(size.as_slice(), false);
+    }
+    tensor.shallow_clone()
 }
 
 /// The host's hook callback for one forward pass.
@@ -787,11 +805,18 @@ impl RunSink<'_> {
                 continue;
             }
             self.state.hits[action.id] += 1;
+            let reading_source = action.kind == ActionKind::Get;
             let selected = match &action.target {
+                Target::Units(indexer) if reading_source => {
+                    let shared = broadcast_rows(&current, indexer.examples());
+                    indexer.check(&shared, &bound.description)?;
+                    indexer.gather(&shared)
+                }
                 Target::Units(indexer) => {
                     indexer.check(&current, &bound.description)?;
                     indexer.gather(&current)
                 }
+                _ if reading_source => broadcast_rows(&current, self.state.base_batch),
                 _ => current.shallow_clone(),
             };
             let source = match action.kind {
@@ -856,8 +881,10 @@ impl RunSink<'_> {
             if store.len() != steps.len() * units {
                 *store = (0..steps.len() * units).map(|_| None).collect();
             }
+            // A one-example source run serves every example.
+            let shared = current.size()[0] == 1;
             for &(example, unit) in &slots {
-                store[example * units + unit] = Some(current.get(example as i64));
+                store[example * units + unit] = Some(current.get(if shared { 0 } else { example as i64 }));
             }
         };
         match action.kind {

@@ -844,7 +844,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     let span =
         tracing::locate_subject(&tokens, &[tokenizer.encode("spain")?]).ok_or_else(|| anyhow::anyhow!("no subject"))?;
     let target = tokenizer.encode("madrid")?[0];
-    let options = TraceOptions { samples: 10, window: 2, ..TraceOptions::default() };
+    let options = TraceOptions { samples: 100, window: 2, ..TraceOptions::default() };
     let (trace, model) = tracing::trace(model, plugins, &tokens, span, target, &options, |_, _| {})?;
     let labels: Vec<String> = prompt
         .split_whitespace()

@@ -115,6 +115,11 @@ impl Indexer {
         Ok(())
     }
 
+    /// Examples the locations are given for.
+    pub fn examples(&self) -> i64 {
+        self.indices.first().map_or(0, |index| index.size()[0])
+    }
+
     pub fn gather(&self, tensor: &Tensor) -> Tensor {
         let source = if self.spatial { positions_major(tensor) } else { tensor.shallow_clone() };
         self.axes.iter().zip(&self.indices).fold(source, |acc, (&axis, index)| gather_axis(&acc, axis, index))

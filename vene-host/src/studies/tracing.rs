@@ -3,10 +3,13 @@
 //! back. Three sweeps over every layer × position: the block output (one layer), the MLP output and the attention
 //! output (a window of layers around each layer).
 //!
-//! All restorations of a sweep run as one batch: example `b` restores position `b % seq` around layer `b / seq`; a
+//! All restorations of a sweep run as one batch: example `b` restores position `start + b % span` around layer
+//! `b / span`, where `start` is the subject's first position and `span` the positions from there to the end; a
 //! representation per layer swaps for the examples whose window contains it and, through an empty subspace, for no
-//! others. The noise is drawn afresh for every example and pass (as ROME does) and the sweeps are averaged over
-//! `samples` passes.
+//! others. The clean run is one example that serves the whole batch. Positions before the subject are not run:
+//! their clean and corrupted states are the same (causal attention), so restoring them leaves the corrupted
+//! probability, which is what their rows report. The noise is drawn afresh for every example and pass and the sweeps
+//! are averaged over `samples` passes.
 
 use serde::Serialize;
 use serde_json::json;
@@ -121,7 +124,9 @@ pub fn trace(
         progress(done, total);
     }
     let mut model = corrupted_model.into_model();
-    let batch = layers * seq;
+    let start = subject.0;
+    let span = seq - start;
+    let batch = layers * span;
     let dim = |name: &str| {
         catalog.component_index(name).map(|i| catalog.components[i].dim as i64).ok_or_else(|| {
             VeneError::Config(format!("{} has no {name} site, which causal tracing needs", catalog.model_type))
@@ -141,8 +146,8 @@ pub fn trace(
             (0..layers)
                 .map(|layer| json!({"layer": layer, "component": component, "intervention": {"type": "vanilla"}})),
         );
-        // Example b restores position b % seq in the window around layer b / seq.
-        let positions: Vec<Vec<i64>> = (0..batch).map(|b| vec![(b % seq) as i64]).collect();
+        // Example b restores position start + b % span in the window around layer b / span.
+        let positions: Vec<Vec<i64>> = (0..batch).map(|b| vec![(start + b % span) as i64]).collect();
         let mut source_side = vec![serde_json::Value::Null];
         let mut base_side = vec![json!(vec![subject_positions.clone(); batch])];
         let mut subspaces = vec![serde_json::Value::Null];
@@ -150,14 +155,15 @@ pub fn trace(
         for layer in 0..layers {
             source_side.push(json!(positions));
             base_side.push(json!(positions));
-            let dims: Vec<Vec<i64>> =
-                (0..batch).map(|b| if window(b / seq).contains(&layer) { every.clone() } else { Vec::new() }).collect();
+            let dims: Vec<Vec<i64>> = (0..batch)
+                .map(|b| if window(b / span).contains(&layer) { every.clone() } else { Vec::new() })
+                .collect();
             subspaces.push(json!(dims));
         }
         let locations = UnitLocations::parse(Some(&json!({"sources->base": [source_side, base_side]})))?;
         let subspaces = Subspaces::parse(Some(&json!(subspaces)))?;
         let mut tracer = bind(model, representations)?;
-        let clean_source = [Some(prompt(batch))];
+        let clean_source = [Some(prompt(1))];
         let prepared = tracer.prepare(batch as i64, &clean_source, &locations, &subspaces)?;
         let mut restored = Tensor::zeros([batch as i64], (Kind::Double, tch::Device::Cpu));
         for _ in 0..samples {
@@ -168,7 +174,12 @@ pub fn trace(
         }
         let by_layer: Vec<f64> = Vec::<f64>::try_from(&restored)?;
         sweeps.push(
-            (0..seq).map(|position| (0..layers).map(|layer| by_layer[layer * seq + position]).collect()).collect(),
+            (0..seq)
+                .map(|position| match position.checked_sub(start) {
+                    Some(offset) => (0..layers).map(|layer| by_layer[layer * span + offset]).collect(),
+                    None => vec![corrupted; layers],
+                })
+                .collect(),
         );
         model = tracer.into_model();
     }
