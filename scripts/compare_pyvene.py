@@ -79,7 +79,7 @@ def pyvene_times(model_dir, shape, repeats):
     head = intervenable(model, [pv.RepresentationConfig(layer=layers // 2, component="head_attention_value_output",
                                                         unit="h.pos", max_number_of_units=1,
                                                         intervention_type=pv.ZeroIntervention)])
-    head_locations = [([[0]] * BATCH, [[TOKENS - 1]] * BATCH)]
+    head_locations = [[[[0]] * BATCH, [[TOKENS - 1]] * BATCH]]
     workloads = {
         "engine_no_intervention": lambda: model(**base),
         "addition_one_site": lambda: one_site(base, unit_locations={"base": every}),

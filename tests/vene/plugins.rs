@@ -170,3 +170,36 @@ fn the_template_builds_outside_the_workspace_and_runs() {
     assert!(max_abs_diff(&clamped, &plain.clamp(-0.5, 0.5)) < 1e-6);
     std::fs::remove_dir_all(project).ok();
 }
+
+/// A source run stops after the last site the host reads from it. In serial mode, the first group's intervention
+/// acts on the second source's run at layer 2, after that run's only read site (layer 0): it cannot reach the result,
+/// the run stops before it, so even a panicking plugin there is never called, and the output is the second group's
+/// interchange alone.
+#[test]
+fn a_source_run_stops_after_its_last_read_site() {
+    let mut plugins = gpt2_plugins();
+    plugins.add_library(&plugin_path("fixture_faulty")).unwrap();
+    let bind = |config: serde_json::Value| {
+        let config: IntervenableConfig = serde_json::from_value(config).unwrap();
+        IntervenableModel::new(load_gpt2(&plugins), config, &plugins, 0).unwrap()
+    };
+    let vanilla = json!({"layer": 0, "component": "block_output", "intervention": {"type": "vanilla"}});
+    let mut serial = bind(json!({"mode": "serial", "representations": [
+        {"layer": 2, "component": "block_output", "intervention": {"type": "fixture_panic"}, "group_key": 0},
+        {"layer": 0, "component": "block_output", "intervention": {"type": "vanilla"}, "group_key": 1}]}));
+    let sources = |n: usize| -> Vec<Option<ForwardInputs>> {
+        (0..n).map(|i| Some(ForwardInputs::from_ids(Tensor::from_slice(&[7i64 + i as i64; 6]).view([1, 6])))).collect()
+    };
+    let serial_locations = UnitLocations::parse(Some(&json!({
+        "source_0->source_1": [[[[2]]], [[[2]]]], "source_1->base": [[[[2]]], [[[2]]]]})))
+    .unwrap();
+    let output = serial
+        .run(&base(), &sources(2), &serial_locations, &Subspaces::None)
+        .expect("the panic is never reached")
+        .output;
+    let mut single = bind(json!({"representations": [vanilla]}));
+    let single_locations = UnitLocations::parse(Some(&json!({"sources->base": [[[[2]]], [[[2]]]]}))).unwrap();
+    let source_1 = vec![sources(2).pop().unwrap()];
+    let expected = single.run(&base(), &source_1, &single_locations, &Subspaces::None).unwrap().output;
+    assert!(max_abs_diff(&output, &expected) < 1e-6, "{}", max_abs_diff(&output, &expected));
+}

@@ -95,3 +95,101 @@ fn spatial_positions_of_feature_maps_gather_channels_per_position() {
     let channels = unit_kind(SiteLayout::FeatureMap, "channel").unwrap();
     assert_eq!(channels, UnitKind::Axes(vec![1]));
 }
+
+/// A batch of per-example unit lists: `examples` rows of `units` distinct indices below `extent`.
+fn distinct_rows(examples: usize, units: usize, extent: usize) -> impl proptest::strategy::Strategy<Value = Vec<Vec<i64>>> {
+    use proptest::prelude::*;
+    prop::collection::vec(
+        Just((0..extent as i64).collect::<Vec<_>>()).prop_shuffle().prop_map(move |all| all[..units].to_vec()),
+        examples,
+    )
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `(batch, seq, dim)` sizes with per-example distinct positions.
+    fn position_case() -> impl Strategy<Value = (Vec<i64>, Vec<Vec<i64>>)> {
+        (1usize..4, 1usize..7, 1usize..5).prop_flat_map(|(batch, seq, dim)| {
+            (1..=seq).prop_flat_map(move |units| {
+                distinct_rows(batch, units, seq).prop_map(move |rows| (vec![batch as i64, seq as i64, dim as i64], rows))
+            })
+        })
+    }
+
+    /// `(batch, heads, seq, dim)` sizes with per-example distinct heads and positions.
+    fn head_case() -> impl Strategy<Value = (Vec<i64>, Vec<Vec<i64>>, Vec<Vec<i64>>)> {
+        (1usize..3, 1usize..4, 1usize..5, 1usize..4).prop_flat_map(|(batch, heads, seq, dim)| {
+            (1..=heads, 1..=seq).prop_flat_map(move |(head_units, position_units)| {
+                (distinct_rows(batch, head_units, heads), distinct_rows(batch, position_units, seq)).prop_map(
+                    move |(head_rows, position_rows)| {
+                        (vec![batch as i64, heads as i64, seq as i64, dim as i64], head_rows, position_rows)
+                    },
+                )
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// scatter(x, gather(x)) = x; gather(scatter(x, v)) = v; units outside the selection keep their values.
+        #[test]
+        fn position_units_round_trip((size, rows) in position_case(), seed in 0i64..1000) {
+            tch::manual_seed(seed);
+            let x = Tensor::randn(size.as_slice(), (Kind::Float, tch::Device::Cpu));
+            let indexer = Indexer::new(&UnitKind::Axes(vec![1]), &UnitLocs::One(rows.clone()), tch::Device::Cpu).unwrap();
+            let gathered = indexer.gather(&x);
+            prop_assert_eq!(max_abs_diff(&indexer.scatter(&x, &gathered), &x), 0.0);
+            let values = Tensor::randn(gathered.size().as_slice(), (Kind::Float, tch::Device::Cpu));
+            let written = indexer.scatter(&x, &values);
+            prop_assert_eq!(max_abs_diff(&indexer.gather(&written), &values), 0.0);
+            for (example, positions) in rows.iter().enumerate() {
+                for position in 0..size[1] {
+                    if !positions.contains(&position) {
+                        let (before, after) = (x.get(example as i64).get(position), written.get(example as i64).get(position));
+                        prop_assert_eq!(max_abs_diff(&before, &after), 0.0);
+                    }
+                }
+            }
+        }
+
+        /// The same for two-level head × position units.
+        #[test]
+        fn head_units_round_trip((size, heads, positions) in head_case(), seed in 0i64..1000) {
+            tch::manual_seed(seed);
+            let x = Tensor::randn(size.as_slice(), (Kind::Float, tch::Device::Cpu));
+            let kind = unit_kind(SiteLayout::Heads, "h.pos").unwrap();
+            let indexer = Indexer::new(&kind, &UnitLocs::Two(heads.clone(), positions.clone()), tch::Device::Cpu).unwrap();
+            let gathered = indexer.gather(&x);
+            prop_assert_eq!(
+                gathered.size(),
+                vec![size[0], heads[0].len() as i64, positions[0].len() as i64, size[3]]
+            );
+            prop_assert_eq!(max_abs_diff(&indexer.scatter(&x, &gathered), &x), 0.0);
+            let values = Tensor::randn(gathered.size().as_slice(), (Kind::Float, tch::Device::Cpu));
+            prop_assert_eq!(max_abs_diff(&indexer.gather(&indexer.scatter(&x, &values)), &values), 0.0);
+        }
+
+        /// Explicit per-example locations, written as JSON in each of pyvene's forms, parse back to the same lists.
+        #[test]
+        fn explicit_locations_parse_back((_, rows) in position_case(), interventions in 1usize..4) {
+            let batch = rows.len();
+            let per_intervention = vec![rows.clone(); interventions];
+            let forms = [
+                json!({"base": per_intervention}),
+                json!({"sources->base": [per_intervention, per_intervention]}),
+            ];
+            for form in &forms {
+                let parsed = UnitLocations::parse(Some(form)).unwrap();
+                for index in 0..interventions {
+                    let selection =
+                        parsed.resolve("sources->base", false, index, interventions, 1, batch, "property").unwrap();
+                    prop_assert_eq!(selection, Some(Selection::Units(UnitLocs::One(rows.clone()))));
+                }
+            }
+        }
+    }
+}

@@ -20,6 +20,9 @@ pub enum ErrorKind {
     Torch,
     /// The host's hook callback failed; the host holds the details.
     Host,
+    /// Not a failure: the host has every activation it wants from this pass (a source run past its last read site)
+    /// and asks the model to stop. Adapters return it from `forward` as they return any hook error (`?`).
+    Stop,
 }
 
 /// An error that crossed (or may cross) the plugin boundary.

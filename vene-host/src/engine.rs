@@ -407,7 +407,10 @@ impl IntervenableModel {
             let dims = self.subspaces_for(*rep, subspaces, batch)?;
             self.add_setter(&mut plan, *rep, selection, dims)?;
         }
-        let output = self.execute(base, &plan, &mut state)?;
+        let output = self.execute(base, &plan, &mut state)?.ok_or_else(|| VeneError::Intervention {
+            key: "base run".to_string(),
+            message: "the base pass stopped before its output".to_string(),
+        })?;
         let mut collected = Vec::new();
         for (index, rep) in self.reps.iter().enumerate() {
             if rep.traits.collects && rep.unit == UnitKind::Timestep {
@@ -473,7 +476,7 @@ impl IntervenableModel {
                 self.add_getter(&mut plan, rep, &selection)?;
             }
             if !plan.is_empty() {
-                let _source_output = self.execute(source, &plan, state)?;
+                self.execute_source(source, plan, state)?;
             }
         }
         let mut setters = Vec::new();
@@ -520,7 +523,7 @@ impl IntervenableModel {
                 let selection = self.selection(locations, &key, true, slot, members.len(), rep, batch)?;
                 self.add_getter(&mut plan, rep, &selection)?;
             }
-            let _source_output = self.execute(source, &plan, state)?;
+            self.execute_source(source, plan, state)?;
             for (slot, &rep) in members.iter().enumerate() {
                 let selection = self.selection(locations, &key, false, slot, members.len(), rep, batch)?;
                 pending.push((rep, selection));
@@ -567,6 +570,7 @@ impl IntervenableModel {
             active: vec![false; sites],
             actions: (0..sites).map(|_| Vec::new()).collect(),
             slots: Vec::new(),
+            stop_when_read: false,
         }
     }
 
@@ -625,8 +629,16 @@ impl IntervenableModel {
     }
 
     /// One forward pass executing `plan`; returns the model output.
-    fn execute(&mut self, inputs: &ForwardInputs, plan: &Plan, state: &mut RunState) -> Result<ForwardOutput> {
+    /// A source pass: its activations land in `state`; the model stops after the last site read, where it can.
+    fn execute_source(&mut self, inputs: &ForwardInputs, mut plan: Plan, state: &mut RunState) -> Result<()> {
+        plan.stop_when_read = true;
+        self.execute(inputs, &plan, state).map(drop)
+    }
+
+    /// One forward pass under `plan`; `None` when the plan stopped it early.
+    fn execute(&mut self, inputs: &ForwardInputs, plan: &Plan, state: &mut RunState) -> Result<Option<ForwardOutput>> {
         state.hits = vec![0; plan.slots.len()];
+        state.getters_left = if plan.stop_when_read { plan.single_getters() } else { None };
         let result = if plan.is_empty() {
             self.model.forward(inputs, Hooks::none())
         } else {
@@ -634,7 +646,9 @@ impl IntervenableModel {
             self.model.forward(inputs, Hooks::new(&plan.active, plan.components, sink))
         };
         let output = match result {
-            Ok(output) => output,
+            Ok(output) => Some(output),
+            // The host asked for the stop: every getter has run, and later sites do not matter.
+            Err(_) if state.getters_left == Some(0) && state.error.is_none() => return Ok(None),
             Err(error) => {
                 return Err(state
                     .error
@@ -709,11 +723,20 @@ struct Plan {
     actions: Vec<Vec<Action>>,
     /// Per action id: how many (example, unit) timestep slots it must reach (0 for other targets).
     slots: Vec<usize>,
+    /// A source run whose output nobody reads: the model stops once every getter has run.
+    stop_when_read: bool,
 }
 
 impl Plan {
     fn is_empty(&self) -> bool {
         !self.active.iter().any(|&a| a)
+    }
+
+    /// Getters that fire once per pass; `None` if a getter reads timesteps (which a pass reaches one by one, so the
+    /// host cannot tell which is the last).
+    fn single_getters(&self) -> Option<usize> {
+        let getters = self.actions.iter().flatten().filter(|action| action.kind == ActionKind::Get);
+        getters.map(|action| (!matches!(action.target, Target::Steps(_))).then_some(1)).sum()
     }
 }
 
@@ -733,6 +756,8 @@ struct RunState {
     hits: Vec<usize>,
     /// Examples of the base run; a one-example source run's activations are broadcast to it.
     base_batch: i64,
+    /// In a pass that stops early: getters still to run.
+    getters_left: Option<usize>,
 }
 
 impl RunState {
@@ -757,6 +782,7 @@ impl RunState {
             error: None,
             hits: Vec::new(),
             base_batch: 0,
+            getters_left: None,
         }
     }
 }
@@ -822,6 +848,9 @@ impl RunSink<'_> {
             let source = match action.kind {
                 ActionKind::Get => {
                     self.state.activations[action.rep] = Some(selected);
+                    if let Some(left) = self.state.getters_left.as_mut() {
+                        *left = left.saturating_sub(1);
+                    }
                     continue;
                 }
                 ActionKind::GetSkipInput => {
@@ -997,6 +1026,9 @@ impl HookSink for RunSink<'_> {
     fn visit(&mut self, call: SiteCall, value: TensorRef<'_>) -> RResult<ROption<OwnedTensor>, PluginError> {
         let outcome = catch_unwind(AssertUnwindSafe(|| self.visit_site(call, value.to_tensor())));
         let error = match outcome {
+            Ok(Ok(_)) if self.state.getters_left == Some(0) => {
+                return RResult::RErr(PluginError::new(ErrorKind::Stop, "the host has every activation it reads"))
+            }
             Ok(Ok(replacement)) => return RResult::ROk(replacement.map(OwnedTensor::new).into()),
             Ok(Err(error)) => error,
             Err(_) => VeneError::Intervention {

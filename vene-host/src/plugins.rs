@@ -246,9 +246,26 @@ fn open_root(path: &Path) -> Result<PluginRootRef> {
         fail(format!(
             "its plugin interface does not match this vene (vene-api {}; rebuild the plugin against it): {}",
             vene_api::handshake::VENE_API_VERSION,
-            one_line(&e.to_string())
+            layout_mismatch_summary(&one_line(&e.to_string()))
         ))
     })
+}
+
+/// abi_stable's layout error prints both full type trees (tens of kilobytes); the type that differs is the last
+/// "Layout of expected type" and the verdict comes after the last "Error:".
+fn layout_mismatch_summary(report: &str) -> String {
+    const KEEP: usize = 300;
+    let type_name = report
+        .rsplit_once("Layout of expected type: --- Type Layout --- type:")
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    let summary = match (type_name, report.rsplit_once("Error:")) {
+        (Some(name), Some((_, verdict))) => format!("{name} differs: {}", verdict.trim()),
+        _ => report.to_string(),
+    };
+    match summary.char_indices().nth(KEEP) {
+        Some((cut, _)) => format!("{}…", &summary[..cut]),
+        None => summary,
+    }
 }
 
 fn one_line(text: &str) -> String {
