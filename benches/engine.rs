@@ -206,7 +206,8 @@ fn das_training_step(c: &mut Criterion) {
     let shape = Shape::from_env();
     let dir = random_gpt2(&shape);
     let plugins = plugins(&["vene_gpt2", "vene_das"]);
-    let base = ForwardInputs::from_ids(token_ids(&shape, 1));
+    // Only the last position's logits are read, as `vene train` asks of the adapter.
+    let base = ForwardInputs::from_ids(token_ids(&shape, 1)).reading_last_position();
     let sources = [Some(ForwardInputs::from_ids(token_ids(&shape, 2)))];
     let labels = token_ids(&shape, 3).select(1, 0);
     let mut das = intervenable(

@@ -110,3 +110,34 @@ fn gru_sites_answer_to_pyvene_module_paths() {
     assert_eq!(model.catalog().components[component as usize].name.as_str(), "update_gate_output");
     assert_eq!(layer, 1);
 }
+
+/// Asked for one output position per example, the language-model adapters compute their head there only and give
+/// the same logits as the full output at those positions; positions outside the pass are refused by name.
+#[test]
+fn output_positions_give_the_full_outputs_rows() {
+    use tch::Tensor;
+    use vene_host::model::{ForwardInputs, LoadedModel};
+    let cases = [
+        ("vene_gpt2", gpt2_dir()),
+        ("vene_gpt_neox", fixtures().join("gpt_neox/model")),
+        ("vene_backpack", fixtures().join("backpack/model")),
+    ];
+    let _no_grad = tch::no_grad_guard();
+    for (plugin, dir) in cases {
+        let plugins = plugins(&[plugin]);
+        let model = LoadedModel::load(&plugins, &dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32).unwrap();
+        let ids = Tensor::from_slice(&[5i64, 9, 2, 7, 3, 8, 1, 4]).view([2, 4]);
+        let full = model.forward_plain(&ForwardInputs::from_ids(ids.shallow_clone())).unwrap().output;
+        let mut inputs = ForwardInputs::from_ids(ids.shallow_clone());
+        inputs.output_positions = Some(Tensor::from_slice(&[3i64, 1]));
+        let read = model.forward_plain(&inputs).unwrap().output;
+        assert_eq!(read.size(), [2, 1, full.size()[2]], "{plugin}");
+        let expected = Tensor::stack(&[full.get(0).get(3), full.get(1).get(1)], 0).unsqueeze(1);
+        assert!(max_abs_diff(&read, &expected) < 1e-5, "{plugin}: {}", max_abs_diff(&read, &expected));
+        let last = model.forward_plain(&ForwardInputs::from_ids(ids.shallow_clone()).reading_last_position());
+        assert!(max_abs_diff(&last.unwrap().output.squeeze_dim(1), &full.select(1, 3)) < 1e-5, "{plugin}");
+        inputs.output_positions = Some(Tensor::from_slice(&[4i64, 0]));
+        let error = model.forward_plain(&inputs).err().expect("position 4 of 4 is refused").to_string();
+        assert!(error.contains("output positions run from 0 to 4, outside the 4 positions of this pass"), "{error}");
+    }
+}

@@ -157,7 +157,15 @@ fn bind(planted: &Planted, representation: serde_json::Value) -> IntervenableMod
 }
 
 fn options() -> TrainOptions {
-    TrainOptions { epochs: 6, batch_size: 32, learning_rate: 0.05, warmup_fraction: 0.05, eval_fraction: 0.2, seed: 1 }
+    TrainOptions {
+        epochs: 6,
+        batch_size: 32,
+        learning_rate: 0.05,
+        warmup_fraction: 0.05,
+        eval_fraction: 0.2,
+        seed: 1,
+        ..TrainOptions::default()
+    }
 }
 
 /// Rank-1 DAS finds the planted direction of bit 1: IIA ≥ 0.95 held out and |cos| ≥ 0.95 with it.

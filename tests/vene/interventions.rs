@@ -166,10 +166,8 @@ fn steering_vectors_from_embeddings_and_mean_differences() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// `vene train` trains and saves; `vene eval` on the saved directory reports the same IIA on the same data.
-#[test]
-fn train_then_eval_from_the_command_line() {
-    let dir = scratch("cli-train");
+/// Writes `data.jsonl` (48 counterfactual examples on the test GPT-2) and a rank-2 DAS `config.json` to `dir`.
+fn write_training_files(dir: &std::path::Path) {
     let data: Vec<String> = (0..48)
         .map(|i| {
             let (a, b) = ((i * 5 + 1) % 100, (i * 11 + 7) % 100);
@@ -182,6 +180,13 @@ fn train_then_eval_from_the_command_line() {
     let config = json!({"representations": [{"layer": 0, "component": "block_output", "low_rank_dimension": 2,
         "intervention": {"type": "low_rank_rotated_space"}}]});
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+/// `vene train` trains and saves; `vene eval` on the saved directory reports the same IIA on the same data.
+#[test]
+fn train_then_eval_from_the_command_line() {
+    let dir = scratch("cli-train");
+    write_training_files(&dir);
     let saved = dir.join("trained");
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let (ok, stdout, stderr) = vene(&[
@@ -264,4 +269,66 @@ fn one_source_example_serves_the_whole_batch_in_parallel_mode() {
         .expect("a one-example source is refused in serial mode")
         .to_string();
     assert!(error.contains("sources[0] has 1 examples, the base has 2 (valid: 2)"), "{error}");
+}
+
+/// `vene train` killed with SIGKILL mid-run resumes from its checkpoint when started again and saves exactly what an
+/// uninterrupted run with the same seed saves; the checkpoint is gone afterwards.
+#[test]
+fn killed_training_resumes_to_the_same_result() {
+    let dir = scratch("resume");
+    write_training_files(&dir);
+    let train = |out: &str| {
+        let mut command = Command::new(vene_binary());
+        command
+            .args(["train", "--plugin", "gpt2", "--plugin", "das", "--model", gpt2_dir().to_str().unwrap()])
+            .arg("--config")
+            .arg(dir.join("config.json"))
+            .arg("--data")
+            .arg(dir.join("data.jsonl"))
+            .arg("--out")
+            .arg(dir.join(out))
+            .args(["--epochs", "30", "--batch-size", "2", "--eval-fraction", "0", "--seed", "3"])
+            .args(["--checkpoint-every", "5"]);
+        command
+    };
+    let finished = |command: &mut Command| {
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_str::<serde_json::Value>(String::from_utf8_lossy(&output.stdout).lines().next().unwrap())
+            .unwrap()
+    };
+    let uninterrupted = finished(&mut train("straight"));
+    assert_eq!((uninterrupted["steps"].as_u64(), uninterrupted["resumed_from"].as_u64()), (Some(720), Some(0)));
+
+    let checkpoint = dir.join("killed.checkpoint.safetensors");
+    let mut child = train("killed").stdout(std::process::Stdio::null()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !checkpoint.exists() {
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "training finished before it could be killed");
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(!dir.join("killed").exists(), "a killed run saved its result");
+
+    let resumed = finished(&mut train("killed"));
+    let resumed_from = resumed["resumed_from"].as_u64().unwrap();
+    assert!((5..720).contains(&resumed_from), "resumed from step {resumed_from}");
+    assert_eq!(resumed["steps"], uninterrupted["steps"]);
+    assert_eq!(resumed["last_epoch_loss"], uninterrupted["last_epoch_loss"]);
+    assert_eq!(resumed["train"], uninterrupted["train"]);
+    let read = |out: &str| {
+        let mut tensors = read_safetensors(&dir.join(out).join("interventions.safetensors"));
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors
+    };
+    let (straight, killed) = (read("straight"), read("killed"));
+    assert_eq!(straight.len(), killed.len());
+    for ((name, a), (other, b)) in straight.iter().zip(&killed) {
+        assert_eq!(name, other);
+        assert_eq!(max_abs_diff(a, b), 0.0, "{name} differs after resuming");
+    }
+    assert!(!checkpoint.exists(), "the checkpoint outlived the saved result");
+    std::fs::remove_dir_all(dir).ok();
 }

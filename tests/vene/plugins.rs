@@ -203,3 +203,34 @@ fn a_source_run_stops_after_its_last_read_site() {
     let expected = single.run(&base(), &source_1, &single_locations, &Subspaces::None).unwrap().output;
     assert!(max_abs_diff(&output, &expected) < 1e-6, "{}", max_abs_diff(&output, &expected));
 }
+
+/// Plugins are native code with the user's rights: a plugin directory (or library) that other users may write to is
+/// loaded, with a warning that names it and says how to close it.
+#[test]
+fn a_plugin_directory_writable_by_others_is_named_in_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("vene-open-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(plugin_path("vene_gpt2"), dir.join("libvene_gpt2.so")).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = || {
+        std::process::Command::new(vene_binary())
+            .args(["plugins", "--plugin-dir"])
+            .arg(&dir)
+            .env("VENE_PLUGIN_PATH", "")
+            .output()
+            .unwrap()
+    };
+    let output = run();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("plugin directory {} is writable by every user (mode 777)", dir.display()))
+            && stderr.contains("chmod go-w"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = String::from_utf8_lossy(&run().stderr).into_owned();
+    assert!(!stderr.contains(&format!("plugin directory {} is writable", dir.display())), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

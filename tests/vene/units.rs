@@ -97,7 +97,11 @@ fn spatial_positions_of_feature_maps_gather_channels_per_position() {
 }
 
 /// A batch of per-example unit lists: `examples` rows of `units` distinct indices below `extent`.
-fn distinct_rows(examples: usize, units: usize, extent: usize) -> impl proptest::strategy::Strategy<Value = Vec<Vec<i64>>> {
+fn distinct_rows(
+    examples: usize,
+    units: usize,
+    extent: usize,
+) -> impl proptest::strategy::Strategy<Value = Vec<Vec<i64>>> {
     use proptest::prelude::*;
     prop::collection::vec(
         Just((0..extent as i64).collect::<Vec<_>>()).prop_shuffle().prop_map(move |all| all[..units].to_vec()),
@@ -114,7 +118,8 @@ mod properties {
     fn position_case() -> impl Strategy<Value = (Vec<i64>, Vec<Vec<i64>>)> {
         (1usize..4, 1usize..7, 1usize..5).prop_flat_map(|(batch, seq, dim)| {
             (1..=seq).prop_flat_map(move |units| {
-                distinct_rows(batch, units, seq).prop_map(move |rows| (vec![batch as i64, seq as i64, dim as i64], rows))
+                distinct_rows(batch, units, seq)
+                    .prop_map(move |rows| (vec![batch as i64, seq as i64, dim as i64], rows))
             })
         })
     }

@@ -95,6 +95,10 @@ pub struct ModelInputs<'a> {
     pub past: RSlice<'a, TensorRef<'a>>,
     /// Return the key/value cache for incremental decoding.
     pub use_cache: bool,
+    /// `(batch,)` int64: the one position per example whose output the host reads (the last token's, for a training
+    /// loss or a traced probability). An adapter may then compute its output head there only and return
+    /// `(batch, 1, …)`; one that ignores it returns every position, and the host handles both.
+    pub output_positions: ROption<TensorRef<'a>>,
 }
 
 impl<'a> ModelInputs<'a> {
@@ -106,6 +110,7 @@ impl<'a> ModelInputs<'a> {
             attention_mask: ROption::RNone,
             past: RSlice::from_slice(&[]),
             use_cache: false,
+            output_positions: ROption::RNone,
         }
     }
 }

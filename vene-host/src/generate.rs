@@ -125,7 +125,8 @@ pub fn generate(
     let prepared = model.prepare(1, sources, locations, subspaces)?;
     let _no_grad = tch::no_grad_guard();
     let mut rng = StdRng::seed_from_u64(sampling.seed);
-    let mut inputs = ForwardInputs::from_ids(Tensor::from_slice(prompt).view([1, -1]).to_device(device));
+    let mut inputs =
+        ForwardInputs::from_ids(Tensor::from_slice(prompt).view([1, -1]).to_device(device)).reading_last_position();
     inputs.use_cache = true;
     let mut generated = Vec::new();
     for step in 0..max_new_tokens {

@@ -160,6 +160,13 @@ impl ExampleJson {
             .map(|rows| rectangular(rows, &format!("{what}.attention_mask")))
             .transpose()?
             .map(|t| t.to_device(device));
-        Ok(ForwardInputs { input_ids, features, attention_mask, past: Vec::new(), use_cache: false })
+        Ok(ForwardInputs {
+            input_ids,
+            features,
+            attention_mask,
+            past: Vec::new(),
+            use_cache: false,
+            output_positions: None,
+        })
     }
 }

@@ -22,6 +22,7 @@ pub mod inputs;
 pub mod interventions;
 pub mod locations;
 pub mod model;
+pub mod optim;
 pub mod plugins;
 pub mod pyvene_import;
 pub mod saved;

@@ -56,6 +56,9 @@ impl PluginArgs {
         for failure in plugins.failures() {
             eprintln!("warning: skipped {failure}");
         }
+        for warning in plugins.warnings() {
+            eprintln!("warning: {warning}");
+        }
         Ok(plugins)
     }
 }
@@ -124,6 +127,12 @@ enum Command {
         eval_fraction: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Progress file: saved every --checkpoint-every steps, resumed from when it exists, removed once the
+        /// trained interventions are saved. Default: OUT.checkpoint.safetensors beside OUT.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        #[arg(long, default_value_t = 50)]
+        checkpoint_every: usize,
         #[command(flatten)]
         plugins: PluginArgs,
     },
@@ -419,12 +428,27 @@ fn run(cli: Cli) -> Result<()> {
             warmup,
             eval_fraction,
             seed,
+            checkpoint,
+            checkpoint_every,
             plugins,
         } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
-            let options =
-                TrainOptions { epochs, batch_size, learning_rate, warmup_fraction: warmup, eval_fraction, seed };
+            let checkpoint = checkpoint.unwrap_or_else(|| {
+                let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "trained".into());
+                name.push(".checkpoint.safetensors");
+                out.with_file_name(name)
+            });
+            let options = TrainOptions {
+                epochs,
+                batch_size,
+                learning_rate,
+                warmup_fraction: warmup,
+                eval_fraction,
+                seed,
+                checkpoint: Some(checkpoint),
+                checkpoint_every,
+            };
             train_interventions(model, &plugins, &config, &data, &out, &options)
         }
         Command::Eval { model, config, data, batch_size, plugins } => {
@@ -731,11 +755,14 @@ fn train_interventions(
     })?;
     bar.finish_and_clear();
     saved::save(&intervenable, out)?;
+    if let Some(checkpoint) = &options.checkpoint {
+        std::fs::remove_file(checkpoint).ok();
+    }
     let eval =
         report.eval.map_or("null".to_string(), |m| format!("{{\"iia\": {:.4}, \"loss\": {:.4}}}", m.iia, m.loss));
     println!(
-        "{{\"steps\": {}, \"first_epoch_loss\": {:.4}, \"last_epoch_loss\": {:.4}, \"train\": {{\"iia\": {:.4}, \"loss\": {:.4}}}, \"eval\": {eval}}}",
-        report.steps, report.first_epoch_loss, report.last_epoch_loss, report.train.iia, report.train.loss
+        "{{\"steps\": {}, \"resumed_from\": {}, \"first_epoch_loss\": {:.4}, \"last_epoch_loss\": {:.4}, \"train\": {{\"iia\": {:.4}, \"loss\": {:.4}}}, \"eval\": {eval}}}",
+        report.steps, report.resumed_from, report.first_epoch_loss, report.last_epoch_loss, report.train.iia, report.train.loss
     );
     println!("saved to {}", out.display());
     Ok(())

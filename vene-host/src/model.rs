@@ -22,11 +22,35 @@ pub struct ForwardInputs {
     pub attention_mask: Option<Tensor>,
     pub past: Vec<Tensor>,
     pub use_cache: bool,
+    /// `(batch,)`: the one position per example whose output will be read; the adapter may compute its output head
+    /// there only (see [`vene_api::ModelInputs::output_positions`]).
+    pub output_positions: Option<Tensor>,
 }
 
 impl ForwardInputs {
     pub fn from_ids(input_ids: Tensor) -> Self {
-        Self { input_ids: Some(input_ids), features: None, attention_mask: None, past: Vec::new(), use_cache: false }
+        Self {
+            input_ids: Some(input_ids),
+            features: None,
+            attention_mask: None,
+            past: Vec::new(),
+            use_cache: false,
+            output_positions: None,
+        }
+    }
+
+    /// These inputs with only the last position's output computed (or each example's last unpadded one).
+    pub fn reading_last_position(mut self) -> Self {
+        let last = match (&self.attention_mask, &self.input_ids) {
+            (Some(mask), _) => Some(mask.sum_dim_intlist(-1, false, tch::Kind::Int64) - 1),
+            (None, Some(ids)) => {
+                let (batch, seq) = (ids.size()[0], ids.size()[1]);
+                Some(Tensor::full([batch], seq - 1, (tch::Kind::Int64, ids.device())))
+            }
+            (None, None) => None,
+        };
+        self.output_positions = last;
+        self
     }
 
     pub fn batch_size(&self) -> i64 {
@@ -41,6 +65,7 @@ impl ForwardInputs {
             attention_mask: move_to(&self.attention_mask),
             past: self.past.iter().map(|t| t.to_device(device)).collect(),
             use_cache: self.use_cache,
+            output_positions: move_to(&self.output_positions),
         }
     }
 }
@@ -134,6 +159,7 @@ impl LoadedModel {
             attention_mask: inputs.attention_mask.as_ref().map(TensorRef::new).into(),
             past: RSlice::from_slice(&past),
             use_cache: inputs.use_cache,
+            output_positions: inputs.output_positions.as_ref().map(TensorRef::new).into(),
         };
         let output = self.inner.forward(abi_inputs, hooks).into_result()?;
         Ok(ForwardOutput {

@@ -75,6 +75,7 @@ pub struct PluginSet {
     factory_by_type: BTreeMap<String, usize>,
     /// Libraries found by scanning that could not be used, with the reason; the rest stay usable.
     failures: Vec<VeneError>,
+    warnings: Vec<String>,
 }
 
 fn file_is_plugin(name: &str) -> bool {
@@ -107,10 +108,12 @@ impl PluginSet {
                 explicit.push(path.to_path_buf());
             }
         }
+        let mut warnings = Vec::new();
         for dir in &search.dirs {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
+            warnings.extend(writable_by_others(dir, "plugin directory"));
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(file_is_plugin))
@@ -134,9 +137,10 @@ impl PluginSet {
         }
         // A library the user asked for by name must load; one found by scanning may fail without stopping the rest.
         let strict = !search.only.is_empty();
-        let mut set = PluginSet::default();
+        let mut set = PluginSet { warnings, ..PluginSet::default() };
         let mut seen = Vec::new();
         for path in candidates {
+            set.warnings.extend(writable_by_others(&path, "plugin"));
             let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
             if seen.contains(&canonical) {
                 continue;
@@ -209,6 +213,12 @@ impl PluginSet {
         &self.failures
     }
 
+    /// Plugin directories and libraries that users other than their owner may write to: whoever can write there can
+    /// run code in every vene process that loads plugins from them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     pub fn model_types(&self) -> Vec<String> {
         self.adapter_by_type.keys().cloned().collect()
     }
@@ -249,6 +259,23 @@ fn open_root(path: &Path) -> Result<PluginRootRef> {
             layout_mismatch_summary(&one_line(&e.to_string()))
         ))
     })
+}
+
+/// A warning if `path` is writable by its group or by every user (Unix permissions).
+fn writable_by_others(path: &Path, what: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    let who = match (mode & 0o002 != 0, mode & 0o020 != 0) {
+        (true, _) => "every user",
+        (false, true) => "its group",
+        (false, false) => return None,
+    };
+    Some(format!(
+        "{what} {} is writable by {who} (mode {mode:o}): anyone who can write there can run code in vene; \
+         `chmod go-w {}` unless you trust them",
+        path.display(),
+        path.display()
+    ))
 }
 
 /// abi_stable's layout error prints both full type trees (tens of kilobytes); the type that differs is the last

@@ -6,8 +6,12 @@
 //! entropy at the last (unpadded) position; accuracy there is the interchange intervention accuracy (IIA). The model
 //! is frozen: only the interventions' parameters are optimised (Adam, linear warm-up then linear decay), with the
 //! interventions' auxiliary losses (such as boundless DAS's boundary penalty) added to the objective.
+//!
+//! With a checkpoint file, the parameters, the optimiser's moments and the progress are saved (atomically) every few
+//! steps; a run started again with the same options and data resumes from there and ends with the same result as an
+//! uninterrupted one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use serde::Deserialize;
@@ -20,6 +24,7 @@ use crate::{
     inputs::ExampleJson,
     locations::{Subspaces, UnitLocations},
     model::ForwardInputs,
+    optim::Adam,
     text::TextTokenizer,
 };
 
@@ -75,12 +80,105 @@ pub struct TrainOptions {
     /// Fraction of the examples held out for evaluation.
     pub eval_fraction: f64,
     pub seed: u64,
+    /// Where to save and resume progress; none: no checkpoints.
+    pub checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { epochs: 3, batch_size: 16, learning_rate: 1e-3, warmup_fraction: 0.1, eval_fraction: 0.2, seed: 0 }
+        Self {
+            epochs: 3,
+            batch_size: 16,
+            learning_rate: 1e-3,
+            warmup_fraction: 0.1,
+            eval_fraction: 0.2,
+            seed: 0,
+            checkpoint: None,
+            checkpoint_every: 50,
+        }
     }
+}
+
+/// Where a checkpointed run stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Steps done.
+    step: usize,
+    /// Summed loss × examples of the epoch in progress.
+    epoch_loss: f64,
+    first_epoch_loss: f64,
+    last_epoch_loss: f64,
+}
+
+/// What must match for a checkpoint to be resumed: the options that shape the run and the data's size.
+fn run_identity(options: &TrainOptions, examples: usize, parameters: &[(String, Tensor)]) -> String {
+    let shapes: Vec<String> = parameters.iter().map(|(name, p)| format!("{name}{:?}", p.size())).collect();
+    format!(
+        "epochs {} batch {} lr {} warmup {} eval {} seed {} examples {examples} parameters {}",
+        options.epochs,
+        options.batch_size,
+        options.learning_rate,
+        options.warmup_fraction,
+        options.eval_fraction,
+        options.seed,
+        shapes.join(" ")
+    )
+}
+
+fn save_checkpoint(
+    path: &Path,
+    identity: &str,
+    progress: &Progress,
+    adam: &Adam,
+    parameters: &[(String, Tensor)],
+) -> Result<()> {
+    let mut tensors = vec![
+        ("run".to_string(), Tensor::from_slice(&identity.bytes().map(i64::from).collect::<Vec<_>>())),
+        ("progress.step".to_string(), Tensor::from(progress.step as i64)),
+        (
+            "progress.losses".to_string(),
+            Tensor::from_slice(&[progress.epoch_loss, progress.first_epoch_loss, progress.last_epoch_loss]),
+        ),
+    ];
+    tensors.extend(parameters.iter().map(|(name, p)| (format!("parameter.{name}"), p.detach())));
+    tensors.extend(adam.state());
+    Ok(vene_checkpoint::save_safetensors(path, &tensors)?)
+}
+
+/// Restores a checkpoint into the parameters and the optimiser; errors if it belongs to another run.
+fn resume(path: &Path, identity: &str, adam: &mut Adam, parameters: &[(String, Tensor)]) -> Result<Progress> {
+    let mut saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(|e| {
+            VeneError::Config(format!("the checkpoint {} is not a valid safetensors file: {e}", path.display()))
+        })?
+        .into_iter()
+        .collect();
+    let run: Vec<u8> = match saved.get("run") {
+        Some(codes) => Vec::<i64>::try_from(codes)?.into_iter().map(|c| c as u8).collect(),
+        None => Vec::new(),
+    };
+    if run != identity.as_bytes() {
+        return Err(VeneError::Config(format!(
+            "the checkpoint {} belongs to another run ({}); this run is {identity}. Remove it to start afresh",
+            path.display(),
+            String::from_utf8_lossy(&run)
+        )));
+    }
+    let missing = |name: &str| VeneError::Config(format!("the checkpoint {} has no {name}", path.display()));
+    let _no_grad = tch::no_grad_guard();
+    for (name, parameter) in parameters {
+        let value = saved.remove(&format!("parameter.{name}")).ok_or_else(|| missing(name))?;
+        parameter.shallow_clone().copy_(&value);
+    }
+    adam.load_state(|name| saved.get(name).map(Tensor::shallow_clone))?;
+    let step = saved.get("progress.step").ok_or_else(|| missing("progress.step"))?.int64_value(&[]) as usize;
+    let losses = Vec::<f64>::try_from(saved.get("progress.losses").ok_or_else(|| missing("progress.losses"))?)?;
+    let [epoch_loss, first_epoch_loss, last_epoch_loss] = losses[..] else {
+        return Err(missing("three progress.losses"));
+    };
+    Ok(Progress { step, epoch_loss, first_epoch_loss, last_epoch_loss })
 }
 
 /// Loss and accuracy over a set of examples.
@@ -96,6 +194,8 @@ pub struct Metrics {
 #[derive(Debug, Clone)]
 pub struct TrainReport {
     pub steps: usize,
+    /// Steps a checkpoint had already done when this run started (0 for a fresh run).
+    pub resumed_from: usize,
     /// Mean loss of the first and of the last epoch.
     pub first_epoch_loss: f64,
     pub last_epoch_loss: f64,
@@ -134,6 +234,7 @@ fn stack_inputs(parts: Vec<ForwardInputs>, what: &str) -> Result<ForwardInputs> 
             attention_mask: None,
             past: Vec::new(),
             use_cache: false,
+            output_positions: None,
         });
     }
     let ids: Vec<&Tensor> = parts
@@ -210,7 +311,7 @@ impl Batch {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            base: stack_inputs(bases, "base")?,
+            base: stack_inputs(bases, "base")?.reading_last_position(),
             sources,
             locations: UnitLocations::stack(locations),
             subspaces: Subspaces::Stacked(subspaces),
@@ -223,6 +324,10 @@ impl Batch {
 fn last_logits(output: &Tensor, mask: Option<&Tensor>) -> Tensor {
     if output.dim() == 2 {
         return output.shallow_clone();
+    }
+    // The adapter computed the read position only (the base asked for it).
+    if output.size()[1] == 1 {
+        return output.squeeze_dim(1);
     }
     let (batch, seq, classes) = (output.size()[0], output.size()[1], output.size()[2]);
     let last = match mask {
@@ -295,22 +400,33 @@ pub fn train(
     if train.is_empty() {
         return Err(VeneError::Inputs("no training examples are left after holding out the evaluation split".into()));
     }
-    let mut optimizer = tch::COptimizer::adam(options.learning_rate, 0.9, 0.999, 0.0, 1e-8, false)?;
-    for (_, parameter) in &parameters {
-        optimizer.add_parameters(parameter, 0)?;
-    }
+    let identity = run_identity(options, train.len(), &parameters);
+    let mut optimizer = Adam::new(
+        parameters.iter().map(|(name, p)| (name.clone(), p.shallow_clone())).collect(),
+        options.learning_rate,
+        (0.9, 0.999),
+        1e-8,
+    );
+    let mut progress_so_far = match &options.checkpoint {
+        Some(path) if path.exists() => resume(path, &identity, &mut optimizer, &parameters)?,
+        _ => Progress::default(),
+    };
     let batch_size = options.batch_size.max(1);
     let steps_per_epoch = train.len().div_ceil(batch_size);
     let total = steps_per_epoch * options.epochs.max(1);
     let warmup = ((total as f64) * options.warmup_fraction).round() as usize;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut order: Vec<&TrainingExample> = train.to_vec();
-    let (mut first_epoch_loss, mut last_epoch_loss) = (0.0, 0.0);
+    let resumed_at = progress_so_far.step;
     let mut step = 0;
     for epoch in 0..options.epochs.max(1) {
+        // Every epoch shuffles, resumed or not, so the order matches an uninterrupted run.
         order.shuffle(&mut rng);
-        let mut epoch_loss = 0.0;
         for chunk in order.chunks(batch_size) {
+            if step < resumed_at {
+                step += 1;
+                continue;
+            }
             model.set_training(true);
             model.set_progress(step as f64 / total.max(1) as f64);
             let rate = if step < warmup {
@@ -318,29 +434,46 @@ pub fn train(
             } else {
                 options.learning_rate * (total - step) as f64 / (total - warmup).max(1) as f64
             };
-            optimizer.set_learning_rate(rate)?;
+            optimizer.set_learning_rate(rate);
             let batch = Batch::new(chunk, tokenizer, model.model().device())?;
-            optimizer.zero_grad()?;
+            optimizer.zero_grad();
             let (loss, correct) = batch_loss(model, &batch)?;
             let objective = match model.auxiliary_loss()? {
                 Some(auxiliary) => &loss + auxiliary,
                 None => loss.shallow_clone(),
             };
             objective.backward();
-            optimizer.step()?;
+            optimizer.step();
             step += 1;
             let value = loss.double_value(&[]);
-            epoch_loss += value * chunk.len() as f64;
+            progress_so_far.epoch_loss += value * chunk.len() as f64;
+            progress_so_far.step = step;
+            if step % steps_per_epoch == 0 {
+                let epoch_loss = progress_so_far.epoch_loss / train.len() as f64;
+                if epoch == 0 {
+                    progress_so_far.first_epoch_loss = epoch_loss;
+                }
+                progress_so_far.last_epoch_loss = epoch_loss;
+                progress_so_far.epoch_loss = 0.0;
+            }
+            if let Some(path) = &options.checkpoint {
+                if step % options.checkpoint_every.max(1) == 0 || step == total {
+                    save_checkpoint(path, &identity, &progress_so_far, &optimizer, &parameters)?;
+                }
+            }
             progress(StepUpdate { step, total, loss: value, iia: correct as f64 / chunk.len() as f64 });
         }
-        epoch_loss /= train.len() as f64;
-        if epoch == 0 {
-            first_epoch_loss = epoch_loss;
-        }
-        last_epoch_loss = epoch_loss;
     }
+    let Progress { first_epoch_loss, last_epoch_loss, .. } = progress_so_far;
     model.set_progress(1.0);
     let train_metrics = evaluate(model, train, batch_size, tokenizer)?;
     let eval_metrics = if eval.is_empty() { None } else { Some(evaluate(model, eval, batch_size, tokenizer)?) };
-    Ok(TrainReport { steps: step, first_epoch_loss, last_epoch_loss, train: train_metrics, eval: eval_metrics })
+    Ok(TrainReport {
+        steps: step,
+        resumed_from: resumed_at,
+        first_epoch_loss,
+        last_epoch_loss,
+        train: train_metrics,
+        eval: eval_metrics,
+    })
 }

@@ -87,6 +87,7 @@ impl Model for Gpt2 {
         if !inputs.use_cache {
             present.clear();
         }
-        Ok(ModelOutput { output: hidden.matmul(&self.lm_head.tr()), present })
+        let read = vene_nn::at_output_positions(&hidden, inputs)?;
+        Ok(ModelOutput { output: read.matmul(&self.lm_head.tr()), present })
     }
 }

@@ -256,7 +256,8 @@ impl Model for GptNeox {
             };
             h = hooks.site(Site::BlockOutput as u32, layer, out)?;
         }
-        let logits = self.final_layer_norm.forward(&h).matmul(&self.embed_out.tr());
+        let read = vene_nn::at_output_positions(&h, inputs)?;
+        let logits = self.final_layer_norm.forward(&read).matmul(&self.embed_out.tr());
         if !inputs.use_cache {
             present.clear();
         }

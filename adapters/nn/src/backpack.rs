@@ -166,6 +166,6 @@ impl BackpackModel {
         let mixed = weights.matmul(&all_senses).sum_dim_intlist(1, false, None::<Kind>);
         present.push(all_senses);
         present.push(keys);
-        Ok((mixed.matmul(&self.body.wte().tr()), present))
+        Ok((crate::at_output_positions(&mixed, inputs)?.matmul(&self.body.wte().tr()), present))
     }
 }

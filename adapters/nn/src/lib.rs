@@ -7,6 +7,7 @@ pub mod gru;
 pub mod resnet;
 
 use tch::{Kind, Tensor};
+use vene_api::{ModelInputs, PluginError, PluginResult};
 use vene_checkpoint::{Result, Weights};
 
 /// The hook sites of the GPT-style transformers (GPT-2, GPT-NeoX), in catalog order: pyvene's components plus
@@ -136,6 +137,30 @@ impl Activation {
 }
 
 /// `(b, s, h·d)` → `(b, h, s, d)`.
+/// `hidden` `(batch, seq, d)` at `inputs.output_positions` as `(batch, 1, d)`, or all of it when none are given.
+pub fn at_output_positions(hidden: &Tensor, inputs: &ModelInputs<'_>) -> PluginResult<Tensor> {
+    let Some(positions) = inputs.output_positions.as_ref().into_option() else {
+        return Ok(hidden.shallow_clone());
+    };
+    let positions = positions.to_tensor();
+    let (batch, seq, width) = hidden.size3().map_err(|e| PluginError::invalid_input(e.to_string()))?;
+    if positions.size() != [batch] || positions.kind() != tch::Kind::Int64 {
+        return Err(PluginError::invalid_input(format!(
+            "output positions must be {batch} int64 values (one per example), got {:?} {:?}",
+            positions.kind(),
+            positions.size()
+        )));
+    }
+    let (low, high) = (positions.min().int64_value(&[]), positions.max().int64_value(&[]));
+    if low < 0 || high >= seq {
+        return Err(PluginError::invalid_input(format!(
+            "output positions run from {low} to {high}, outside the {seq} positions of this pass"
+        )));
+    }
+    let index = positions.to_device(hidden.device()).view([batch, 1, 1]).expand([batch, 1, width], false);
+    Ok(hidden.gather(1, &index, false))
+}
+
 pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
     let size = x.size();
     x.view([size[0], size[1], heads, -1]).permute([0, 2, 1, 3])

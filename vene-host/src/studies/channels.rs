@@ -42,6 +42,7 @@ pub fn channel_study(
         attention_mask: None,
         past: Vec::new(),
         use_cache: false,
+        output_positions: None,
     };
     let _no_grad = tch::no_grad_guard();
     let true_class = |logits: &Tensor| -> f64 {

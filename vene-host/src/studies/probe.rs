@@ -112,6 +112,7 @@ pub fn das_vs_probe(
                 warmup_fraction: 0.05,
                 eval_fraction: 0.0,
                 seed: 1,
+                ..TrainOptions::default()
             };
             let report = train::train(&mut das, &train_set, &eval_set, &options, Some(tokenizer), |_| {})?;
             das_iia[position][layer] = report.eval.map_or(0.0, |m| m.iia);

@@ -98,6 +98,7 @@ pub fn trace(
     let prompt = |copies: usize| {
         let ids: Vec<i64> = (0..copies).flat_map(|_| tokens.iter().copied()).collect();
         ForwardInputs::from_ids(Tensor::from_slice(&ids).view([copies as i64, seq as i64]).to_device(device))
+            .reading_last_position()
     };
     let _no_grad = tch::no_grad_guard();
     let clean = probability(&model.forward_plain(&prompt(1))?.output, target).double_value(&[0]);
