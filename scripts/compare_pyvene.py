@@ -4,12 +4,14 @@ input shapes, then runs that bench and prints both side by side. Causal tracing 
 one IntervenableModel and one call per restoration.
 
 Run: scripts/pyref-env.sh && cargo build --workspace --release && .deps/pyref/bin/python scripts/compare_pyvene.py
-     (VENE_BENCH_SHAPE=tiny for a quick run; --repeats N for more pyvene samples.)
+     (VENE_BENCH_SHAPE=tiny for a quick run; --repeats N for more pyvene samples; --rounds N alternations.)
 
 The bench writes the model (seeded random weights, Hugging Face layout) to $TMPDIR/vene-bench-<shape>; this script
-loads that very directory with transformers, so both sides run identical weights. The criterion bench runs first (its
-median; it also writes the model), then pyvene (median of --repeats runs after one warm-up); the two are not
-interleaved. "plain forward" is transformers' own forward on the pyvene side and vene's engine with no intervention.
+loads that very directory with transformers, so both sides run identical weights. The two sides alternate: each of
+--rounds rounds runs the criterion bench (its median; the first also writes the model), then pyvene (median of
+--repeats runs after one warm-up); the table gives each side's median over the rounds, so drift of the shared machine
+between rounds hits both sides alike. "plain forward" is transformers' own forward on the pyvene side and vene's
+engine with no intervention.
 """
 import argparse
 import json
@@ -194,16 +196,32 @@ def vene_times(shape_name):
     return times
 
 
+def median_of_rounds(rounds):
+    """Per workload, the median over rounds (None where a side could not run it)."""
+    names = {name for times in rounds for name in times}
+    medians = {}
+    for name in sorted(names, key=lambda n: list(rounds[0]).index(n) if n in rounds[0] else len(names)):
+        values = [times[name] for times in rounds if times.get(name) is not None]
+        medians[name] = statistics.median(values) if values else None
+    return medians
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     shape_name = os.environ.get("VENE_BENCH_SHAPE", "gpt2-small")
-    vene = vene_times(shape_name)
     model_dir = Path(tempfile.gettempdir()) / f"vene-bench-{shape_name}"
-    pyvene = pyvene_times(model_dir, SHAPES[shape_name], args.repeats)
-    pyvene["tiny_tracing_three_sweeps"] = pyvene_trace_time()
-    print(f"\n{shape_name}, batch {BATCH} x {TOKENS} tokens, CPU, {torch.get_num_threads()} torch threads")
+    vene_rounds, pyvene_rounds = [], []
+    for _ in range(max(1, args.rounds)):
+        vene_rounds.append(vene_times(shape_name))
+        times = pyvene_times(model_dir, SHAPES[shape_name], args.repeats)
+        times["tiny_tracing_three_sweeps"] = pyvene_trace_time()
+        pyvene_rounds.append(times)
+    vene, pyvene = median_of_rounds(vene_rounds), median_of_rounds(pyvene_rounds)
+    print(f"\n{shape_name}, batch {BATCH} x {TOKENS} tokens, CPU, {torch.get_num_threads()} torch threads, "
+          f"median of {len(vene_rounds)} alternating rounds")
     print("| workload | pyvene 0.1.8 (ms) | vene (ms) | pyvene / vene |")
     print("|---|---:|---:|---:|")
     for name, seconds in pyvene.items():

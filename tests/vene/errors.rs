@@ -177,3 +177,61 @@ fn empty_batch_is_refused() {
         vene_host::inputs::RunInputs::from_json(&json, tch::Device::Cpu, None).err().expect("empty batch refused");
     assert_eq!(one_line(&error), "invalid inputs: base.input_ids is empty: give at least one example with one token");
 }
+
+/// Bad input to `vene run`, case by case: a non-zero exit, an error that names what was wrong (and what would be
+/// valid), no panic, and an output file from an earlier run left as it was.
+#[test]
+fn bad_cli_input_fails_cleanly_and_keeps_earlier_output() {
+    let dir = scratch("bad-cli");
+    let write = |name: &str, value: serde_json::Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path
+    };
+    let plain = write("plain.json", json!({"representations": []}));
+    let vanilla = write(
+        "vanilla.json",
+        json!({"representations": [{"layer": 1, "component": "block_output", "intervention": {"type": "vanilla"}}]}),
+    );
+    let unknown = write(
+        "unknown.json",
+        json!({"representations": [{"layer": 1, "component": "mlp_out", "intervention": {"type": "zero"}}]}),
+    );
+    let inputs = fixtures().join("gpt2/cases/plain/inputs.json");
+    let broken_model = dir.join("broken-model");
+    copy_model(&gpt2_dir(), &broken_model);
+    let weights = std::fs::read(broken_model.join("model.safetensors")).unwrap();
+    std::fs::write(broken_model.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    let out = dir.join("out.safetensors");
+    let gpt2 = gpt2_dir();
+    let cases: Vec<(&str, Vec<&std::ffi::OsStr>, Vec<&str>)> = vec![
+        ("unknown component", vec![unknown.as_os_str()], vec!["unknown component 'mlp_out'", "mlp_output"]),
+        ("missing source", vec![vanilla.as_os_str()], vec!["needs a source run"]),
+        ("CUDA without a GPU", vec![plain.as_os_str(), "--device".as_ref(), "cuda".as_ref()], vec!["cuda"]),
+        ("unknown dtype", vec![plain.as_os_str(), "--dtype".as_ref(), "f8".as_ref()], vec!["f8", "f32"]),
+        (
+            "truncated weights",
+            vec![plain.as_os_str(), "--model".as_ref(), broken_model.as_os_str()],
+            vec!["model.safetensors"],
+        ),
+    ];
+    for (case, extra, expected) in cases {
+        std::fs::write(&out, b"an earlier result").unwrap();
+        let mut command = std::process::Command::new(vene_binary());
+        command.args(["run", "--plugin", "gpt2", "--inputs"]).arg(&inputs).arg("--out").arg(&out);
+        if !extra.iter().any(|a| *a == "--model") {
+            command.arg("--model").arg(&gpt2);
+        }
+        command.arg("--config").args(&extra);
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{case}: succeeded");
+        assert!(stderr.starts_with("error: "), "{case}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{case}: {stderr}");
+        for needle in expected {
+            assert!(stderr.contains(needle), "{case}: {needle:?} not in {stderr}");
+        }
+        assert_eq!(std::fs::read(&out).unwrap(), b"an earlier result", "{case}: the earlier output was touched");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -70,6 +70,27 @@ impl ForwardInputs {
     }
 }
 
+/// Refuses a CUDA device that this libtorch cannot reach, before any weights move (libtorch would fail deep inside
+/// the adapter).
+fn check_device(device: DeviceSpec) -> Result<()> {
+    if device.kind != vene_api::model::DeviceKind::Cuda {
+        return Ok(());
+    }
+    let available = if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 };
+    if i64::from(device.index) >= available {
+        return Err(VeneError::Inputs(format!(
+            "device cuda:{} was asked for, but this libtorch sees {available} CUDA device(s){}",
+            device.index,
+            if available == 0 {
+                " (a CPU-only build, or no GPU): use --device cpu".to_string()
+            } else {
+                format!(": use cuda:0 to cuda:{}", available - 1)
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// A forward pass's results.
 pub struct ForwardOutput {
     pub output: Tensor,
@@ -97,6 +118,7 @@ impl LoadedModel {
     /// Loads the Hugging Face directory `dir` with the adapter that provides one of its `architectures` or else its
     /// `model_type`.
     pub fn load(plugins: &PluginSet, dir: &Path, device: DeviceSpec, dtype: DTypeSpec) -> Result<Self> {
+        check_device(device)?;
         let config: ModelKind = vene_checkpoint::read_config(dir)?;
         let model_type = config
             .model_type
