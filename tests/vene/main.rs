@@ -13,5 +13,6 @@ mod interventions;
 mod loading;
 mod plugins;
 mod reference;
+mod robustness;
 mod studies;
 mod units;
