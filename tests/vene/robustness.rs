@@ -147,7 +147,8 @@ fn representation() -> impl Strategy<Value = Value> {
 fn locations() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![9 => (0i64..3).prop_map(Value::from), 1 => (-2i64..8).prop_map(Value::from), 1 => Just(Value::Null)];
     let nested = leaf.prop_recursive(4, 24, 4, |inner| prop::collection::vec(inner, 0..4).prop_map(Value::Array));
-    let key = prop_oneof![4 => Just("sources->base"), 2 => Just("base"), 1 => Just("source_0->source_1"), 1 => Just("bad")];
+    let key =
+        prop_oneof![4 => Just("sources->base"), 2 => Just("base"), 1 => Just("source_0->source_1"), 1 => Just("bad")];
     prop::option::of((key, nested)).prop_map(|entry| match entry {
         Some((key, value)) => json!({ key: value }),
         None => Value::Null,

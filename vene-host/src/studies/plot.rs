@@ -33,6 +33,21 @@ pub struct Heatmap<'a> {
     pub max: f64,
 }
 
+/// Draws a figure into a hidden file beside `path` (same extension: plotters picks the format by it) and renames it
+/// into place, so an interrupted run never leaves a half-written figure where a finished one was.
+fn write_figure(
+    path: &Path,
+    draw: impl FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>>,
+) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staging = path.with_file_name(format!(".{}-{name}", std::process::id()));
+    if let Err(error) = draw(&staging) {
+        std::fs::remove_file(&staging).ok();
+        return Err(plot_error(path, error));
+    }
+    std::fs::rename(&staging, path).map_err(|source| VeneError::Io { path: path.to_path_buf(), source })
+}
+
 /// Writes `stem.png` and `stem.svg` in `dir`.
 pub fn heatmap(dir: &Path, stem: &str, map: &Heatmap<'_>) -> Result<()> {
     ensure_font();
@@ -40,10 +55,8 @@ pub fn heatmap(dir: &Path, stem: &str, map: &Heatmap<'_>) -> Result<()> {
     let height = 90 + 24 * map.row_labels.len() as u32;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
-    draw_heatmap(BitMapBackend::new(&png, (width, height)).into_drawing_area(), map)
-        .map_err(|e| plot_error(&png, e))?;
-    draw_heatmap(SVGBackend::new(&svg, (width, height)).into_drawing_area(), map).map_err(|e| plot_error(&svg, e))?;
-    Ok(())
+    write_figure(&png, |to| draw_heatmap(BitMapBackend::new(to, (width, height)).into_drawing_area(), map))?;
+    write_figure(&svg, |to| draw_heatmap(SVGBackend::new(to, (width, height)).into_drawing_area(), map))
 }
 
 fn draw_heatmap<B: DrawingBackend>(
@@ -106,11 +119,10 @@ pub fn lines(dir: &Path, stem: &str, title: &str, x_label: &str, series: &[(Stri
     ensure_font();
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
-    draw_lines(BitMapBackend::new(&png, (640, 400)).into_drawing_area(), title, x_label, series)
-        .map_err(|e| plot_error(&png, e))?;
-    draw_lines(SVGBackend::new(&svg, (640, 400)).into_drawing_area(), title, x_label, series)
-        .map_err(|e| plot_error(&svg, e))?;
-    Ok(())
+    write_figure(&png, |to| {
+        draw_lines(BitMapBackend::new(to, (640, 400)).into_drawing_area(), title, x_label, series)
+    })?;
+    write_figure(&svg, |to| draw_lines(SVGBackend::new(to, (640, 400)).into_drawing_area(), title, x_label, series))
 }
 
 fn draw_lines<B: DrawingBackend>(
@@ -157,11 +169,8 @@ pub fn bars(dir: &Path, stem: &str, title: &str, bars: &[(String, f64)], max: f6
     let height = 80 + 28 * bars.len() as u32;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
-    draw_bars(BitMapBackend::new(&png, (520, height)).into_drawing_area(), title, bars, max)
-        .map_err(|e| plot_error(&png, e))?;
-    draw_bars(SVGBackend::new(&svg, (520, height)).into_drawing_area(), title, bars, max)
-        .map_err(|e| plot_error(&svg, e))?;
-    Ok(())
+    write_figure(&png, |to| draw_bars(BitMapBackend::new(to, (520, height)).into_drawing_area(), title, bars, max))?;
+    write_figure(&svg, |to| draw_bars(SVGBackend::new(to, (520, height)).into_drawing_area(), title, bars, max))
 }
 
 fn draw_bars<B: DrawingBackend>(
