@@ -7,3 +7,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/datasets.sh
 cargo build --workspace --all-targets
 cargo test --workspace
+./scripts/fuzz.sh 20
