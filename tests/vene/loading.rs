@@ -137,3 +137,33 @@ fn saved_interventions_load_from_the_hub_cache() {
     assert_close(&read_safetensors(&out)[0].1, &expected[0].1, 1e-4, "hub-loaded config");
     std::fs::remove_dir_all(root).ok();
 }
+
+/// The libtorch a process loaded is found through its memory map and compared with the one vene was built against:
+/// another release is refused naming both and the fix; this test process passes.
+#[test]
+fn another_libtorch_release_is_refused_naming_both() {
+    use vene_host::runtime::{check_loaded_libtorch, compare_libtorch, libtorch_version_at, loaded_libtorch_dir};
+    let maps = "7f00-7f10 r-xp 00000000 08:01 42 /opt/torch/lib/libc10.so\n\
+                7f10-7f20 r-xp 00000000 08:01 43 /opt/torch/lib/libtorch_cpu.so\n";
+    assert_eq!(loaded_libtorch_dir(maps), Some(Path::new("/opt/torch/lib").to_path_buf()));
+    assert_eq!(loaded_libtorch_dir("7f00-7f10 r-xp 00000000 08:01 42 /usr/lib/libc.so.6\n"), None);
+
+    let root = scratch("libtorch-version");
+    std::fs::create_dir_all(root.join("torch/lib")).unwrap();
+    std::fs::write(root.join("torch/version.py"), "__version__ = '2.11.0+cu130'\ngit_version = 'x'\n").unwrap();
+    let lib = root.join("torch/lib");
+    assert_eq!(libtorch_version_at(&lib).as_deref(), Some("2.11.0+cu130"));
+
+    let error = compare_libtorch("2.13.0+cu130", "2.11.0+cu130", &lib).unwrap_err().to_string();
+    assert!(
+        error.contains("built against libtorch 2.13.0+cu130")
+            && error.contains("loaded libtorch 2.11.0+cu130")
+            && error.contains(lib.to_str().unwrap())
+            && error.contains("LD_LIBRARY_PATH"),
+        "{error}"
+    );
+    assert!(compare_libtorch("2.13.0+cu130", "2.13.0+cpu", &lib).is_ok(), "build tags do not matter");
+    assert!(compare_libtorch("unknown", "2.11.0", &lib).is_ok());
+    check_loaded_libtorch().expect("the test process runs on the libtorch it was built against");
+    std::fs::remove_dir_all(root).ok();
+}

@@ -2,14 +2,14 @@
 
 use vene_host::{
     model::LoadedModel,
-    studies::tracing::{trace, TraceOptions},
+    studies::tracing::{average, trace, Trace, TraceOptions},
 };
 
 use crate::common::*;
 
 const TOKENS: [i64; 6] = [5, 17, 23, 40, 8, 60];
 
-fn traced(options: &TraceOptions) -> vene_host::studies::tracing::Trace {
+fn traced(options: &TraceOptions) -> Trace {
     let plugins = gpt2_plugins();
     let model = LoadedModel::load(&plugins, &gpt2_dir(), vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32).unwrap();
     trace(model, &plugins, &TOKENS, (1, 3), 33, options, |_, _| {}).unwrap().0
@@ -33,6 +33,35 @@ fn tracing_restores_what_it_should() {
             }
         }
     }
+}
+
+/// A JSON array of rows of numbers.
+fn grid(value: &serde_json::Value) -> Vec<Vec<f64>> {
+    let rows = value.as_array().unwrap_or_else(|| panic!("not an array of rows: {value}"));
+    rows.iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()).collect()
+}
+
+/// Traces of one layout average cell by cell; traces of different layouts are refused by name.
+#[test]
+fn traces_average_cell_by_cell() {
+    let made = |tokens: Vec<i64>, subject: (usize, usize), value: f64| Trace {
+        tokens,
+        subject,
+        target: 1,
+        clean: value,
+        corrupted: value / 2.0,
+        block_output: vec![vec![value, 2.0 * value]],
+        mlp_output: vec![vec![value]],
+        attention_output: vec![vec![3.0 * value]],
+    };
+    let mean = average(&[made(vec![1, 2], (0, 1), 0.2), made(vec![3, 4], (0, 1), 0.6)]).unwrap();
+    assert_eq!(mean.prompts, vec![vec![1, 2], vec![3, 4]]);
+    assert!((mean.clean - 0.4).abs() < 1e-12 && (mean.corrupted - 0.2).abs() < 1e-12);
+    assert!((mean.block_output[0][1] - 0.8).abs() < 1e-12, "{:?}", mean.block_output);
+    assert!((mean.attention_output[0][0] - 1.2).abs() < 1e-12, "{:?}", mean.attention_output);
+    let error = average(&[made(vec![1, 2], (0, 1), 0.2), made(vec![1, 2, 3], (1, 2), 0.2)]).unwrap_err().to_string();
+    assert!(error.contains("one layout") && error.contains("3 tokens"), "{error}");
+    assert!(average(&[]).unwrap_err().to_string().contains("no traces"));
 }
 
 /// `vene trace` writes the JSON and three heatmaps as PNG and SVG.
@@ -62,7 +91,8 @@ fn trace_command_writes_figures() {
 }
 
 /// `vene demo` trains its language model (once; two concurrent runs share one build) and the studies show real
-/// effects on it: corrupting the subject destroys the fact, the last token's state carries it, the multi-source
+/// effects on it: corrupting the subject destroys the fact, tracing finds it at the subject in the first layer and at
+/// the last token after the last layer, the multi-source
 /// interchange yields the language of the mixed country, steering changes the continuation, and DAS finds the
 /// pronoun's causal site where a probe finds gender everywhere.
 #[test]
@@ -101,20 +131,31 @@ fn demo_builds_once_and_shows_real_effects() {
     assert!(clean > 0.9 && corrupted < 0.5, "clean {clean}, corrupted {corrupted}");
     let trace: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("a/tracing/trace.json")).unwrap()).unwrap();
-    let last_row = trace["block_output"].as_array().unwrap().last().unwrap().as_array().unwrap().clone();
-    assert!(last_row.iter().all(|p| p.as_f64().unwrap() > 0.9), "restoring the last token: {last_row:?}");
+    // Meng et al.'s two sites, averaged over the 24 invented places: in the first layer the fact comes back from a
+    // subject token and not from the last token (which has not read the subject yet); after the last layer only the
+    // last token carries it.
+    let block = grid(&trace["block_output"]);
+    let subject = trace["subject"][0].as_u64().unwrap() as usize..trace["subject"][1].as_u64().unwrap() as usize;
+    assert_eq!(subject.len(), 3, "three-word place names");
+    let last = block.last().unwrap();
+    let subject_first_layer = subject.clone().map(|position| block[position][0]).fold(0.0, f64::max);
+    assert!(subject_first_layer >= corrupted + 0.15, "subject at layer 0: {block:?}, corrupted {corrupted}");
+    assert!(subject_first_layer >= last[0] + 0.1, "subject versus last token at layer 0: {block:?}");
+    assert!(*last.last().unwrap() > 0.9, "last token after the last layer: {block:?}");
+    assert!(block[subject.end - 1].last().copied().unwrap() < 0.2, "subject after the last layer: {block:?}");
+    // And their split of the work: the MLPs act at the subject in the first layers, attention moves the fact to the
+    // last token later, and restoring attention at the subject does next to nothing.
+    let (mlp, attention) = (grid(&trace["mlp_output"]), grid(&trace["attention_output"]));
+    let mlp_subject = subject.clone().map(|position| mlp[position][0]).fold(0.0, f64::max);
+    assert!(mlp_subject >= corrupted + 0.15, "MLP at the subject, layer 0: {mlp:?}");
+    let attention_last = attention.last().unwrap().iter().copied().fold(0.0, f64::max);
+    assert!(attention_last >= corrupted + 0.3, "attention at the last token: {attention:?}");
+    let attention_subject = attention[subject.clone()].iter().flatten().copied().fold(0.0, f64::max);
+    assert!(attention_subject <= corrupted + 0.1, "attention at the subject: {attention:?}");
     assert_ne!(results["steering"]["steered"], results["steering"]["unsteered"]);
     // DAS versus probe: the probe decodes gender wherever the name has been seen, but only the last position's
     // representation is causal for the pronoun (at the name's position after the last layer nothing can change it).
-    let grid = |name: &str| -> Vec<Vec<f64>> {
-        results["das_probe"][name]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
-            .collect()
-    };
-    let (das, probe) = (grid("das_iia"), grid("probe_accuracy"));
+    let (das, probe) = (grid(&results["das_probe"]["das_iia"]), grid(&results["das_probe"]["probe_accuracy"]));
     assert!(das.last().unwrap().iter().all(|&iia| iia >= 0.9), "DAS at the last position: {das:?}");
     assert!(das[0].last().copied().unwrap() <= 0.1, "DAS at the name after the last layer: {das:?}");
     assert!(probe[0].iter().all(|&accuracy| accuracy >= 0.75), "probe at the name: {probe:?}");
@@ -171,6 +212,31 @@ fn demo_builds_once_and_shows_real_effects() {
         "the capital of italy is@3",
     ]);
     assert_eq!(interchange["intervened"][0][0], "italian");
+    // In series: "language" goes into the Italy prompt at layer 0, whose last state then goes into the base; the same
+    // chain as the demo's, so the same answer.
+    let first_hop = [
+        "interchange",
+        "--mode",
+        "serial",
+        "--base",
+        "the capital of spain is",
+        "--source",
+        "the language of spain is@1",
+        "--source",
+        "the capital of italy is@4",
+        "--hop",
+        "0:block_input",
+    ];
+    let serial = command(&[&first_hop[..], &["--hop", "3:block_output"]].concat());
+    assert_eq!(serial["intervened"], results["interchange"]["serial"]);
+    assert_eq!(serial["intervened"][0][0], "italian");
+    let one_hop = std::process::Command::new(vene_binary())
+        .args(first_hop)
+        .args(["--model", model.to_str().unwrap(), "--out", root.join("one_hop").to_str().unwrap(), "--plugin", "gpt2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&one_hop.stderr);
+    assert!(!one_hop.status.success() && stderr.contains("one hop (layer and component) per source"), "{stderr}");
     let steering = command(&["steer", "--prompt", "the capital of spain is", "--word", "italy", "--coefficient", "3"]);
     assert_ne!(steering["steered"], steering["unsteered"]);
     let probe = command(&[

@@ -25,6 +25,7 @@ pub mod model;
 pub mod optim;
 pub mod plugins;
 pub mod pyvene_import;
+pub mod runtime;
 pub mod saved;
 pub mod studies;
 pub mod text;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Kind, Tensor};
 use vene_api::{DTypeSpec, DeviceSpec};
@@ -84,6 +84,13 @@ impl ModelArgs {
         let dir = hub::resolve_model(&self.model)?;
         Ok(LoadedModel::load(plugins, &dir, device, dtype)?)
     }
+}
+
+/// How `vene interchange` combines its sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InterchangeMode {
+    Parallel,
+    Serial,
 }
 
 #[derive(Subcommand)]
@@ -203,8 +210,9 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
-    /// Multi-source interchange: tokens from several sources replace the base's at their positions (parallel mode);
-    /// prints and saves the top-5 next tokens.
+    /// Multi-source interchange: tokens from several sources replace the base's at their positions (parallel), or
+    /// pass along the chain of sources into the base (serial, one --hop per source); prints and saves the top-5 next
+    /// tokens.
     Interchange {
         #[command(flatten)]
         model: ModelArgs,
@@ -213,8 +221,17 @@ enum Command {
         /// A source text and the token position taken from it: "TEXT@POSITION" (repeatable).
         #[arg(long = "source", value_name = "TEXT@POSITION", required = true)]
         sources: Vec<String>,
+        /// parallel: every source writes into the base; serial: source i writes into source i+1, the last into the
+        /// base, each at its own position.
+        #[arg(long, value_enum, default_value_t = InterchangeMode::Parallel)]
+        mode: InterchangeMode,
+        /// Serial mode: where each hop happens, "LAYER:COMPONENT", one per source in order (e.g. 0:block_input).
+        #[arg(long = "hop", value_name = "LAYER:COMPONENT")]
+        hops: Vec<String>,
+        /// Parallel mode: the layer of every source's interchange.
         #[arg(long, default_value_t = 0)]
         layer: i64,
+        /// Parallel mode: the component of every source's interchange.
         #[arg(long, default_value = "block_input")]
         component: String,
         #[arg(long, value_name = "DIR")]
@@ -589,7 +606,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Interchange { model, base, sources, layer, component, out, plugins } => {
+        Command::Interchange { model, base, sources, mode, hops, layer, component, out, plugins } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
             let tokenizer = model_tokenizer(&model)?;
@@ -604,9 +621,31 @@ fn run(cli: Cli) -> Result<()> {
                     ))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let setup = studies::interchange::InterchangeSetup { base, sources, layer, component };
-            let (base_top, intervened, _) =
-                studies::interchange::parallel_interchange(model, &plugins, &tokenizer, &setup)?;
+            let (base_top, intervened, _) = match mode {
+                InterchangeMode::Parallel => {
+                    if !hops.is_empty() {
+                        anyhow::bail!("--hop is for --mode serial; parallel mode takes --layer and --component");
+                    }
+                    let setup = studies::interchange::InterchangeSetup { base, sources, layer, component };
+                    studies::interchange::parallel_interchange(model, &plugins, &tokenizer, &setup)?
+                }
+                InterchangeMode::Serial => {
+                    let hops = hops
+                        .iter()
+                        .map(|hop| {
+                            let (layer, component) = hop
+                                .split_once(':')
+                                .ok_or_else(|| anyhow::anyhow!("--hop {hop:?} is not LAYER:COMPONENT"))?;
+                            let layer = layer
+                                .parse::<i64>()
+                                .map_err(|_| anyhow::anyhow!("--hop {hop:?}: the layer must be a whole number"))?;
+                            Ok((layer, component.to_string()))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let setup = studies::interchange::SerialSetup { base, sources, hops };
+                    studies::interchange::serial_interchange(model, &plugins, &tokenizer, &setup)?
+                }
+            };
             std::fs::create_dir_all(&out)?;
             studies::write_json(
                 &out,
@@ -874,29 +913,43 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     })?;
     bar.finish_and_clear();
     println!("demo model: {}", model_dir.display());
-    let model = LoadedModel::load(plugins, &model_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
+    let mut model = LoadedModel::load(plugins, &model_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
     let tokenizer = TextTokenizer::for_model(&model_dir, "gpt2")?
         .ok_or_else(|| anyhow::anyhow!("the demo model has no tokenizer"))?;
     std::fs::create_dir_all(out.join("tracing"))?;
-    // Causal tracing.
-    let prompt = "the capital of spain is";
-    let tokens = tokenizer.encode(prompt)?;
-    let span =
-        tracing::locate_subject(&tokens, &[tokenizer.encode("spain")?]).ok_or_else(|| anyhow::anyhow!("no subject"))?;
-    let target = tokenizer.encode("madrid")?[0];
-    let options = TraceOptions { samples: 100, window: 2, ..TraceOptions::default() };
-    let (trace, model) = tracing::trace(model, plugins, &tokens, span, target, &options, |_, _| {})?;
+    // Causal tracing, averaged over the invented places' capital questions (three-word subjects).
+    let places = demo::corpus::places();
+    let tracing_bar = ProgressBar::new(places.len() as u64).with_style(
+        ProgressStyle::with_template("causal tracing {bar:40} {pos}/{len} places  [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let options = TraceOptions { samples: 50, window: 2, ..TraceOptions::default() };
+    let mut traces = Vec::with_capacity(places.len());
+    for place in &places {
+        let tokens = tokenizer.encode(&format!("the capital of {} is", place.name_text()))?;
+        let span = tracing::locate_subject(&tokens, &[tokenizer.encode(&place.name_text())?])
+            .ok_or_else(|| anyhow::anyhow!("the place {} is not in its own prompt", place.name_text()))?;
+        let target = tokenizer.encode(place.capital)?[0];
+        let (trace, returned) = tracing::trace(model, plugins, &tokens, span, target, &options, |_, _| {})?;
+        model = returned;
+        traces.push(trace);
+        tracing_bar.inc(1);
+    }
+    tracing_bar.finish_and_clear();
+    let trace = tracing::average(&traces)?;
+    let span = trace.subject;
+    let prompt = "the capital of PLACE PLACE PLACE is";
     let labels: Vec<String> = prompt
         .split_whitespace()
         .enumerate()
-        .map(|(i, w)| if i == span.0 { format!("{w}*") } else { w.to_string() })
+        .map(|(i, w)| if (span.0..span.1).contains(&i) { format!("{w}*") } else { w.to_string() })
         .collect();
     for (name, values) in [
         ("block_output", &trace.block_output),
         ("mlp_output", &trace.mlp_output),
         ("attention_output", &trace.attention_output),
     ] {
-        let title = format!("restored p(madrid) — {name}");
+        let title = format!("restored p(capital), mean of {} places — {name}", places.len());
         let map = plot::Heatmap { title: &title, row_labels: &labels, column_label: "layer", values, max: trace.clean };
         plot::heatmap(&out.join("tracing"), name, &map)?;
     }
@@ -951,6 +1004,9 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     let backpack_dir = demo::ensure_built(&root, "backpack-facts", |staging| {
         let recipe = demo::language_model::LmRecipe {
             architecture: demo::language_model::Architecture::Backpack { senses },
+            positions: 16,
+            steps: 1200,
+            places: false,
             ..Default::default()
         };
         demo::language_model::train(staging, &recipe, |step, steps, loss| {
@@ -1020,8 +1076,14 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         (
             "Causal tracing".to_string(),
             format!(
-                "prompt: {prompt}\nsubject: spain (marked *)  target: madrid\np(madrid) clean {:.4}, corrupted {:.4}",
-                trace.clean, trace.corrupted
+                "prompts: \"the capital of PLACE is\" for the {} invented places with three-word names (\"{}\", ...; \
+                 subject marked *), target: the place's capital; mean over the places of {} noise samples each\n\
+                 p(capital) clean {:.4}, corrupted {:.4}",
+                places.len(),
+                places[0].name_text(),
+                options.samples,
+                trace.clean,
+                trace.corrupted
             ),
             ["block_output", "mlp_output", "attention_output"].iter().map(|n| format!("tracing/{n}.png")).collect(),
         ),

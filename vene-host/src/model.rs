@@ -118,6 +118,7 @@ impl LoadedModel {
     /// Loads the Hugging Face directory `dir` with the adapter that provides one of its `architectures` or else its
     /// `model_type`.
     pub fn load(plugins: &PluginSet, dir: &Path, device: DeviceSpec, dtype: DTypeSpec) -> Result<Self> {
+        crate::runtime::check_loaded_libtorch()?;
         check_device(device)?;
         let config: ModelKind = vene_checkpoint::read_config(dir)?;
         let model_type = config

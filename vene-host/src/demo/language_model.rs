@@ -40,6 +40,8 @@ pub struct LmRecipe {
     pub batch: usize,
     pub learning_rate: f64,
     pub seed: u64,
+    /// Whether the corpus includes the invented places ([`corpus::place_sentences`]) that causal tracing studies.
+    pub places: bool,
 }
 
 impl Default for LmRecipe {
@@ -49,11 +51,12 @@ impl Default for LmRecipe {
             layers: 4,
             width: 64,
             heads: 4,
-            positions: 16,
-            steps: 1200,
+            positions: 24,
+            steps: 4000,
             batch: 32,
             learning_rate: 3e-3,
             seed: 7,
+            places: true,
         }
     }
 }
@@ -175,8 +178,11 @@ impl Trainee {
 pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usize, f64)) -> Result<f64> {
     let vocab = corpus::vocabulary();
     let index: HashMap<&str, i64> = vocab.iter().enumerate().map(|(i, w)| (w.as_str(), i as i64)).collect();
-    let sentences: Vec<Vec<i64>> =
-        corpus::sentences().iter().map(|s| s.iter().map(|w| index[w.as_str()]).collect()).collect();
+    let mut text = corpus::sentences();
+    if recipe.places {
+        text.extend(corpus::place_sentences());
+    }
+    let sentences: Vec<Vec<i64>> = text.iter().map(|s| s.iter().map(|w| index[w.as_str()]).collect()).collect();
     let longest = sentences.iter().map(Vec::len).max().unwrap_or(1);
     if longest as i64 > recipe.positions {
         return Err(VeneError::Config(format!(

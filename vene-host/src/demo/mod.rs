@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, VeneError};
 
 /// Bumped whenever the demo recipe changes, so stale caches are rebuilt.
-pub const DEMO_VERSION: &str = "1";
+pub const DEMO_VERSION: &str = "2";
 
 /// `$XDG_CACHE_HOME/vene/demo/v{DEMO_VERSION}` (or `~/.cache/...`).
 pub fn cache_dir() -> PathBuf {

@@ -3,17 +3,14 @@
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::json;
 
 use crate::{
     error::{Result, VeneError},
-    locations::{Subspaces, UnitLocations},
     model::LoadedModel,
     plugins::PluginSet,
     studies::{
-        bind, ids,
-        interchange::{parallel_interchange, InterchangeSetup},
-        top_words, TopWords,
+        interchange::{parallel_interchange, serial_interchange, InterchangeSetup, SerialSetup},
+        TopWords,
     },
     text::TextTokenizer,
 };
@@ -41,26 +38,15 @@ pub fn interchange(
         component: "block_input".to_string(),
     };
     let (base_top, parallel_top, model) = parallel_interchange(model, plugins, tokenizer, &setup)?;
-    let device = model.device();
-    let _no_grad = tch::no_grad_guard();
-    let base = ids(tokenizer, &setup.base, device)?;
-    let sources = setup.sources.iter().map(|(t, _)| ids(tokenizer, t, device).map(Some)).collect::<Result<Vec<_>>>()?;
     // Serial: "language" goes into the Italy prompt, whose final state then goes into the base.
     let layers = model.catalog().num_layers as i64;
-    let mut serial = bind(
-        model,
-        plugins,
-        json!({"mode": "serial", "representations": [
-            {"layer": 0, "component": "block_input", "group_key": 0, "intervention": {"type": "vanilla"}},
-            {"layer": layers - 1, "component": "block_output", "group_key": 1, "intervention": {"type": "vanilla"}}]}),
-    )?;
-    let locations = UnitLocations::parse(Some(&json!({
-        "source_0->source_1": [[[[1]]], [[[1]]]],
-        "source_1->base": [[[[4]]], [[[4]]]]
-    })))?;
-    let output = serial.run(&base, &sources, &locations, &Subspaces::None)?.output;
-    let serial_top = top_words(tokenizer, &output)?;
-    Ok((Interchange { base: base_top, parallel: parallel_top, serial: serial_top }, serial.into_model()))
+    let serial_setup = SerialSetup {
+        base: setup.base.clone(),
+        sources: vec![(setup.sources[0].0.clone(), 1), (setup.sources[1].0.clone(), 4)],
+        hops: vec![(0, "block_input".to_string()), (layers - 1, "block_output".to_string())],
+    };
+    let (_, serial_top, model) = serial_interchange(model, plugins, tokenizer, &serial_setup)?;
+    Ok((Interchange { base: base_top, parallel: parallel_top, serial: serial_top }, model))
 }
 
 /// A minimal HTML report: sections of text and figures (paths relative to the report).

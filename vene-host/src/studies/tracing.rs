@@ -57,6 +57,58 @@ pub struct Trace {
     pub attention_output: Vec<Vec<f64>>,
 }
 
+/// Traces of several prompts with one layout (same length, same subject positions), averaged cell by cell, as Meng
+/// et al. average their figures over many facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeanTrace {
+    pub prompts: Vec<Vec<i64>>,
+    pub targets: Vec<i64>,
+    /// Subject token positions `[start, end)`, shared by every prompt.
+    pub subject: (usize, usize),
+    pub clean: f64,
+    pub corrupted: f64,
+    pub block_output: Vec<Vec<f64>>,
+    pub mlp_output: Vec<Vec<f64>>,
+    pub attention_output: Vec<Vec<f64>>,
+}
+
+/// The mean of `traces`, which must share their prompt length and subject positions.
+pub fn average(traces: &[Trace]) -> Result<MeanTrace> {
+    let first = traces.first().ok_or_else(|| VeneError::Inputs("no traces to average".to_string()))?;
+    if let Some(other) = traces.iter().find(|t| t.tokens.len() != first.tokens.len() || t.subject != first.subject) {
+        return Err(VeneError::Inputs(format!(
+            "traces averaged together need one layout: {} tokens with the subject at {:?}, but one has {} tokens with \
+             the subject at {:?}",
+            first.tokens.len(),
+            first.subject,
+            other.tokens.len(),
+            other.subject
+        )));
+    }
+    let count = traces.len() as f64;
+    let mean_of = |value: fn(&Trace) -> f64| traces.iter().map(value).sum::<f64>() / count;
+    let grid_mean = |grid: fn(&Trace) -> &Vec<Vec<f64>>| -> Vec<Vec<f64>> {
+        let mut sum = grid(first).clone();
+        for trace in &traces[1..] {
+            for (row, other) in sum.iter_mut().zip(grid(trace)) {
+                row.iter_mut().zip(other).for_each(|(cell, value)| *cell += value);
+            }
+        }
+        sum.iter_mut().flatten().for_each(|cell| *cell /= count);
+        sum
+    };
+    Ok(MeanTrace {
+        prompts: traces.iter().map(|t| t.tokens.clone()).collect(),
+        targets: traces.iter().map(|t| t.target).collect(),
+        subject: first.subject,
+        clean: mean_of(|t| t.clean),
+        corrupted: mean_of(|t| t.corrupted),
+        block_output: grid_mean(|t| &t.block_output),
+        mlp_output: grid_mean(|t| &t.mlp_output),
+        attention_output: grid_mean(|t| &t.attention_output),
+    })
+}
+
 /// The sweeps: component and window width.
 pub const SWEEPS: [(&str, bool); 3] = [("block_output", false), ("mlp_output", true), ("attention_output", true)];
 
