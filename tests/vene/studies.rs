@@ -168,6 +168,27 @@ fn demo_builds_once_and_shows_real_effects() {
     }
     assert_eq!(results["gru"]["plain"][0][0], "madrid");
     assert_eq!(gru[1]["top"][0][0], "rome", "swapping in italy's step: {}", gru[1]["top"]);
+    // The GRU classifier on Fashion-MNIST (installed by scripts/datasets.sh): it learned, its interventions act from
+    // their step on, and breaking one step of the ankle boot's middle rows changes what it sees.
+    let images = &results["gru_images"];
+    assert!(!images.is_null(), "the GRU image study was skipped: run scripts/datasets.sh to install Fashion-MNIST");
+    assert!(images["accuracy"].as_f64().unwrap() > 0.7, "GRU test accuracy {}", images["accuracy"]);
+    let plain = &images["study"]["plain"][0];
+    assert_eq!(plain[0], images["base_label"], "the base image is classified correctly: {plain}");
+    let interventions = images["study"]["interventions"].as_array().unwrap();
+    for (intervention, first_step) in interventions.iter().zip([7usize, 7, 8]) {
+        let effect: Vec<f64> = intervention["effect"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(effect.len(), 14, "two pixel rows per step");
+        assert!(effect[..first_step].iter().all(|&e| e == 0.0), "{}: {effect:?}", intervention["name"]);
+        assert!(effect[first_step..].iter().all(|&e| e > 0.1), "{}: {effect:?}", intervention["name"]);
+    }
+    let base_probability = |top: &serde_json::Value| -> f64 {
+        let top = top.as_array().unwrap();
+        top.iter().find(|entry| entry[0] == images["base_label"]).map_or(0.0, |entry| entry[1].as_f64().unwrap())
+    };
+    let before = base_probability(&images["study"]["plain"]);
+    let zeroed = base_probability(&interventions[0]["top"]);
+    assert!(before - zeroed > 0.3, "zeroing step 7: p(base class) {before} -> {zeroed}");
     // Backpack: amplifying one sense vector of "spain" moves the prediction away from the fact.
     let baseline = results["backpack"]["baseline"].as_f64().unwrap();
     let amplified: Vec<f64> =
@@ -279,6 +300,13 @@ fn demo_builds_once_and_shows_real_effects() {
         ],
     );
     assert_eq!(steps["interventions"][1]["top"][0][0], "tokyo", "{}", steps["interventions"][1]);
+    // The same command on the image classifier, with test images as base and source: it reproduces the demo's study.
+    let image_steps = run(
+        "gru-fashion-mnist",
+        "gru",
+        &["timesteps", "--base-image", "0", "--source-image", "1", "--step", "7", "--to-step", "8"],
+    );
+    assert_eq!(image_steps, images["study"]);
     let senses = run(
         "backpack-facts",
         "backpack",

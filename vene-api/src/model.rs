@@ -113,6 +113,18 @@ impl<'a> ModelInputs<'a> {
             output_positions: ROption::RNone,
         }
     }
+
+    /// Float inputs alone (images, feature sequences): no mask, no cache.
+    pub fn features(features: &'a Tensor) -> Self {
+        Self {
+            input_ids: ROption::RNone,
+            features: ROption::RSome(TensorRef::new(features)),
+            attention_mask: ROption::RNone,
+            past: RSlice::from_slice(&[]),
+            use_cache: false,
+            output_positions: ROption::RNone,
+        }
+    }
 }
 
 /// Identifies one call of a hook site.

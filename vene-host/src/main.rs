@@ -279,10 +279,21 @@ enum Command {
     Timesteps {
         #[command(flatten)]
         model: ModelArgs,
-        #[arg(long)]
-        base: String,
-        #[arg(long)]
-        source: String,
+        /// Base text (language models).
+        #[arg(long, required_unless_present = "base_image", conflicts_with = "base_image")]
+        base: Option<String>,
+        /// Source text (language models).
+        #[arg(long, required_unless_present = "source_image", conflicts_with = "source_image")]
+        source: Option<String>,
+        /// Base image: an index into the Fashion-MNIST test images (image classifiers, two pixel rows per step).
+        #[arg(long, requires = "source_image")]
+        base_image: Option<usize>,
+        /// Source image: an index into the Fashion-MNIST test images.
+        #[arg(long, requires = "base_image")]
+        source_image: Option<usize>,
+        /// Directory with the Fashion-MNIST IDX files (default: the Debian package's).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         layer: i64,
         #[arg(long)]
@@ -537,12 +548,50 @@ fn run(cli: Cli) -> Result<()> {
             generate_text(model, &plugins, config.as_deref(), &prompt, inputs.as_deref(), sampling)
         }
         Command::Demo { out, cache, plugins } => run_demo(&plugins.load()?, &out, cache),
-        Command::Timesteps { model, base, source, layer, step, to_step, out, plugins } => {
+        Command::Timesteps {
+            model,
+            base,
+            source,
+            base_image,
+            source_image,
+            data,
+            layer,
+            step,
+            to_step,
+            out,
+            plugins,
+        } => {
             let plugins = plugins.load()?;
             let model = model.load(&plugins)?;
-            let tokenizer = model_tokenizer(&model)?;
-            let setup = studies::timesteps::TimestepSetup { base, source, layer, step, to_step };
-            let (study, _) = studies::timesteps::timestep_study(model, &plugins, &tokenizer, &setup)?;
+            let (study, _) = match (base, source, base_image, source_image) {
+                (Some(base), Some(source), None, None) => {
+                    let tokenizer = model_tokenizer(&model)?;
+                    let setup = studies::timesteps::TimestepSetup { base, source, layer, step, to_step };
+                    studies::timesteps::timestep_study(model, &plugins, &tokenizer, &setup)?
+                }
+                (None, None, Some(base), Some(source)) => {
+                    let data = data.or_else(datasets::dataset_dir).ok_or_else(|| {
+                        anyhow::anyhow!("Fashion-MNIST not found: pass --data DIR or install dataset-fashion-mnist")
+                    })?;
+                    let count = base.max(source) + 1;
+                    let (images, _) = datasets::load_split(&data, "t10k", count)?;
+                    if (images.size()[0] as usize) < count {
+                        anyhow::bail!("image {} was asked for, but the test split has {}", count - 1, images.size()[0]);
+                    }
+                    let steps = demo::recurrent::image_steps(&images);
+                    let pick = |index: usize| steps.narrow(0, index as i64, 1);
+                    let choice = studies::timesteps::Steps { layer, step, to_step };
+                    studies::timesteps::sequence_timestep_study(
+                        model,
+                        &plugins,
+                        &pick(base),
+                        &pick(source),
+                        &datasets::CLASSES,
+                        choice,
+                    )?
+                }
+                _ => anyhow::bail!("give --base and --source texts, or --base-image and --source-image indices"),
+            };
             std::fs::create_dir_all(&out)?;
             let series: Vec<(String, Vec<f64>)> =
                 study.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect();
@@ -1071,7 +1120,27 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             None
         }
     };
+    // The GRU classifier on Fashion-MNIST, likewise.
+    let gru_images = match datasets::dataset_dir() {
+        Some(data) => Some(gru_image_study(&root, plugins, &data, out, &bar)?),
+        None => None,
+    };
     let words = |top: &[(String, f64)]| top.iter().map(|(w, p)| format!("{w} ({p:.3})")).collect::<Vec<_>>().join(", ");
+    let effects = |study: &studies::timesteps::TimestepStudy| {
+        study
+            .interventions
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}: per-step effect {:?} -> {}",
+                    i.name,
+                    i.effect.iter().map(|e| (e * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+                    words(&i.top)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let sections = vec![
         (
             "Causal tracing".to_string(),
@@ -1107,23 +1176,26 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         ),
         (
             "GRU timestep interventions".to_string(),
-            format!(
-                "base: {} -> {}\n{}",
-                timesteps.tokens.join(" "),
-                words(&timesteps.plain),
-                timesteps
-                    .interventions
-                    .iter()
-                    .map(|i| format!(
-                        "{}: per-step effect {:?} -> {}",
-                        i.name,
-                        i.effect.iter().map(|e| (e * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
-                        words(&i.top)
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
+            format!("base: {} -> {}\n{}", timesteps.tokens.join(" "), words(&timesteps.plain), effects(&timesteps)),
             vec!["gru/effects.png".to_string()],
+        ),
+        (
+            "GRU on Fashion-MNIST (two pixel rows per step)".to_string(),
+            match &gru_images {
+                Some(images) => format!(
+                    "{} test images: accuracy {:.3}\nbase: test image {} ({}) -> {}\nsource: test image {} ({})\n{}",
+                    images.test_images,
+                    images.accuracy,
+                    images.base_image,
+                    images.base_label,
+                    words(&images.study.plain),
+                    images.source_image,
+                    images.source_label,
+                    effects(&images.study)
+                ),
+                None => "skipped: Fashion-MNIST is not installed".to_string(),
+            },
+            if gru_images.is_some() { vec!["gru/image_effects.png".to_string()] } else { Vec::new() },
         ),
         (
             "Backpack sense vectors".to_string(),
@@ -1174,7 +1246,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
         out,
         "results.json",
         &serde_json::json!({"interchange": interchange, "steering": steering, "das_probe": das_probe,
-        "gru": timesteps, "backpack": sense_study, "cnn": vision,
+        "gru": timesteps, "gru_images": gru_images, "backpack": sense_study, "cnn": vision,
         "tracing": {"clean": trace.clean, "corrupted": trace.corrupted}}),
     )?;
     for (heading, body, _) in &sections {
@@ -1182,6 +1254,66 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     }
     println!("report: {}", out.join("report.html").display());
     Ok(())
+}
+
+/// The demo's GRU classifier study: what it learned, and the timestep interventions on one test image.
+#[derive(Debug, serde::Serialize)]
+struct GruImages {
+    test_images: usize,
+    accuracy: f64,
+    base_image: usize,
+    base_label: String,
+    source_image: usize,
+    source_label: String,
+    study: studies::timesteps::TimestepStudy,
+}
+
+/// Builds (once) the GRU classifier on Fashion-MNIST and runs the timestep interventions on a test image, with the
+/// first test image of another class as the source: zero step 7 (pixel rows 14-15), swap it from the source, and
+/// move the source's step 7 into step 8.
+fn gru_image_study(root: &Path, plugins: &PluginSet, data: &Path, out: &Path, bar: &ProgressBar) -> Result<GruImages> {
+    let test_images = 1_000;
+    let dir = demo::ensure_built(root, "gru-fashion-mnist", |staging| {
+        let accuracy =
+            demo::recurrent::train_classifier(staging, data, 20_000, test_images, 7, |step, steps, loss| {
+                bar.set_length(steps as u64);
+                bar.set_position(step as u64);
+                bar.set_message(format!("{loss:.3}"));
+            })?;
+        let path = staging.join("accuracy.json");
+        vene_checkpoint::write_atomic(&path, serde_json::json!({"accuracy": accuracy}).to_string().as_bytes())
+            .map_err(|source| vene_host::error::VeneError::Io { path, source })
+    })?;
+    bar.finish_and_clear();
+    let accuracy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("accuracy.json"))?)?;
+    let (images, labels) = datasets::load_split(data, "t10k", 100)?;
+    let labels = Vec::<i64>::try_from(&labels)?;
+    let (base_image, source_image) = (0, labels.iter().position(|&l| l != labels[0]).unwrap_or(1));
+    let steps = demo::recurrent::image_steps(&images);
+    let model = LoadedModel::load(plugins, &dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
+    let choice = studies::timesteps::Steps { layer: 0, step: 7, to_step: 8 };
+    let (study, _) = studies::timesteps::sequence_timestep_study(
+        model,
+        plugins,
+        &steps.narrow(0, base_image as i64, 1),
+        &steps.narrow(0, source_image as i64, 1),
+        &datasets::CLASSES,
+        choice,
+    )?;
+    let series: Vec<(String, Vec<f64>)> =
+        study.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect();
+    std::fs::create_dir_all(out.join("gru"))?;
+    plot::lines(&out.join("gru"), "image_effects", "GRU on images: |h_intervened - h| per step", "step", &series)?;
+    let label = |index: usize| datasets::CLASSES[labels[index] as usize].to_string();
+    Ok(GruImages {
+        test_images,
+        accuracy: accuracy["accuracy"].as_f64().unwrap_or(f64::NAN),
+        base_image,
+        base_label: label(base_image),
+        source_image,
+        source_label: label(source_image),
+        study,
+    })
 }
 
 fn trace_command(

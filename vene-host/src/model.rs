@@ -39,6 +39,11 @@ impl ForwardInputs {
         }
     }
 
+    /// Float inputs (images, feature sequences) alone.
+    pub fn from_features(features: Tensor) -> Self {
+        Self { input_ids: None, features: Some(features), ..Self::from_ids(Tensor::new()) }
+    }
+
     /// These inputs with only the last position's output computed (or each example's last unpadded one).
     pub fn reading_last_position(mut self) -> Self {
         let last = match (&self.attention_mask, &self.input_ids) {

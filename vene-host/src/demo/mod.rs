@@ -58,6 +58,45 @@ pub fn ensure_built(root: &Path, name: &str, build: impl FnOnce(&Path) -> Result
     Ok(target)
 }
 
+/// Fits an image classifier with Adam in one pass over the first `train_images` Fashion-MNIST training images
+/// (shuffled batches of 64; `progress(step, steps, loss)` after each) and returns its accuracy on the first
+/// `test_images` test images. `logits(images, training)` is the model's forward pass.
+pub(crate) fn fit_image_classifier(
+    parameters: &[(String, tch::Tensor)],
+    learning_rate: f64,
+    data: &Path,
+    (train_images, test_images): (usize, usize),
+    rng: &mut rand::rngs::StdRng,
+    logits: impl Fn(&tch::Tensor, bool) -> Result<tch::Tensor>,
+    mut progress: impl FnMut(usize, usize, f64),
+) -> Result<f64> {
+    use rand::seq::SliceRandom;
+    let (images, labels) = crate::datasets::load_split(data, "train", train_images)?;
+    let mut optimizer = tch::COptimizer::adam(learning_rate, 0.9, 0.999, 0.0, 1e-8, false)?;
+    for (_, parameter) in parameters {
+        optimizer.add_parameters(parameter, 0)?;
+    }
+    let batch = 64;
+    let count = images.size()[0] as usize;
+    let mut order: Vec<i64> = (0..count as i64).collect();
+    order.shuffle(rng);
+    let steps = count / batch;
+    for step in 0..steps {
+        let index = tch::Tensor::from_slice(&order[step * batch..(step + 1) * batch]);
+        let loss =
+            logits(&images.index_select(0, &index), true)?.cross_entropy_for_logits(&labels.index_select(0, &index));
+        optimizer.zero_grad()?;
+        loss.backward();
+        optimizer.step()?;
+        progress(step + 1, steps, loss.double_value(&[]));
+    }
+    let (test, test_labels) = crate::datasets::load_split(data, "t10k", test_images)?;
+    tch::no_grad(|| -> Result<f64> {
+        let predicted = logits(&test, false)?.argmax(-1, false);
+        Ok(predicted.eq_tensor(&test_labels).to_kind(tch::Kind::Float).mean(tch::Kind::Float).double_value(&[]))
+    })
+}
+
 /// The demo's DAS-versus-probe variable: "NAME walked because" → he / she.
 pub fn pronoun_probe() -> crate::studies::probe::ProbeSetup {
     let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect();

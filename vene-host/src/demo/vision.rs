@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use serde_json::json;
 use tch::{Kind, Tensor};
@@ -11,7 +11,7 @@ use vene_api::Hooks;
 use vene_nn::resnet::{ResNetBody, ResNetConfig};
 
 use crate::{
-    datasets::{load_split, CLASSES},
+    datasets::CLASSES,
     error::{Result, VeneError},
 };
 
@@ -32,7 +32,7 @@ pub fn train(
     train_images: usize,
     test_images: usize,
     seed: u64,
-    mut progress: impl FnMut(usize, usize, f64),
+    progress: impl FnMut(usize, usize, f64),
 ) -> Result<f64> {
     let config_value = config_json();
     let config: ResNetConfig =
@@ -76,34 +76,12 @@ pub fn train(
     let all = parameters.iter().chain(&buffers).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
     let mut weights = vene_checkpoint::Weights::from_tensors(dir, all);
     let body = ResNetBody::load(&mut weights, &config).map_err(|e| VeneError::Config(e.to_string()))?;
-    let (images, labels) = load_split(data, "train", train_images)?;
-    let mut optimizer = tch::COptimizer::adam(3e-3, 0.9, 0.999, 0.0, 1e-8, false)?;
-    for (_, parameter) in &parameters {
-        optimizer.add_parameters(parameter, 0)?;
-    }
-    let batch = 64;
-    let count = images.size()[0] as usize;
-    let mut order: Vec<i64> = (0..count as i64).collect();
-    order.shuffle(&mut rng);
-    let steps = count / batch;
-    for step in 0..steps {
-        let index = Tensor::from_slice(&order[step * batch..(step + 1) * batch]);
-        let logits = body
-            .forward(&images.index_select(0, &index), &mut Hooks::none(), true)
-            .map_err(|error| VeneError::Model { context: "training the demo ResNet".to_string(), error })?;
-        let loss = logits.cross_entropy_for_logits(&labels.index_select(0, &index));
-        optimizer.zero_grad()?;
-        loss.backward();
-        optimizer.step()?;
-        progress(step + 1, steps, loss.double_value(&[]));
-    }
-    let (test, test_labels) = load_split(data, "t10k", test_images)?;
-    let accuracy = tch::no_grad(|| -> Result<f64> {
-        let logits = body
-            .forward(&test, &mut Hooks::none(), false)
-            .map_err(|error| VeneError::Model { context: "evaluating the demo ResNet".to_string(), error })?;
-        Ok(logits.argmax(-1, false).eq_tensor(&test_labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]))
-    })?;
+    let logits = |images: &Tensor, training: bool| -> Result<Tensor> {
+        body.forward(images, &mut Hooks::none(), training)
+            .map_err(|error| VeneError::Model { context: "the demo ResNet".to_string(), error })
+    };
+    let sizes = (train_images, test_images);
+    let accuracy = super::fit_image_classifier(&parameters, 3e-3, data, sizes, &mut rng, logits, progress)?;
     std::fs::create_dir_all(dir).map_err(|source| VeneError::Io { path: dir.to_path_buf(), source })?;
     let saved: Vec<(String, Tensor)> =
         parameters.iter().chain(&buffers).map(|(n, t)| (n.clone(), t.detach())).collect();

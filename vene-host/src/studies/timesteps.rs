@@ -57,19 +57,31 @@ impl Default for TimestepSetup {
     }
 }
 
-pub fn timestep_study(
+/// Layer and steps of the three interventions (see [`TimestepSetup`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Steps {
+    pub layer: i64,
+    pub step: i64,
+    pub to_step: i64,
+}
+
+/// Each case's name, per-step effect and model output, after the plain run's output.
+struct Outcomes {
+    plain: Tensor,
+    cases: Vec<(String, Vec<f64>, Tensor)>,
+}
+
+/// Runs `base` plainly and with each of the three interventions (`source` feeding the swaps), collecting the last
+/// layer's `cell_output` at every step to measure each intervention's effect on it.
+fn run_cases(
     model: LoadedModel,
     plugins: &PluginSet,
-    tokenizer: &TextTokenizer,
-    setup: &TimestepSetup,
-) -> Result<(TimestepStudy, LoadedModel)> {
+    base: &ForwardInputs,
+    source: &ForwardInputs,
+    steps: i64,
+    choice: Steps,
+) -> Result<(Outcomes, LoadedModel)> {
     let device = model.device();
-    let base_text = setup.base.as_str();
-    let ids = |text: &str| -> Result<ForwardInputs> {
-        Ok(ForwardInputs::from_ids(Tensor::from_slice(&tokenizer.encode(text)?).view([1, -1]).to_device(device)))
-    };
-    let (base, source) = (ids(base_text)?, ids(&setup.source)?);
-    let steps = base.input_ids.as_ref().map_or(0, |t| t.size()[1]);
     let layers = model.catalog().num_layers as i64;
     let all_steps: Vec<i64> = (0..steps).collect();
     let collect = json!({"layer": layers - 1, "component": "cell_output", "unit": "t", "max_number_of_units": steps,
@@ -92,11 +104,11 @@ pub fn timestep_study(
             .map_err(|e| VeneError::Config(e.to_string()))?;
         let mut intervenable = IntervenableModel::new(model, config, plugins, 0)?;
         let locations = UnitLocations::parse(Some(&json!({"sources->base": [source_locations, base_locations]})))?;
-        let output = intervenable.run(&base, &sources, &locations, &Subspaces::None)?;
+        let output = intervenable.run(base, &sources, &locations, &Subspaces::None)?;
         Ok((output.output, output.collected[0].shallow_clone(), intervenable.into_model()))
     };
-    let (plain_logits, plain_states, mut model) = run(model, None)?;
-    let (layer, step, to_step) = (setup.layer, setup.step, setup.to_step);
+    let (plain, plain_states, mut model) = run(model, None)?;
+    let Steps { layer, step, to_step } = choice;
     let representation =
         |kind: &str| json!({"layer": layer, "component": "cell_output", "unit": "t", "intervention": {"type": kind}});
     let cases = [
@@ -112,17 +124,72 @@ pub fn timestep_study(
             json!([[[step]], [[to_step]]]),
         ),
     ];
-    let mut interventions = Vec::new();
+    let mut outcomes = Vec::new();
     for (name, representation, locations) in cases {
-        let (logits, states, returned) = run(model, Some((representation, locations)))?;
+        let (output, states, returned) = run(model, Some((representation, locations)))?;
         model = returned;
         let effect = (&states - &plain_states).square().sum_dim_intlist(-1, false, Kind::Float).sqrt().view([-1]);
-        interventions.push(TimestepIntervention {
-            name,
-            effect: Vec::<f64>::try_from(&effect.to_kind(Kind::Double))?,
-            top: top_words(tokenizer, &logits)?,
-        });
+        outcomes.push((name, Vec::<f64>::try_from(&effect.to_kind(Kind::Double))?, output));
     }
-    let tokens = base_text.split_whitespace().map(str::to_string).collect();
-    Ok((TimestepStudy { tokens, interventions, plain: top_words(tokenizer, &plain_logits)? }, model))
+    Ok((Outcomes { plain, cases: outcomes }, model))
+}
+
+/// The study on a language model, `setup`'s texts as base and source.
+pub fn timestep_study(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &TimestepSetup,
+) -> Result<(TimestepStudy, LoadedModel)> {
+    let device = model.device();
+    let ids = |text: &str| -> Result<ForwardInputs> {
+        Ok(ForwardInputs::from_ids(Tensor::from_slice(&tokenizer.encode(text)?).view([1, -1]).to_device(device)))
+    };
+    let (base, source) = (ids(&setup.base)?, ids(&setup.source)?);
+    let steps = base.input_ids.as_ref().map_or(0, |t| t.size()[1]);
+    let choice = Steps { layer: setup.layer, step: setup.step, to_step: setup.to_step };
+    let (outcomes, model) = run_cases(model, plugins, &base, &source, steps, choice)?;
+    let mut interventions = Vec::new();
+    for (name, effect, logits) in outcomes.cases {
+        interventions.push(TimestepIntervention { name, effect, top: top_words(tokenizer, &logits)? });
+    }
+    let tokens = setup.base.split_whitespace().map(str::to_string).collect();
+    Ok((TimestepStudy { tokens, interventions, plain: top_words(tokenizer, &outcomes.plain)? }, model))
+}
+
+/// The study on a classifier of feature sequences (`(1, steps, features)` base and source), its classes named by
+/// `labels`; `steps` in the result names each step, `top` holds the three most likely classes.
+pub fn sequence_timestep_study(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    base: &Tensor,
+    source: &Tensor,
+    labels: &[&str],
+    choice: Steps,
+) -> Result<(TimestepStudy, LoadedModel)> {
+    let steps = base.size().get(1).copied().unwrap_or(0);
+    let device = model.device();
+    let (base_inputs, source_inputs) =
+        (ForwardInputs::from_features(base.to_device(device)), ForwardInputs::from_features(source.to_device(device)));
+    let (outcomes, model) = run_cases(model, plugins, &base_inputs, &source_inputs, steps, choice)?;
+    let top = |logits: &Tensor| -> Result<TopWords> {
+        let probabilities = logits.view([-1]).to_kind(Kind::Float).softmax(-1, Kind::Float);
+        if probabilities.size()[0] != labels.len() as i64 {
+            return Err(VeneError::Inputs(format!(
+                "the model scores {} classes but {} labels were given",
+                probabilities.size()[0],
+                labels.len()
+            )));
+        }
+        let (values, indices) = probabilities.topk(3, -1, true, true);
+        let values = Vec::<f64>::try_from(&values.to_kind(Kind::Double))?;
+        let indices = Vec::<i64>::try_from(&indices)?;
+        Ok(indices.iter().zip(values).map(|(&i, p)| (labels[i as usize].to_string(), p)).collect())
+    };
+    let mut interventions = Vec::new();
+    for (name, effect, logits) in outcomes.cases {
+        interventions.push(TimestepIntervention { name, effect, top: top(&logits)? });
+    }
+    let tokens = (0..steps).map(|step| format!("step {step}")).collect();
+    Ok((TimestepStudy { tokens, interventions, plain: top(&outcomes.plain)? }, model))
 }
