@@ -2,12 +2,13 @@
 # The GPU check: vene's pyvene reference cases run on CUDA (f32 and bf16) and compared with the committed
 # expectations, then the study commands on the demo GPT-2 run on CPU and on CUDA side by side.
 #
-# Usage: [DEVICE=cuda] scripts/cuda_check.sh BIN_DIR DEMO_MODEL_DIR OUT_DIR   (DEVICE=cpu checks the script itself)
+# Usage: [DEVICE=cuda] [ONLY=studies] scripts/cuda_check.sh BIN_DIR DEMO_MODEL_DIR OUT_DIR
+#   DEVICE=cpu checks the script itself; ONLY=studies skips the reference cases.
 #   BIN_DIR         the `vene` binary and the plugin libraries (a release build)
 #   DEMO_MODEL_DIR  a built demo GPT-2 (`~/.cache/vene/demo/v2/gpt2-facts`)
-# Needs a CUDA-capable libtorch on the loader's path (LD_LIBRARY_PATH; VENE_PRELOAD=.../libtorch_cuda.so when the
-# binary was built against a libtorch whose CUDA library it does not link) and python3 with torch and safetensors for
-# the comparisons. Prints one line per check and writes the full numbers to OUT_DIR/cuda_check.json.
+# Needs the CUDA build of the libtorch vene was built against (VENE_LIBRARY_PATH=its lib dir, and
+# VENE_PRELOAD=.../libtorch_cuda.so when the binary does not link it) and python3 with torch and safetensors for the
+# comparisons. Prints one line per check and writes the full numbers to OUT_DIR/cuda_check.json.
 set -uo pipefail
 
 bin=$1
@@ -17,8 +18,9 @@ device=${DEVICE:-cuda}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 fixtures="$repo/tests/fixtures"
 mkdir -p "$out/runs"
-# VENE_PRELOAD: libraries preloaded into vene alone (not into the comparing python), e.g. libtorch_cuda.so.
-if [ -n "${VENE_PRELOAD:-}" ]; then vene=(env LD_PRELOAD="$VENE_PRELOAD" "$bin/vene"); else vene=("$bin/vene"); fi
+# VENE_LIBRARY_PATH / VENE_PRELOAD: where vene alone (not the comparing python, which has its own torch) finds
+# libtorch, and libraries preloaded into it (libtorch_cuda.so when the binary does not link it).
+vene=(env LD_LIBRARY_PATH="${VENE_LIBRARY_PATH:-${LD_LIBRARY_PATH:-}}" LD_PRELOAD="${VENE_PRELOAD:-}" "$bin/vene")
 plugins=(--plugin-dir "$bin")
 
 echo "== device"
@@ -33,18 +35,15 @@ for inputs in $(find "$fixtures" -name inputs.json | sort); do
   case_dir=$(dirname "$inputs")
   family=$(echo "${case_dir#"$fixtures"/}" | cut -d/ -f1)
   group=$(echo "${case_dir#"$fixtures"/}" | cut -d/ -f2)
-  if [ "$family" = das ]; then
-    model="$fixtures/$group/model"
-    config="$case_dir/pyvene_saved"
-  else
-    model="$fixtures/$family/${group/cases/model}"
-    config="$case_dir/config.json"
-  fi
+  if [ "$family" = das ]; then model="$fixtures/$group/model"; else model="$fixtures/$family/${group/cases/model}"; fi
+  # A case saved by pyvene's IntervenableModel.save() is a directory; the others are vene config files.
+  if [ -f "$case_dir/config.json" ]; then config="$case_dir/config.json"; else config="$case_dir/pyvene_saved"; fi
   cases+=("$case_dir|$model|$config")
 done
 
-echo "== reference cases on $device (${#cases[@]})"
-for entry in "${cases[@]}"; do
+if [ "${ONLY:-}" = studies ]; then cases_to_run=(); else cases_to_run=("${cases[@]}"); fi
+echo "== reference cases on $device (${#cases_to_run[@]})"
+for entry in "${cases_to_run[@]}"; do
   IFS='|' read -r case_dir model config <<<"$entry"
   name=$(echo "${case_dir#"$fixtures"/}" | tr / _)
   for dtype in f32 bf16; do
@@ -55,7 +54,7 @@ for entry in "${cases[@]}"; do
   done
 done
 
-python3 - "$out" "${cases[@]}" <<'EOF'
+[ ${#cases_to_run[@]} -gt 0 ] && python3 - "$out" "${cases_to_run[@]}" <<'EOF'
 import json, os, sys
 import torch
 from safetensors.torch import load_file

@@ -154,6 +154,8 @@ fn probe(
             .remove(0)
             .squeeze_dim(1)
             .to_kind(Kind::Float)
+            // The probe is a small logistic regression: it is fitted on the CPU wherever the model runs.
+            .to_device(tch::Device::Cpu)
     };
     let labels = Tensor::from_slice(&names.iter().map(|(_, class)| *class as i64).collect::<Vec<_>>());
     // Every third name is held out.
