@@ -7,7 +7,9 @@
 //! them at the name's last piece. The places copy that: every name orders three of four shared syllables (so only the
 //! whole ordered name identifies a place), sentences open with a varying number of words and may name a second
 //! place between the subject and the question, and some sentences state a place's facts right after its name. The
-//! model then assembles each name at its last word and the question reads the place from there in later layers.
+//! model then resolves each name inside the subject in its first layers and the question reads the place from there
+//! in later layers (the resolved name sits on the middle word: the last word is next to the question, which reads it
+//! from its embedding).
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -78,8 +80,9 @@ pub fn places() -> Vec<Place> {
         .collect()
 }
 
-/// The place sentences: each capital and language question six times with a different opening and, in three of
-/// four, another place named after the subject; plus the facts stated right after the name.
+/// The place sentences: each capital and language question six times with a random opening and, about three times
+/// in four, another place named between the subject and the question; once more with each opening and no other
+/// place; and the facts stated right after the name.
 pub fn place_sentences() -> Vec<Vec<String>> {
     let places = places();
     // A fixed seed: the corpus is the same on every machine.

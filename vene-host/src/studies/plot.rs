@@ -51,7 +51,9 @@ fn write_figure(
 /// Writes `stem.png` and `stem.svg` in `dir`.
 pub fn heatmap(dir: &Path, stem: &str, map: &Heatmap<'_>) -> Result<()> {
     ensure_font();
-    let width = 160 + 28 * map.values.first().map_or(1, Vec::len) as u32;
+    // Wide enough for the cells and for the title (about 8 pixels per character at 16 px).
+    let cells = 160 + 28 * map.values.first().map_or(1, Vec::len) as u32;
+    let width = cells.max(40 + 8 * map.title.chars().count() as u32);
     let height = 90 + 24 * map.row_labels.len() as u32;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
