@@ -962,7 +962,7 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
     })?;
     bar.finish_and_clear();
     println!("demo model: {}", model_dir.display());
-    let mut model = LoadedModel::load(plugins, &model_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
+    let model = LoadedModel::load(plugins, &model_dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)?;
     let tokenizer = TextTokenizer::for_model(&model_dir, "gpt2")?
         .ok_or_else(|| anyhow::anyhow!("the demo model has no tokenizer"))?;
     std::fs::create_dir_all(out.join("tracing"))?;
@@ -973,25 +973,25 @@ fn run_demo(plugins: &PluginSet, out: &Path, cache: Option<PathBuf>) -> Result<(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let options = TraceOptions { samples: 50, window: 2, ..TraceOptions::default() };
-    let mut traces = Vec::with_capacity(places.len());
-    for place in &places {
-        let tokens = tokenizer.encode(&format!("the capital of {} is", place.name_text()))?;
-        let span = tracing::locate_subject(&tokens, &[tokenizer.encode(&place.name_text())?])
-            .ok_or_else(|| anyhow::anyhow!("the place {} is not in its own prompt", place.name_text()))?;
-        let target = tokenizer.encode(place.capital)?[0];
-        let (trace, returned) = tracing::trace(model, plugins, &tokens, span, target, &options, |_, _| {})?;
-        model = returned;
-        traces.push(trace);
-        tracing_bar.inc(1);
-    }
+    let prompts = places
+        .iter()
+        .map(|place| {
+            let tokens = tokenizer.encode(&format!("the capital of {} is", place.name_text()))?;
+            let subject = tracing::locate_subject(&tokens, &[tokenizer.encode(&place.name_text())?])
+                .ok_or_else(|| anyhow::anyhow!("the place {} is not in its own prompt", place.name_text()))?;
+            Ok(tracing::TracePrompt { tokens, subject, target: tokenizer.encode(place.capital)?[0] })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (traces, model) =
+        tracing::trace_all(model, plugins, &prompts, &options, |done, _| tracing_bar.set_position(done as u64))?;
     tracing_bar.finish_and_clear();
     let trace = tracing::average(&traces)?;
-    let span = trace.subject;
-    let prompt = "the capital of PLACE PLACE PLACE is";
-    let labels: Vec<String> = prompt
-        .split_whitespace()
+    let subject = trace.subject.0..trace.subject.1;
+    let labels: Vec<String> = prompts[0]
+        .tokens
+        .iter()
         .enumerate()
-        .map(|(i, w)| if (span.0..span.1).contains(&i) { format!("{w}*") } else { w.to_string() })
+        .map(|(i, &token)| if subject.contains(&i) { "PLACE*".to_string() } else { tokenizer.decode(&[token]) })
         .collect();
     for (name, values) in [
         ("block_output", &trace.block_output),

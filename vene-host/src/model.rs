@@ -41,7 +41,14 @@ impl ForwardInputs {
 
     /// Float inputs (images, feature sequences) alone.
     pub fn from_features(features: Tensor) -> Self {
-        Self { input_ids: None, features: Some(features), ..Self::from_ids(Tensor::new()) }
+        Self {
+            input_ids: None,
+            features: Some(features),
+            attention_mask: None,
+            past: Vec::new(),
+            use_cache: false,
+            output_positions: None,
+        }
     }
 
     /// These inputs with only the last position's output computed (or each example's last unpadded one).

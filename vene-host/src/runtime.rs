@@ -33,34 +33,36 @@ pub fn libtorch_version_at(lib_dir: &Path) -> Option<String> {
     line.split(['\'', '"']).nth(1).map(str::to_string)
 }
 
-/// An error when `loaded` (found in `lib_dir`) is another release than `compiled`; the local build tag after `+`
-/// (cpu, cu130) does not matter. Unknown versions pass: there is nothing to compare.
-pub fn compare_libtorch(compiled: &str, loaded: &str, lib_dir: &Path) -> Result<()> {
+/// What is wrong when `loaded` (found in `lib_dir`) is another release than `compiled`; the local build tag after
+/// `+` (cpu, cu130) does not matter. Unknown versions pass: there is nothing to compare.
+fn mismatch(compiled: &str, loaded: &str, lib_dir: &Path) -> Option<String> {
     let release = |version: &str| version.split('+').next().unwrap_or_default().to_string();
     if compiled == "unknown" || release(compiled) == release(loaded) {
-        return Ok(());
+        return None;
     }
-    Err(VeneError::Torch(format!(
+    Some(format!(
         "vene was built against libtorch {compiled}, but this process loaded libtorch {loaded} from {}; their C++ \
          layouts differ and tensors would be read wrongly: put libtorch {} first on LD_LIBRARY_PATH \
          (scripts/setup.sh installs it into .deps/libtorch-py), or rebuild vene against {loaded}",
         lib_dir.display(),
         release(compiled)
-    )))
+    ))
+}
+
+/// An error naming both releases and the fix when `loaded` is another release than `compiled` (see [`mismatch`]).
+pub fn compare_libtorch(compiled: &str, loaded: &str, lib_dir: &Path) -> Result<()> {
+    mismatch(compiled, loaded, lib_dir).map_or(Ok(()), |message| Err(VeneError::Torch(message)))
 }
 
 /// Checks, once per process, that the loaded libtorch is the release vene was compiled with (Linux; elsewhere, or
 /// when the loaded library carries no version file, nothing is checked).
 pub fn check_loaded_libtorch() -> Result<()> {
-    static VERDICT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    let verdict = VERDICT.get_or_init(|| {
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return Ok(()) };
-        let Some(lib_dir) = loaded_libtorch_dir(&maps) else { return Ok(()) };
-        let Some(loaded) = libtorch_version_at(&lib_dir) else { return Ok(()) };
-        compare_libtorch(LIBTORCH_VERSION, &loaded, &lib_dir).map_err(|error| match error {
-            VeneError::Torch(message) => message,
-            other => other.to_string(),
-        })
+    static MISMATCH: OnceLock<Option<String>> = OnceLock::new();
+    let found = MISMATCH.get_or_init(|| {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let lib_dir = loaded_libtorch_dir(&maps)?;
+        let loaded = libtorch_version_at(&lib_dir)?;
+        mismatch(LIBTORCH_VERSION, &loaded, &lib_dir)
     });
-    verdict.clone().map_err(VeneError::Torch)
+    found.clone().map_or(Ok(()), |message| Err(VeneError::Torch(message)))
 }

@@ -25,28 +25,31 @@ fn normal(rng: &mut StdRng, shape: &[i64], std: f64) -> Tensor {
     Tensor::from_slice(&values).view(shape).set_requires_grad(true)
 }
 
-/// The GRU cells' weights under pyvene's names (without the `gru.` prefix).
+/// The GRU cells' weights under pyvene's names.
 fn cell_parameters(rng: &mut StdRng, width: i64, layers: i64) -> Vec<(String, Tensor)> {
     let bound = 1.0 / (width as f64).sqrt();
     let mut parameters = Vec::new();
     for layer in 0..layers {
         for part in ["x2h", "h2h"] {
-            parameters.push((format!("cells.{layer}.{part}.weight"), normal(rng, &[3 * width, width], bound)));
-            parameters.push((format!("cells.{layer}.{part}.bias"), normal(rng, &[3 * width], bound)));
+            parameters.push((format!("gru.cells.{layer}.{part}.weight"), normal(rng, &[3 * width, width], bound)));
+            parameters.push((format!("gru.cells.{layer}.{part}.bias"), normal(rng, &[3 * width], bound)));
         }
     }
     parameters
 }
 
-/// Writes `parameters` (the GRU's under `gru.`, a head's as named) and the JSON files to `dir`.
+/// The GRU body over `parameters` (saved names; the body reads them without `gru.`, as the adapter loads them).
+fn body(dir: &Path, parameters: &[(String, Tensor)], config: GruConfig) -> Result<GruBody> {
+    let tensors = parameters.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    let mut weights = vene_checkpoint::Weights::from_tensors(dir, tensors);
+    weights.strip_prefixes(&["gru."]);
+    Ok(GruBody::load(&mut weights, config)?)
+}
+
+/// Writes `parameters` and the JSON files to `dir`.
 fn save(dir: &Path, parameters: &[(String, Tensor)], files: &[(&str, serde_json::Value)]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| VeneError::Io { path: dir.to_path_buf(), source })?;
-    let saved: Vec<(String, Tensor)> = parameters
-        .iter()
-        .map(|(n, t)| {
-            (if n.starts_with("cells.") || n == "wte.weight" { format!("gru.{n}") } else { n.clone() }, t.detach())
-        })
-        .collect();
+    let saved: Vec<(String, Tensor)> = parameters.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
     vene_checkpoint::save_safetensors(&dir.join("model.safetensors"), &saved)?;
     for (name, value) in files {
         let path = dir.join(name);
@@ -86,11 +89,7 @@ pub fn train_classifier(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut parameters = cell_parameters(&mut rng, width, layers);
     parameters.push(("score.weight".to_string(), normal(&mut rng, &[labels, width], 1.0 / (width as f64).sqrt())));
-    let mut weights = vene_checkpoint::Weights::from_tensors(
-        dir,
-        parameters.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
-    );
-    let body = GruBody::load(&mut weights, config)?;
+    let body = body(dir, &parameters, config)?;
     let score = parameters.last().map(|(_, t)| t.shallow_clone()).expect("the score weight was just pushed");
     let classify = |images: &Tensor, _training: bool| -> Result<Tensor> {
         let steps = image_steps(images);
@@ -121,13 +120,9 @@ pub fn train(dir: &Path, seed: u64, steps: usize, mut progress: impl FnMut(usize
     let config: GruConfig =
         serde_json::from_value(config_value.clone()).map_err(|e| VeneError::Config(e.to_string()))?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut parameters = vec![("wte.weight".to_string(), normal(&mut rng, &[vocab.len() as i64, width], 0.1))];
+    let mut parameters = vec![("gru.wte.weight".to_string(), normal(&mut rng, &[vocab.len() as i64, width], 0.1))];
     parameters.extend(cell_parameters(&mut rng, width, layers));
-    let mut weights = vene_checkpoint::Weights::from_tensors(
-        dir,
-        parameters.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
-    );
-    let body = GruBody::load(&mut weights, config)?;
+    let body = body(dir, &parameters, config)?;
     let wte = body.wte().map(Tensor::shallow_clone).ok_or_else(|| VeneError::Config("no embedding".to_string()))?;
     let mut optimizer = tch::COptimizer::adam(5e-3, 0.9, 0.999, 0.0, 1e-8, false)?;
     for (_, parameter) in &parameters {

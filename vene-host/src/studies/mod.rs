@@ -39,11 +39,16 @@ pub(crate) fn ids(tokenizer: &TextTokenizer, text: &str, device: tch::Device) ->
 
 /// The five most likely next words after the last position.
 pub fn top_words(tokenizer: &TextTokenizer, logits: &Tensor) -> Result<TopWords> {
-    let probabilities = logits.select(1, -1).select(0, 0).to_kind(Kind::Float).softmax(-1, Kind::Float);
-    let (values, indices) = probabilities.topk(5, -1, true, true);
+    top_named(&logits.select(1, -1).select(0, 0), 5, |i| tokenizer.decode(&[i]))
+}
+
+/// The `k` most likely entries of one row of `logits`, named by `name` (a word, a class), with their probabilities.
+pub fn top_named(logits: &Tensor, k: i64, name: impl Fn(i64) -> String) -> Result<TopWords> {
+    let probabilities = logits.to_kind(Kind::Float).softmax(-1, Kind::Float);
+    let (values, indices) = probabilities.topk(k, -1, true, true);
     let values = Vec::<f64>::try_from(&values.to_kind(Kind::Double))?;
     let indices = Vec::<i64>::try_from(&indices)?;
-    Ok(indices.iter().zip(values).map(|(&i, p)| (tokenizer.decode(&[i]), p)).collect())
+    Ok(indices.iter().zip(values).map(|(&i, p)| (name(i), p)).collect())
 }
 
 /// Binds a config given as JSON.

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::{top_words, TopWords};
+use super::{top_named, top_words, TopWords};
 use crate::{
     config::IntervenableConfig,
     engine::IntervenableModel,
@@ -173,18 +173,15 @@ pub fn sequence_timestep_study(
         (ForwardInputs::from_features(base.to_device(device)), ForwardInputs::from_features(source.to_device(device)));
     let (outcomes, model) = run_cases(model, plugins, &base_inputs, &source_inputs, steps, choice)?;
     let top = |logits: &Tensor| -> Result<TopWords> {
-        let probabilities = logits.view([-1]).to_kind(Kind::Float).softmax(-1, Kind::Float);
-        if probabilities.size()[0] != labels.len() as i64 {
+        let scores = logits.view([-1]);
+        if scores.size()[0] != labels.len() as i64 {
             return Err(VeneError::Inputs(format!(
                 "the model scores {} classes but {} labels were given",
-                probabilities.size()[0],
+                scores.size()[0],
                 labels.len()
             )));
         }
-        let (values, indices) = probabilities.topk(3, -1, true, true);
-        let values = Vec::<f64>::try_from(&values.to_kind(Kind::Double))?;
-        let indices = Vec::<i64>::try_from(&indices)?;
-        Ok(indices.iter().zip(values).map(|(&i, p)| (labels[i as usize].to_string(), p)).collect())
+        top_named(&scores, 3, |i| labels[i as usize].to_string())
     };
     let mut interventions = Vec::new();
     for (name, effect, logits) in outcomes.cases {

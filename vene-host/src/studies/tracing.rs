@@ -128,6 +128,14 @@ pub fn embedding_std(model: &LoadedModel) -> Result<f64> {
     Ok(weights.take_any(&name)?.std(true).double_value(&[]))
 }
 
+/// One prompt to trace: its tokens, the subject's positions `[start, end)` and the target token.
+#[derive(Debug, Clone)]
+pub struct TracePrompt {
+    pub tokens: Vec<i64>,
+    pub subject: (usize, usize),
+    pub target: i64,
+}
+
 /// Traces `tokens` (one prompt) whose subject occupies `subject`, for `target`.
 pub fn trace(
     model: LoadedModel,
@@ -136,14 +144,50 @@ pub fn trace(
     subject: (usize, usize),
     target: i64,
     options: &TraceOptions,
+    progress: impl FnMut(usize, usize),
+) -> Result<(Trace, LoadedModel)> {
+    let level = options.noise_scale * embedding_std(&model)?;
+    let prompt = TracePrompt { tokens: tokens.to_vec(), subject, target };
+    trace_at_level(model, plugins, &prompt, level, options, progress)
+}
+
+/// Traces each of `prompts` (the embedding's spread, which scales the noise, read once); `progress(done, total)`
+/// after each prompt.
+pub fn trace_all(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    prompts: &[TracePrompt],
+    options: &TraceOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(Vec<Trace>, LoadedModel)> {
+    let level = options.noise_scale * embedding_std(&model)?;
+    let mut model = model;
+    let mut traces = Vec::with_capacity(prompts.len());
+    for (done, prompt) in prompts.iter().enumerate() {
+        let (trace, returned) = trace_at_level(model, plugins, prompt, level, options, |_, _| {})?;
+        model = returned;
+        traces.push(trace);
+        progress(done + 1, prompts.len());
+    }
+    Ok((traces, model))
+}
+
+/// [`trace`] with the noise's standard deviation `level` given.
+fn trace_at_level(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    traced: &TracePrompt,
+    level: f64,
+    options: &TraceOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Trace, LoadedModel)> {
+    let TracePrompt { tokens, subject, target } = traced;
+    let (subject, target) = (*subject, *target);
     let seq = tokens.len();
     if subject.0 >= subject.1 || subject.1 > seq {
         return Err(VeneError::Inputs(format!("subject positions {subject:?} are outside the {seq}-token prompt")));
     }
     let samples = options.samples.max(1);
-    let level = options.noise_scale * embedding_std(&model)?;
     let catalog = model.catalog().clone();
     let layers = catalog.num_layers as usize;
     let device = model.device();
