@@ -12,6 +12,11 @@ if [ "${VENE_CUDA:-0}" = 1 ]; then flavour=cuda; else flavour=cpu; fi
 stamp="$dest/.vene-installed"
 want="torch==$torch_version $flavour"
 
+# Two set-ups at once (the demo and the tests, say) would unpack into the same staging directory: take turns.
+mkdir -p "$repo/.deps"
+exec 9>"$repo/.deps/.setup.lock"
+flock 9
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dest/torch/lib/libtorch_cpu.so" ]; then
   exit 0
 fi

@@ -202,10 +202,39 @@ fn bad_cli_input_fails_cleanly_and_keeps_earlier_output() {
     copy_model(&gpt2_dir(), &broken_model);
     let weights = std::fs::read(broken_model.join("model.safetensors")).unwrap();
     std::fs::write(broken_model.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    let no_units = write(
+        "no-units.json",
+        json!({"representations": [{"layer": 1, "component": "block_output", "max_number_of_units": 0,
+                                    "intervention": {"type": "zero"}}]}),
+    );
     let out = dir.join("out.safetensors");
+    let in_missing_dir = dir.join("missing/out.safetensors");
     let gpt2 = gpt2_dir();
     let cases: Vec<(&str, Vec<&std::ffi::OsStr>, Vec<&str>)> = vec![
         ("unknown component", vec![unknown.as_os_str()], vec!["unknown component 'mlp_out'", "mlp_output"]),
+        ("no units", vec![no_units.as_os_str()], vec!["max_number_of_units is 0 (valid: 1 or more)"]),
+        (
+            "zero timed runs",
+            vec![plain.as_os_str(), "--repeat".as_ref(), "0".as_ref()],
+            vec!["--repeat", "valid: 1 or more"],
+        ),
+        (
+            // The output is checked before the (here broken) model is loaded.
+            "--out in a missing directory",
+            vec![
+                plain.as_os_str(),
+                "--out".as_ref(),
+                in_missing_dir.as_os_str(),
+                "--model".as_ref(),
+                broken_model.as_os_str(),
+            ],
+            vec!["cannot write", "missing/out.safetensors", "does not exist"],
+        ),
+        (
+            "--out naming a directory",
+            vec![plain.as_os_str(), "--out".as_ref(), dir.as_os_str()],
+            vec!["cannot write", "is a directory"],
+        ),
         ("missing source", vec![vanilla.as_os_str()], vec!["needs a source run"]),
         ("CUDA without a GPU", vec![plain.as_os_str(), "--device".as_ref(), "cuda".as_ref()], vec!["cuda"]),
         ("unknown dtype", vec![plain.as_os_str(), "--dtype".as_ref(), "f8".as_ref()], vec!["f8", "f32"]),
@@ -218,7 +247,10 @@ fn bad_cli_input_fails_cleanly_and_keeps_earlier_output() {
     for (case, extra, expected) in cases {
         std::fs::write(&out, b"an earlier result").unwrap();
         let mut command = std::process::Command::new(vene_binary());
-        command.args(["run", "--plugin", "gpt2", "--inputs"]).arg(&inputs).arg("--out").arg(&out);
+        command.args(["run", "--plugin", "gpt2", "--inputs"]).arg(&inputs);
+        if !extra.iter().any(|a| *a == "--out") {
+            command.arg("--out").arg(&out);
+        }
         if !extra.iter().any(|a| *a == "--model") {
             command.arg("--model").arg(&gpt2);
         }
@@ -233,5 +265,69 @@ fn bad_cli_input_fails_cleanly_and_keeps_earlier_output() {
         }
         assert_eq!(std::fs::read(&out).unwrap(), b"an earlier result", "{case}: the earlier output was touched");
     }
+    assert!(!in_missing_dir.parent().unwrap().exists(), "the missing directory was created");
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// A run whose output turns non-finite (noise with an enormous level) still writes its output, and warns naming
+/// the site whose output first turned non-finite.
+#[test]
+fn non_finite_outputs_are_reported_with_their_site() {
+    let dir = scratch("non-finite");
+    let config = dir.join("noise.json");
+    let noise = json!({"representations": [{"layer": 1, "component": "mlp_output",
+                                            "intervention": {"type": "noise", "level": 1e308}}]});
+    std::fs::write(&config, noise.to_string()).unwrap();
+    let inputs = dir.join("inputs.json");
+    std::fs::write(&inputs, json!({"base": {"input_ids": [[1, 2, 3]]}, "unit_locations": {"base": 1}}).to_string())
+        .unwrap();
+    let out = dir.join("out.safetensors");
+    let output = std::process::Command::new(vene_binary())
+        .args(["run", "--plugin", "gpt2", "--model"])
+        .arg(gpt2_dir())
+        .arg("--config")
+        .arg(&config)
+        .arg("--inputs")
+        .arg(&inputs)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: the output of noise on mlp_output at layer 1 has NaN or infinite values"),
+        "{stderr}"
+    );
+    assert!(out.exists());
+    let clean = std::process::Command::new(vene_binary())
+        .args(["run", "--plugin", "gpt2", "--model"])
+        .arg(gpt2_dir())
+        .arg("--config")
+        .arg(fixtures().join("gpt2/cases/zero_and_subtraction/config.json"))
+        .arg("--inputs")
+        .arg(fixtures().join("gpt2/cases/zero_and_subtraction/inputs.json"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&clean.stderr);
+    assert!(clean.status.success() && !stderr.contains("NaN"), "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A source batch that does not fit the base names the valid sizes once.
+#[test]
+fn source_batch_mismatch_names_the_valid_sizes_once() {
+    let mut model = bind(
+        json!({"representations": [{"layer": 1, "component": "block_output", "intervention": {"type": "vanilla"}}]}),
+    )
+    .unwrap();
+    let locations = UnitLocations::parse(Some(&json!({"sources->base": [1, 1]}))).unwrap();
+    let one = ForwardInputs::from_ids(Tensor::from_slice(&[1i64, 2, 3, 4]).view([1, 4]));
+    let error = model.run(&one, &[Some(ids())], &locations, &Subspaces::None).err().expect("2 sources for 1 base");
+    assert_eq!(one_line(&error), "invalid inputs: sources[0] has 2 examples, the base has 1 (valid: 1)");
+    let three = ForwardInputs::from_ids(Tensor::from_slice(&[1i64; 12]).view([3, 4]));
+    let error = model.run(&three, &[Some(ids())], &locations, &Subspaces::None).err().expect("2 sources for 3 bases");
+    assert_eq!(one_line(&error), "invalid inputs: sources[0] has 2 examples, the base has 3 (valid: 3 or 1)");
 }

@@ -138,17 +138,22 @@ fn the_template_builds_outside_the_workspace_and_runs() {
     // wrapper above all) are reused and only the template compiles.
     std::fs::copy(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"), project.join("Cargo.lock"))
         .unwrap();
+    // Built in the profile this test binary was built in, into the same target directory.
+    let profile = build_dir().file_name().unwrap().to_string_lossy().into_owned();
     let target = build_dir().parent().unwrap().to_path_buf();
-    let output = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
-        .args(["build", "--offline", "--quiet", "--target-dir"])
-        .arg(&target)
+    let mut cargo = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
+    cargo.args(["build", "--offline", "--quiet", "--target-dir"]).arg(&target);
+    if profile == "release" {
+        cargo.arg("--release");
+    }
+    let output = cargo
         .current_dir(&project)
         .env("LIBTORCH", env!("LIBTORCH"))
         .env("LIBTORCH_BYPASS_VERSION_CHECK", "1")
         .output()
         .expect("cargo runs");
     assert!(output.status.success(), "building the template failed: {}", String::from_utf8_lossy(&output.stderr));
-    let library = target.join("debug/libvene_template.so");
+    let library = target.join(&profile).join("libvene_template.so");
     let mut plugins = gpt2_plugins();
     plugins.add_library(&library).expect("the template plugin loads");
     assert_eq!(plugins.intervention_types(), vec!["clamp"]);
@@ -233,4 +238,30 @@ fn a_plugin_directory_writable_by_others_is_named_in_a_warning() {
     let stderr = String::from_utf8_lossy(&run().stderr).into_owned();
     assert!(!stderr.contains(&format!("plugin directory {} is writable", dir.display())), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `vene plugins` names the libraries a scanned directory holds that are not taken for plugins (a third-party
+/// `libdirectional_ablation.so`), and directories it could not read; the other plugins still load.
+#[test]
+fn plugins_lists_what_the_scan_skipped_and_why() {
+    let dir = scratch("skipped-plugins");
+    std::fs::copy(plugin_path("vene_steering"), dir.join("libdirectional_ablation.so")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a library").unwrap();
+    let missing = dir.join("no-such-dir");
+    let output = std::process::Command::new(vene_binary())
+        .args(["plugins", "--plugin-dir"])
+        .arg(&dir)
+        .arg("--plugin-dir")
+        .arg(&missing)
+        .env("VENE_PLUGIN_PATH", "")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("vene-gpt2 0.1.0"), "{stdout}");
+    let skipped = format!("{}: not named libvene_*.so", dir.join("libdirectional_ablation.so").display());
+    assert!(stdout.contains(&skipped) && stdout.contains("--plugin PATH"), "{stdout}");
+    assert!(stdout.contains(&format!("{}: cannot read the directory", missing.display())), "{stdout}");
+    assert!(!stdout.contains("notes.txt"), "{stdout}");
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -78,6 +78,74 @@ fn pyvene_saved_directory_matches_pyvene() {
     run_case("pyvene_saved");
 }
 
+/// Directories pyvene saved for zero, collect and noise: pyvene sets their constant-source flag but writes no
+/// intkey file; vene loads them and gives pyvene's numbers (noise: pyvene's fixed table, RandomState(1)).
+#[test]
+fn pyvene_saved_sourceless_interventions_match_pyvene() {
+    for name in ["saved_zero", "saved_collect", "saved_noise"] {
+        run_case(name);
+    }
+}
+
+/// A saved directory whose intervention needs its intkey file (a constant source, a trained state) and lacks it
+/// is refused naming the file and what it holds; other pyvene fields vene cannot honour are refused by name.
+#[test]
+fn pyvene_saved_directories_missing_what_they_need_are_refused() {
+    let dir = scratch("pyvene-saved-missing");
+    let copy = |from: &Path, name: &str| {
+        let to = dir.join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+        to
+    };
+    let load = |dir: &Path| match vene_host::saved::SavedInterventions::load(dir) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(error) => error.to_string(),
+    };
+    let constant = copy(&fixtures().join("gpt2/cases/pyvene_saved/pyvene_saved"), "constant");
+    let addition = std::fs::read_dir(&constant)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("mlp_output"))
+        .expect("the constant addition's intkey file");
+    std::fs::remove_file(&addition).unwrap();
+    let error = load(&constant);
+    assert!(error.contains("is missing: it holds a constant source of the addition intervention"), "{error}");
+    let trained = copy(&fixtures().join("das/gpt2/low_rank/pyvene_saved"), "trained");
+    for entry in std::fs::read_dir(&trained).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "bin") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let error = load(&trained);
+    assert!(error.contains("is missing: it holds the trained state of the low_rank_rotated_space"), "{error}");
+    // An expert index, and an interchange dimension narrower than the site: pyvene would act on other numbers.
+    let edit = |name: &str, change: &dyn Fn(&mut serde_json::Value)| {
+        let saved = copy(&fixtures().join("gpt2/cases/saved_zero/pyvene_saved"), name);
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
+        change(&mut config);
+        std::fs::write(saved.join("config.json"), config.to_string()).unwrap();
+        saved
+    };
+    let error = load(&edit("moe", &|config| config["representations"][0][10] = serde_json::json!(2)));
+    assert!(error.contains("moe_key 2") && error.contains("valid: null"), "{error}");
+    let narrow = edit("narrow", &|config| config["intervention_dimensions"][0] = serde_json::json!(8));
+    let plugins = gpt2_plugins();
+    let saved = vene_host::saved::SavedInterventions::load(&narrow).expect("the config itself is readable");
+    let mut model = IntervenableModel::new(load_gpt2(&plugins), saved.config.clone(), &plugins, 0).unwrap();
+    let error = saved.apply(&mut model).expect_err("a narrower interchange dimension is refused").to_string();
+    assert!(
+        error.contains("first 8 of its 32 dimensions") && error.contains("valid: intervention_dimensions 32 or null"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// The CLI writes the same tensors as the library, as f32 safetensors.
 #[test]
 fn cli_run_writes_reference_outputs() {

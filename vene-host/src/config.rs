@@ -35,7 +35,7 @@ pub struct Representation {
     pub component: String,
     #[serde(default = "default_unit")]
     pub unit: String,
-    #[serde(default = "default_units")]
+    #[serde(default = "default_units", deserialize_with = "at_least_one_unit")]
     pub max_number_of_units: u32,
     /// The `"type"`-tagged intervention declaration.
     pub intervention: serde_json::Value,
@@ -59,6 +59,15 @@ fn default_unit() -> String {
 
 fn default_units() -> u32 {
     1
+}
+
+/// `max_number_of_units` selects at least one unit: 0 would declare an intervention that can never act.
+fn at_least_one_unit<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<u32, D::Error> {
+    let units = u32::deserialize(deserializer)?;
+    if units == 0 {
+        return Err(serde::de::Error::custom("max_number_of_units is 0 (valid: 1 or more)"));
+    }
+    Ok(units)
 }
 
 impl Representation {

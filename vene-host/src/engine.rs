@@ -57,6 +57,16 @@ pub struct RunOutput {
     pub collected: Vec<Tensor>,
     /// The key/value cache, when the base inputs asked for it.
     pub present: Vec<Tensor>,
+    /// Per intervened site of the base pass, in the order they acted: its description and whether every value it
+    /// wrote was finite (a 0-d bool tensor, read only when asked).
+    finite_writes: Vec<(String, Tensor)>,
+}
+
+impl RunOutput {
+    /// The first intervened site whose output has a NaN or an infinite value (say `noise` with a huge level).
+    pub fn first_non_finite_site(&self) -> Option<&str> {
+        self.finite_writes.iter().find(|(_, finite)| finite.int64_value(&[]) == 0).map(|(site, _)| site.as_str())
+    }
 }
 
 /// Source activations computed once by [`IntervenableModel::prepare`].
@@ -135,6 +145,9 @@ impl IntervenableModel {
             let (component, layer) = resolve_component(&catalog, rep)?;
             let info = &catalog.components[component as usize];
             let description = format!("{type_name} on {} at layer {layer}", info.name);
+            if rep.max_number_of_units == 0 {
+                return Err(VeneError::Config(format!("{description}: max_number_of_units is 0 (valid: 1 or more)")));
+            }
             if layer >= info.layers {
                 return Err(VeneError::LayerOutOfRange {
                     layer,
@@ -239,6 +252,12 @@ impl IntervenableModel {
 
     pub fn config(&self) -> &IntervenableConfig {
         &self.config
+    }
+
+    /// The width of the axis representation `index` acts on: the component dimension, times the units for
+    /// distributed interventions.
+    pub fn intervention_width(&self, index: usize) -> Option<i64> {
+        self.reps.get(index).map(|rep| rep.subspace_width)
     }
 
     pub fn keys(&self) -> Vec<&str> {
@@ -371,7 +390,7 @@ impl IntervenableModel {
             if let Some(source) = source {
                 let size = source.batch_size();
                 if size != batch && !(shareable && size == 1) {
-                    let valid = if shareable { format!("{batch} or 1") } else { batch.to_string() };
+                    let valid = if shareable && batch != 1 { format!("{batch} or 1") } else { batch.to_string() };
                     return Err(VeneError::Inputs(format!(
                         "sources[{i}] has {size} examples, the base has {batch} (valid: {valid})"
                     )));
@@ -427,7 +446,12 @@ impl IntervenableModel {
                 })?);
             }
         }
-        Ok(RunOutput { output: output.output, present: output.present, collected })
+        Ok(RunOutput {
+            output: output.output,
+            present: output.present,
+            collected,
+            finite_writes: std::mem::take(&mut state.finite_writes),
+        })
     }
 
     fn broadcast_sources<'s>(&self, sources: &'s [Option<ForwardInputs>]) -> Result<Vec<Option<&'s ForwardInputs>>> {
@@ -758,6 +782,8 @@ struct RunState {
     base_batch: i64,
     /// In a pass that stops early: getters still to run.
     getters_left: Option<usize>,
+    /// Each intervened site's description and whether what it wrote was all finite.
+    finite_writes: Vec<(String, Tensor)>,
 }
 
 impl RunState {
@@ -783,6 +809,7 @@ impl RunState {
             hits: Vec::new(),
             base_batch: 0,
             getters_left: None,
+            finite_writes: Vec::new(),
         }
     }
 }
@@ -1011,6 +1038,7 @@ impl RunSink<'_> {
             return Ok(Outcome::Collected(output));
         }
         let output = if bound.traits.distributed { unflatten_units(&output, &selected.size()) } else { output };
+        self.state.finite_writes.push((bound.description.clone(), output.detach().isfinite().all()));
         if output.size() != selected.size() {
             return Err(fail(format!(
                 "the intervention returned shape {:?}, expected {:?}",

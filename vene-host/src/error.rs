@@ -30,6 +30,8 @@ pub enum VeneError {
     Intervention { key: String, message: String },
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
     #[error("{path} is not valid JSON for {what}: {source}")]
     Json { path: PathBuf, what: &'static str, source: serde_json::Error },
     #[error("model '{repo}' is not in the Hugging Face cache at {cache}: {message}")]

@@ -23,6 +23,7 @@ pub mod interventions;
 pub mod locations;
 pub mod model;
 pub mod optim;
+pub mod outputs;
 pub mod plugins;
 pub mod pyvene_import;
 pub mod runtime;

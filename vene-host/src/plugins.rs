@@ -76,6 +76,20 @@ pub struct PluginSet {
     /// Libraries found by scanning that could not be used, with the reason; the rest stay usable.
     failures: Vec<VeneError>,
     warnings: Vec<String>,
+    /// Files and directories the scan passed over without trying to load them, with the reason.
+    skipped: Vec<Skipped>,
+}
+
+/// A library file (or a whole directory) that a plugin scan did not try to load.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Whether `name` looks like a shared library of any name (`libfoo.so`, `libfoo.so.1`, `foo.dylib`, `foo.dll`).
+fn file_is_library(name: &str) -> bool {
+    name.ends_with(".so") || name.contains(".so.") || name.ends_with(".dylib") || name.ends_with(".dll")
 }
 
 fn file_is_plugin(name: &str) -> bool {
@@ -109,17 +123,29 @@ impl PluginSet {
             }
         }
         let mut warnings = Vec::new();
+        let mut skipped = Vec::new();
         for dir in &search.dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    skipped.push(Skipped { path: dir.clone(), reason: format!("cannot read the directory: {error}") });
+                    continue;
+                }
             };
             warnings.extend(writable_by_others(dir, "plugin directory"));
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(file_is_plugin))
-                .collect();
+            let mut found: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             found.sort();
-            candidates.extend(found);
+            for path in found {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if file_is_plugin(name) {
+                    candidates.push(path);
+                } else if file_is_library(name) {
+                    let reason = "not named libvene_*.so (or .dylib, vene_*.dll), so not taken for a vene plugin: \
+                                  rename it, or load it by path with --plugin PATH"
+                        .to_string();
+                    skipped.push(Skipped { path, reason });
+                }
+            }
         }
         if !search.only.is_empty() {
             let names: Vec<&String> = search.only.iter().filter(|r| !Path::new(r.as_str()).is_file()).collect();
@@ -137,7 +163,7 @@ impl PluginSet {
         }
         // A library the user asked for by name must load; one found by scanning may fail without stopping the rest.
         let strict = !search.only.is_empty();
-        let mut set = PluginSet { warnings, ..PluginSet::default() };
+        let mut set = PluginSet { warnings, skipped, ..PluginSet::default() };
         let mut seen = Vec::new();
         for path in candidates {
             set.warnings.extend(writable_by_others(&path, "plugin"));
@@ -217,6 +243,11 @@ impl PluginSet {
     /// run code in every vene process that loads plugins from them.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// What the directory scan passed over, in scan order.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     pub fn model_types(&self) -> Vec<String> {

@@ -40,6 +40,8 @@ struct PyveneConfig {
     sorted_keys: Option<Vec<String>>,
     #[serde(default)]
     intervention_constant_sources: Option<Vec<bool>>,
+    #[serde(default)]
+    intervention_dimensions: Option<Vec<Value>>,
 }
 
 /// Whether `text` is a pyvene-saved config (positional representations) rather than a vene one.
@@ -65,10 +67,41 @@ fn field(fields: &[Value], index: usize) -> Option<&Value> {
     fields.get(index).filter(|v| !v.is_null())
 }
 
+/// What an imported intervention keeps in its `intkey_*.bin`, decided by its type (as pyvene's loader decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SavedState {
+    /// Zero, collect, noise, skip: no source and no state; pyvene writes no file, even with the constant flag.
+    Nothing,
+    /// Vanilla, addition, subtraction: a file only when the source is a constant (`source_representation`).
+    ConstantSource,
+    /// Trainable types: always a state dict.
+    Trained,
+}
+
+fn saved_state(vene_type: &str) -> SavedState {
+    match vene_type {
+        "zero" | "collect" | "noise" | "skip" => SavedState::Nothing,
+        "vanilla" | "addition" | "subtraction" => SavedState::ConstantSource,
+        _ => SavedState::Trained,
+    }
+}
+
+/// The intervention config of an imported representation: pyvene's noise means its fixed table, and its
+/// autoencoders take their latent width from the representation's `latent_dim`.
+fn intervention_json(vene_type: &str, latent_dim: Option<i64>) -> Value {
+    match (vene_type, latent_dim) {
+        ("noise", _) => json!({"type": "noise", "pyvene_table": true}),
+        (_, Some(latent_dim)) => json!({"type": vene_type, "latent_dim": latent_dim}),
+        (_, None) => json!({"type": vene_type}),
+    }
+}
+
 /// A pyvene-saved directory as a vene config plus the trained state of its interventions (`{key}/{name}`).
 pub struct Imported {
     pub config: IntervenableConfig,
     pub state: Vec<(String, tch::Tensor)>,
+    /// pyvene's `intervention_dimensions`: the width each intervention acts on (`None`: the full width).
+    pub interchange_dims: Vec<Option<i64>>,
 }
 
 /// Reads a pyvene-saved directory: the config, constant sources, and trained state from `intkey_*.bin`.
@@ -80,79 +113,137 @@ pub fn import_dir(dir: &Path) -> Result<Imported> {
         what: "a pyvene config",
         source,
     })?;
-    let count = saved.representations.len();
-    let types: Vec<String> = match &saved.intervention_types {
-        Value::String(one) => vec![one.clone(); count],
-        Value::Array(many) => many.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect(),
-        other => return Err(VeneError::Config(format!("{}: unexpected intervention_types {other}", path.display()))),
-    };
-    if types.len() != count {
-        return Err(VeneError::Config(format!(
-            "{}: {} intervention types for {count} representations",
-            path.display(),
-            types.len()
-        )));
-    }
+    let types = intervention_types(&saved, &path)?;
     let mode = match saved.mode.as_deref() {
         None | Some("parallel") => Mode::Parallel,
         Some("serial") => Mode::Serial,
         Some(other) => return Err(VeneError::Config(format!("{}: unknown mode '{other}'", path.display()))),
     };
-    let mut representations: Vec<(Representation, bool)> = Vec::new();
+    let mut representations = Vec::new();
+    let mut constant_sources = Vec::new();
     for (index, fields) in saved.representations.iter().enumerate() {
-        // pyvene's RepresentationConfig field order.
-        let int = |i: usize| field(fields, i).and_then(Value::as_i64);
-        let text_field =
-            |i: usize, default: &str| field(fields, i).and_then(Value::as_str).unwrap_or(default).to_string();
-        let component = text_field(1, "block_output");
-        let subspace_partition = field(fields, 7)
-            .map(|v| serde_json::from_value::<Vec<Vec<i64>>>(v.clone()))
-            .transpose()
-            .map_err(|e| VeneError::Config(format!("representation {index}: bad subspace_partition: {e}")))?;
-        let representation = Representation {
-            layer: int(0).unwrap_or(0) as u32,
-            component,
-            unit: text_field(2, "pos"),
-            max_number_of_units: int(3).unwrap_or(1) as u32,
-            intervention: match int(13) {
-                // pyvene's autoencoders take their latent width from the representation's latent_dim.
-                Some(latent_dim) => json!({"type": vene_type(&types[index])?, "latent_dim": latent_dim}),
-                None => json!({"type": vene_type(&types[index])?}),
-            },
-            low_rank_dimension: int(4).map(|v| v as u32),
-            subspace_partition,
-            group_key: int(8),
-            intervention_link_key: int(9),
-            source_representation: None,
-        };
-        let constant =
-            saved.intervention_constant_sources.as_ref().and_then(|c| c.get(index).copied()).unwrap_or(false)
-                || field(fields, 12).and_then(Value::as_bool).unwrap_or(false)
-                || field(fields, 11).is_some();
-        representations.push((representation, constant));
+        let (representation, constant) = representation(index, fields, types[index], &saved, &path)?;
+        representations.push(representation);
+        constant_sources.push(constant);
     }
-    let mut config =
-        IntervenableConfig { mode, representations: representations.iter().map(|(r, _)| r.clone()).collect() };
+    let interchange_dims = interchange_dims(&saved, representations.len(), &path)?;
+    let mut config = IntervenableConfig { mode, representations };
     let keys = config.keys();
     let saved_keys = saved.sorted_keys.clone().unwrap_or_else(|| keys.clone());
     let mut state = Vec::new();
-    for (index, (_, constant)) in representations.iter().enumerate() {
+    for (index, &constant) in constant_sources.iter().enumerate() {
+        let kept = match saved_state(types[index]) {
+            SavedState::Nothing => continue,
+            SavedState::ConstantSource if !constant => continue,
+            kept => kept,
+        };
         let key = saved_keys.get(index).cloned().unwrap_or_else(|| keys[index].clone());
         let path = dir.join(format!("intkey_{key}.bin"));
         if !path.exists() {
-            if *constant {
-                return Err(VeneError::Config(format!("{} is missing: it holds a constant source", path.display())));
-            }
-            continue;
+            let holds = if kept == SavedState::Trained { "the trained state" } else { "a constant source" };
+            return Err(VeneError::Config(format!(
+                "{} is missing: it holds {holds} of the {} intervention on {}",
+                path.display(),
+                types[index],
+                config.representations[index].component
+            )));
         }
         let entries = read_torch_state_dict(&path)?;
-        if *constant {
+        if kept == SavedState::ConstantSource {
             config.representations[index].source_representation = Some(constant_source(&path, entries)?);
         } else {
             state.extend(entries.into_iter().map(|(name, tensor)| (format!("{}/{name}", keys[index]), tensor)));
         }
     }
-    Ok(Imported { config, state })
+    Ok(Imported { config, state, interchange_dims })
+}
+
+/// One vene type per representation: pyvene writes one class string per intervention (or one for all).
+fn intervention_types(saved: &PyveneConfig, path: &Path) -> Result<Vec<&'static str>> {
+    let count = saved.representations.len();
+    let classes: Vec<String> = match &saved.intervention_types {
+        Value::String(one) => vec![one.clone(); count],
+        Value::Array(many) => many.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect(),
+        other => return Err(VeneError::Config(format!("{}: unexpected intervention_types {other}", path.display()))),
+    };
+    if classes.len() != count {
+        return Err(VeneError::Config(format!(
+            "{}: {} intervention types for {count} representations",
+            path.display(),
+            classes.len()
+        )));
+    }
+    classes.iter().map(|class| vene_type(class)).collect()
+}
+
+/// Representation `index` from pyvene's positional fields (`RepresentationConfig` order: layer, component, unit,
+/// max_number_of_units, low_rank_dimension, intervention_type, intervention, subspace_partition, group_key,
+/// intervention_link_key, moe_key, source_representation, hidden_source_representation, latent_dim), and whether
+/// its source is a saved constant.
+fn representation(
+    index: usize,
+    fields: &[Value],
+    vene_type: &str,
+    saved: &PyveneConfig,
+    path: &Path,
+) -> Result<(Representation, bool)> {
+    let int = |i: usize| field(fields, i).and_then(Value::as_i64);
+    let text_field = |i: usize, default: &str| field(fields, i).and_then(Value::as_str).unwrap_or(default).to_string();
+    if let Some(moe_key) = field(fields, 10) {
+        return Err(VeneError::Config(format!(
+            "{}: representation {index} has moe_key {moe_key} (an expert of a mixture-of-experts layer); vene's \
+             adapters have no per-expert sites (valid: null)",
+            path.display()
+        )));
+    }
+    let max_number_of_units = int(3).unwrap_or(1);
+    if max_number_of_units < 1 {
+        return Err(VeneError::Config(format!(
+            "{}: representation {index} has max_number_of_units {max_number_of_units} (valid: 1 or more)",
+            path.display()
+        )));
+    }
+    let subspace_partition =
+        field(fields, 7)
+            .map(|v| serde_json::from_value::<Vec<Vec<i64>>>(v.clone()))
+            .transpose()
+            .map_err(|e| VeneError::Config(format!("representation {index}: bad subspace_partition: {e}")))?;
+    let representation = Representation {
+        layer: int(0).unwrap_or(0) as u32,
+        component: text_field(1, "block_output"),
+        unit: text_field(2, "pos"),
+        max_number_of_units: max_number_of_units as u32,
+        intervention: intervention_json(vene_type, int(13)),
+        low_rank_dimension: int(4).map(|v| v as u32),
+        subspace_partition,
+        group_key: int(8),
+        intervention_link_key: int(9),
+        source_representation: None,
+    };
+    // pyvene marks a constant source three ways: the per-intervention flag, `hidden_source_representation` (what
+    // save writes in place of the tensor), or the tensor itself.
+    let constant = saved.intervention_constant_sources.as_ref().and_then(|c| c.get(index).copied()).unwrap_or(false)
+        || field(fields, 12).and_then(Value::as_bool).unwrap_or(false)
+        || field(fields, 11).is_some();
+    Ok((representation, constant))
+}
+
+/// pyvene's `intervention_dimensions`, one per representation; absent or `null` (older saves) means the full width.
+fn interchange_dims(saved: &PyveneConfig, count: usize, path: &Path) -> Result<Vec<Option<i64>>> {
+    let Some(dims) = &saved.intervention_dimensions else {
+        return Ok(vec![None; count]);
+    };
+    (0..count)
+        .map(|index| match dims.get(index) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value.as_i64().map(Some).ok_or_else(|| {
+                VeneError::Config(format!(
+                    "{}: intervention_dimensions[{index}] is {value} (valid: a whole number or null)",
+                    path.display()
+                ))
+            }),
+        })
+        .collect()
 }
 
 fn constant_source(path: &Path, entries: Vec<(String, tch::Tensor)>) -> Result<Vec<f32>> {

@@ -19,19 +19,29 @@ const STATE_FILE: &str = "interventions.safetensors";
 pub struct SavedInterventions {
     pub config: IntervenableConfig,
     pub state: Vec<(String, Tensor)>,
+    /// Per representation, the width pyvene saved it to act on (`intervention_dimensions`); empty for vene saves.
+    pub interchange_dims: Vec<Option<i64>>,
 }
 
 impl SavedInterventions {
     /// A vene config file, a directory saved by vene, or a directory saved by pyvene.
     pub fn load(path: &Path) -> Result<Self> {
         if !path.is_dir() {
-            return Ok(Self { config: IntervenableConfig::from_file(path)?, state: Vec::new() });
+            return Ok(Self {
+                config: IntervenableConfig::from_file(path)?,
+                state: Vec::new(),
+                interchange_dims: Vec::new(),
+            });
         }
         let file = path.join("config.json");
         let text = std::fs::read_to_string(&file).map_err(|source| VeneError::Io { path: file.clone(), source })?;
         if pyvene_import::is_pyvene_config(&text) {
             let imported = pyvene_import::import_dir(path)?;
-            return Ok(Self { config: imported.config, state: imported.state });
+            return Ok(Self {
+                config: imported.config,
+                state: imported.state,
+                interchange_dims: imported.interchange_dims,
+            });
         }
         let config = IntervenableConfig::from_file(&file)?;
         let state_file = path.join(STATE_FILE);
@@ -42,11 +52,28 @@ impl SavedInterventions {
         } else {
             Vec::new()
         };
-        Ok(Self { config, state })
+        Ok(Self { config, state, interchange_dims: Vec::new() })
     }
 
-    /// Binds the config to `model` and restores the saved state.
+    /// Restores the saved state into `model` (bound to this config), after checking that every intervention acts
+    /// on the width pyvene saved it with.
     pub fn apply(self, model: &mut IntervenableModel) -> Result<()> {
+        for (index, saved) in self.interchange_dims.iter().enumerate() {
+            let (Some(saved), Some(width)) = (saved, model.intervention_width(index)) else {
+                continue;
+            };
+            // pyvene acts on `[..., :interchange_dim]`: a saved width at least the full one is the full one. Its
+            // autoencoders index latents with it instead, and vene's SAE plugin follows their subspaces.
+            let kind = self.config.representations[index].intervention_type()?;
+            if *saved < width && !matches!(kind, "autoencoder" | "jumprelu_sae") {
+                return Err(VeneError::Config(format!(
+                    "representation {index} ({kind} on {}): pyvene saved it to act on the first {saved} of its \
+                     {width} dimensions (set_interchange_dim); vene acts on the full width or on the subspaces \
+                     given at run time (valid: intervention_dimensions {width} or null)",
+                    self.config.representations[index].component
+                )));
+            }
+        }
         model.load_state(self.state)
     }
 }

@@ -55,7 +55,7 @@ impl Default for LmRecipe {
             steps: 4000,
             batch: 32,
             learning_rate: 3e-3,
-            seed: 7,
+            seed: super::DEFAULT_SEED,
             places: true,
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod corpus;
 pub mod language_model;
+pub mod plan;
 pub mod recurrent;
 pub mod report;
 pub mod vision;
@@ -13,6 +14,18 @@ use crate::error::{Result, VeneError};
 
 /// Bumped whenever the demo recipe changes, so stale caches are rebuilt.
 pub const DEMO_VERSION: &str = "2";
+
+/// The seed the demo models are trained with unless `vene demo --seed` says otherwise.
+pub const DEFAULT_SEED: u64 = 7;
+
+/// The cache name of demo model `name` trained with `seed`: the bare name for the default seed.
+pub fn model_name(name: &str, seed: u64) -> String {
+    if seed == DEFAULT_SEED {
+        name.to_string()
+    } else {
+        format!("{name}-seed{seed}")
+    }
+}
 
 /// `$XDG_CACHE_HOME/vene/demo/v{DEMO_VERSION}` (or `~/.cache/...`).
 pub fn cache_dir() -> PathBuf {

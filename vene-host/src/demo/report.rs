@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::plan::Section;
 use crate::{
     error::{Result, VeneError},
     model::LoadedModel,
@@ -50,7 +51,7 @@ pub fn interchange(
 }
 
 /// A minimal HTML report: sections of text and figures (paths relative to the report).
-pub fn write_report(dir: &Path, title: &str, sections: &[(String, String, Vec<String>)]) -> Result<()> {
+pub fn write_report(dir: &Path, title: &str, sections: &[Section]) -> Result<()> {
     let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>body{{font-family:sans-serif;\
@@ -58,7 +59,7 @@ pub fn write_report(dir: &Path, title: &str, sections: &[(String, String, Vec<St
          </style></head><body>\n<h1>{0}</h1>\n",
         escape(title)
     );
-    for (heading, body, figures) in sections {
+    for Section { heading, body, figures } in sections {
         html.push_str(&format!("<h2>{}</h2>\n<pre>{}</pre>\n", escape(heading), escape(body)));
         for figure in figures {
             html.push_str(&format!("<img src=\"{figure}\" alt=\"{figure}\">\n"));

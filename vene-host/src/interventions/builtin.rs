@@ -147,7 +147,8 @@ pub struct Collect {}
 #[serde(deny_unknown_fields)]
 pub struct Skip {}
 
-/// Adds Gaussian noise `level · ε` from a seeded generator, fresh for each call.
+/// Adds Gaussian noise `level · ε` from a seeded generator, fresh for each call; or, with `pyvene_table`, the fixed
+/// table pyvene 0.1.8's `NoiseIntervention` adds (what a directory saved by pyvene means by "noise").
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Noise {
@@ -156,6 +157,10 @@ pub struct Noise {
     pub level: f64,
     #[serde(default)]
     pub seed: u64,
+    /// Add pyvene's table instead of fresh samples: `numpy.random.RandomState(1).randn(1, 4, embed_dim)`, the same
+    /// for every call and example, so it needs exactly 4 units of one component's width.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pyvene_table: bool,
 }
 
 fn default_noise_level() -> f64 {
@@ -182,9 +187,63 @@ swap_type!(Zero, "zero", Op::Zero, "base[S] <- 0");
 swap_type!(Collect, "collect", Op::Collect, "returns base[S]; the run is unchanged");
 swap_type!(Skip, "skip", Op::Replace, "the site's input replaces its output");
 
+/// Where noise comes from: fresh samples per call, or pyvene's fixed table `(4 units, embed_dim)`.
+enum NoiseSource {
+    Sampled(Box<StdRng>),
+    PyveneTable { table: Vec<f64>, width: i64 },
+}
+
 struct NoiseIntervention {
     level: f64,
-    rng: StdRng,
+    source: NoiseSource,
+}
+
+/// `numpy.random.RandomState(seed).randn(count)`: MT19937 seeded as numpy seeds an integer, 53-bit doubles, and
+/// numpy's legacy polar Box-Muller (the second value of each pair first).
+fn numpy_legacy_randn(seed: u32, count: usize) -> Vec<f64> {
+    let mut twister = rand_mt::Mt::new(seed);
+    let mut uniform = || {
+        let (a, b) = (twister.next_u32() >> 5, twister.next_u32() >> 6);
+        (f64::from(a) * 67_108_864.0 + f64::from(b)) / 9_007_199_254_740_992.0
+    };
+    let mut values = Vec::with_capacity(count + 1);
+    while values.len() < count {
+        let (x1, x2, r2) = loop {
+            let (x1, x2) = (2.0 * uniform() - 1.0, 2.0 * uniform() - 1.0);
+            let r2 = x1 * x1 + x2 * x2;
+            if r2 < 1.0 && r2 != 0.0 {
+                break (x1, x2, r2);
+            }
+        };
+        let f = (-2.0 * r2.ln() / r2).sqrt();
+        values.extend([f * x2, f * x1]);
+    }
+    values.truncate(count);
+    values
+}
+
+impl NoiseIntervention {
+    fn noise(&mut self, base: &Tensor) -> PluginResult<Tensor> {
+        let size = base.size();
+        match &mut self.source {
+            NoiseSource::Sampled(rng) => {
+                let samples: Vec<f32> = (0..base.numel()).map(|_| StandardNormal.sample(rng)).collect();
+                Ok(Tensor::from_slice(&samples).view(size.as_slice()))
+            }
+            NoiseSource::PyveneTable { table, width } => {
+                // pyvene adds its (1, 4, embed_dim) table to (batch, units, dim): that broadcasts only for 4 units
+                // of width embed_dim (one unit per location), and pyvene fails on anything else.
+                let (units, dim) = (size.get(1).copied().unwrap_or(0), size.last().copied().unwrap_or(0));
+                if size.len() != 3 || units != 4 || dim != *width {
+                    return Err(PluginError::invalid_input(format!(
+                        "pyvene's noise table has 4 units of {width} values, the selected units have shape {size:?} \
+                         (valid: 4 locations per example, max_number_of_units 1)"
+                    )));
+                }
+                Ok(Tensor::from_slice(table).view([1, 4, *width]))
+            }
+        }
+    }
 }
 
 impl Intervention for NoiseIntervention {
@@ -198,12 +257,15 @@ impl Intervention for NoiseIntervention {
         _source: Option<&Tensor>,
         subspaces: Option<&[Vec<i64>]>,
     ) -> PluginResult<Tensor> {
-        let count = base.numel();
-        let samples: Vec<f32> = (0..count).map(|_| StandardNormal.sample(&mut self.rng)).collect();
-        let noise =
-            Tensor::from_slice(&samples).view(base.size().as_slice()).to_kind(base.kind()).to_device(base.device())
-                * self.level;
-        let noisy = base + noise;
+        let noise = self.noise(base)?.to_device(base.device());
+        let noisy = match self.source {
+            NoiseSource::Sampled(_) => base + noise.to_kind(base.kind()) * self.level,
+            // As pyvene computes it: the float64 table times its float32 level, added in float64, rounded once.
+            NoiseSource::PyveneTable { .. } => {
+                let level = f64::from(self.level as f32);
+                (base.to_kind(tch::Kind::Double) + noise * level).to_kind(base.kind())
+            }
+        };
         match subspaces {
             None => Ok(noisy),
             Some(dims) => Ok(noisy.where_self(&subspace_mask(base, dims)?, base)),
@@ -213,8 +275,14 @@ impl Intervention for NoiseIntervention {
 
 #[typetag::serde(name = "noise")]
 impl BuiltinConfig for Noise {
-    fn build(&self, _spec: &InterventionSpec) -> Result<Box<dyn Intervention>> {
-        Ok(Box::new(NoiseIntervention { level: self.level, rng: StdRng::seed_from_u64(self.seed) }))
+    fn build(&self, spec: &InterventionSpec) -> Result<Box<dyn Intervention>> {
+        let source = if self.pyvene_table {
+            let width = i64::from(spec.embed_dim);
+            NoiseSource::PyveneTable { table: numpy_legacy_randn(1, 4 * width as usize), width }
+        } else {
+            NoiseSource::Sampled(Box::new(StdRng::seed_from_u64(self.seed)))
+        };
+        Ok(Box::new(NoiseIntervention { level: self.level, source }))
     }
 }
 

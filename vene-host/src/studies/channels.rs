@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
+use super::output::Figure;
 use crate::{
     config::IntervenableConfig,
     datasets::load_split,
@@ -72,4 +73,15 @@ pub fn channel_study(
         model = intervenable.into_model();
     }
     Ok((ChannelStudy { images, accuracy, baseline, zeroed }, model))
+}
+
+impl ChannelStudy {
+    /// Mean p(true class) with each channel zeroed, beside the unintervened mean.
+    pub fn lines(&self, name: &str, title: &str) -> Figure {
+        let series = vec![
+            ("channel zeroed".to_string(), self.zeroed.clone()),
+            ("no intervention".to_string(), vec![self.baseline; self.zeroed.len()]),
+        ];
+        Figure::Lines { name: name.to_string(), title: title.to_string(), x_label: "channel".to_string(), series }
+    }
 }

@@ -1,8 +1,9 @@
-//! The paper's studies as library functions behind `vene` subcommands; each writes PNG + SVG figures and a JSON of
-//! its numbers.
+//! The paper's studies as library functions behind `vene` subcommands; each result becomes a
+//! [`output::StudyOutput`] (PNG + SVG figures and a JSON of its numbers) written by one writer.
 
 pub mod channels;
 pub mod interchange;
+pub mod output;
 pub mod plot;
 pub mod probe;
 pub mod senses;

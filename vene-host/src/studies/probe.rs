@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::bind;
+use super::{bind, output::Figure};
 use crate::{
     error::{Result, VeneError},
     locations::{Subspaces, UnitLocations},
@@ -184,4 +184,21 @@ fn probe(
     let accuracy =
         predicted.eq_tensor(&labels.index_select(0, &test)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     Ok((accuracy, collector.into_model()))
+}
+
+impl DasProbe {
+    /// The two heatmaps, `das_iia` and `probe_accuracy`, with the given titles.
+    pub fn heatmaps(&self, das_title: &str, probe_title: &str) -> Vec<Figure> {
+        [("das_iia", &self.das_iia, das_title), ("probe_accuracy", &self.probe_accuracy, probe_title)]
+            .into_iter()
+            .map(|(name, values, title)| Figure::Heatmap {
+                name: name.to_string(),
+                title: title.to_string(),
+                row_labels: self.tokens.clone(),
+                column_label: "layer".to_string(),
+                values: values.clone(),
+                max: 1.0,
+            })
+            .collect()
+    }
 }

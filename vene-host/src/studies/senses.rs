@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::{bind, ids};
+use super::{bind, ids, output::Figure};
 use crate::{
     error::{Result, VeneError},
     locations::{Subspaces, UnitLocations},
@@ -106,4 +106,19 @@ pub fn sense_study(
         probabilities,
     };
     Ok((study, model))
+}
+
+impl SenseStudy {
+    /// p(target) per sense, one line per factor, beside the unintervened probability.
+    pub fn lines(&self, name: &str, title: &str) -> Figure {
+        let senses = self.probabilities.first().map_or(0, Vec::len);
+        let series = self
+            .factors
+            .iter()
+            .zip(&self.probabilities)
+            .map(|(factor, row)| (format!("sense x {factor}"), row.clone()))
+            .chain(std::iter::once(("no intervention".to_string(), vec![self.baseline; senses])))
+            .collect();
+        Figure::Lines { name: name.to_string(), title: title.to_string(), x_label: "sense".to_string(), series }
+    }
 }

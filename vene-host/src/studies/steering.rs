@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::bind;
+use super::{bind, output::Figure};
 use crate::{
     engine::IntervenableModel,
     error::{Result, VeneError},
@@ -87,4 +87,19 @@ pub fn steering(
         steered_word_probability: steered_probability,
     };
     Ok((result, plain.into_model()))
+}
+
+impl Steering {
+    /// p(word) after each position, unsteered and steered.
+    pub fn lines(&self, name: &str) -> Figure {
+        Figure::Lines {
+            name: name.to_string(),
+            title: format!("p({}) after each position", self.word.trim()),
+            x_label: "position".to_string(),
+            series: vec![
+                ("unsteered".to_string(), self.unsteered_word_probability.clone()),
+                ("steered".to_string(), self.steered_word_probability.clone()),
+            ],
+        }
+    }
 }

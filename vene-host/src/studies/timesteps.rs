@@ -5,7 +5,10 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::{top_named, top_words, TopWords};
+use super::{
+    output::{format_top, Figure},
+    top_named, top_words, TopWords,
+};
 use crate::{
     config::IntervenableConfig,
     engine::IntervenableModel,
@@ -189,4 +192,28 @@ pub fn sequence_timestep_study(
     }
     let tokens = (0..steps).map(|step| format!("step {step}")).collect();
     Ok((TimestepStudy { tokens, interventions, plain: top(&outcomes.plain)? }, model))
+}
+
+impl TimestepStudy {
+    /// Each intervention's per-step effect as one line.
+    pub fn effect_lines(&self, name: &str, title: &str) -> Figure {
+        Figure::Lines {
+            name: name.to_string(),
+            title: title.to_string(),
+            x_label: "step".to_string(),
+            series: self.interventions.iter().map(|i| (i.name.clone(), i.effect.clone())).collect(),
+        }
+    }
+
+    /// One line per intervention: its per-step effect (to 3 decimals) and the top outputs it leads to.
+    pub fn summary(&self) -> String {
+        self.interventions
+            .iter()
+            .map(|i| {
+                let effect: Vec<f64> = i.effect.iter().map(|e| (e * 1000.0).round() / 1000.0).collect();
+                format!("{}: per-step effect {effect:?} -> {}", i.name, format_top(&i.top))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
+use super::output::Figure;
 use crate::{
     config::IntervenableConfig,
     engine::IntervenableModel,
@@ -304,4 +305,42 @@ pub fn locate_subject(tokens: &[i64], candidates: &[Vec<i64>]) -> Option<(usize,
             .position(|w| w == candidate.as_slice())
             .map(|start| (start, start + candidate.len()))
     })
+}
+
+/// The three sweeps' names and grids, in the order they are plotted.
+pub type Sweeps<'a> = [(&'static str, &'a [Vec<f64>]); 3];
+
+impl Trace {
+    pub fn sweeps(&self) -> Sweeps<'_> {
+        [
+            ("block_output", &self.block_output),
+            ("mlp_output", &self.mlp_output),
+            ("attention_output", &self.attention_output),
+        ]
+    }
+}
+
+impl MeanTrace {
+    pub fn sweeps(&self) -> Sweeps<'_> {
+        [
+            ("block_output", &self.block_output),
+            ("mlp_output", &self.mlp_output),
+            ("attention_output", &self.attention_output),
+        ]
+    }
+}
+
+/// One heatmap per sweep (named after it), rows labelled by `labels`, titled by `title(sweep)`, scaled to `max`.
+pub fn heatmaps(sweeps: Sweeps<'_>, labels: &[String], title: impl Fn(&str) -> String, max: f64) -> Vec<Figure> {
+    sweeps
+        .iter()
+        .map(|(name, values)| Figure::Heatmap {
+            name: name.to_string(),
+            title: title(name),
+            row_labels: labels.to_vec(),
+            column_label: "layer".to_string(),
+            values: values.to_vec(),
+            max,
+        })
+        .collect()
 }

@@ -1,0 +1,109 @@
+//! The `vene` command line: list plugins, show a model's hook sites, run, train and evaluate interventions,
+//! generate, run the paper's studies on any model, and the demo. One module per command (or family of commands),
+//! each with its clap `Args` beside the code that runs it; this file parses, dispatches and prints errors.
+
+mod common;
+mod demo;
+mod generate;
+mod inspect;
+mod run;
+mod studies;
+mod train;
+mod vector;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use studies::{channels, das_probe, interchange, senses, steer, timesteps, trace};
+
+#[derive(Parser)]
+#[command(name = "vene", version, about = "Interventions on neural model internals (pyvene semantics, native plugins)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the loaded plugins with their versions and the types they provide.
+    Plugins(inspect::PluginsArgs),
+    /// Show a model's hook-site catalog.
+    Sites(inspect::SitesArgs),
+    /// Train the config's interventions on counterfactual data and save them.
+    Train(train::TrainArgs),
+    /// Interchange intervention accuracy of saved interventions on counterfactual data.
+    Eval(train::EvalArgs),
+    /// Write a steering vector (safetensors, key "vector"): a token's embedding, or mean(positive) - mean(negative)
+    /// activations at the prompts' last token.
+    Vector(vector::VectorArgs),
+    /// Generate text with interventions on the prompt, on every decoding step, or both.
+    Generate(generate::GenerateArgs),
+    /// Multi-source interchange: tokens from several sources replace the base's at their positions (parallel), or
+    /// pass along the chain of sources into the base (serial, one --hop per source); prints and saves the top-5 next
+    /// tokens.
+    Interchange(interchange::InterchangeArgs),
+    /// Steering during generation (ITI): a word's embedding × coefficient added to a component of every layer at
+    /// every step; the steered and unsteered continuations side by side.
+    Steer(steer::SteerArgs),
+    /// DAS versus a linear probe per layer × position, for a template with a {name} slot and classes of names.
+    DasProbe(das_probe::DasProbeArgs),
+    /// Recurrent models: zero a timestep, swap it from a source, and swap it across time, plotting the per-step
+    /// effect on the last layer's hidden state.
+    Timesteps(timesteps::TimestepsArgs),
+    /// Backpack models: scale each sense vector of a word and watch a target word's probability.
+    Senses(senses::SensesArgs),
+    /// CNNs on Fashion-MNIST: zero each channel of a feature map and measure the true class's probability.
+    Channels(channels::ChannelsArgs),
+    /// Build the embedded demo model (once, cached) and run the studies on it; writes an HTML report.
+    Demo(demo::DemoArgs),
+    /// Causal tracing: corrupt the subject, restore each site, and plot how much of the target comes back.
+    Trace(trace::TraceArgs),
+    /// Run an intervened forward pass and save its outputs.
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Plugins(args) => inspect::plugins(args),
+        Command::Sites(args) => inspect::sites(args),
+        Command::Train(args) => train::train(args),
+        Command::Eval(args) => train::eval(args),
+        Command::Vector(args) => vector::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Interchange(args) => interchange::run(args),
+        Command::Steer(args) => steer::run(args),
+        Command::DasProbe(args) => das_probe::run(args),
+        Command::Timesteps(args) => timesteps::run(args),
+        Command::Senses(args) => senses::run(args),
+        Command::Channels(args) => channels::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Trace(args) => trace::run(args),
+        Command::Run(args) => run::run(args),
+    }
+}
+
+/// The error and its causes on one line; a cause whose text the message already quotes is not repeated.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text.replace('\n', " ")
+}

@@ -1,0 +1,10 @@
+//! The study commands: each takes any model with the right sites, runs one of the paper's studies and writes its
+//! figures and numbers (a `StudyOutput`) into `--out`.
+
+pub mod channels;
+pub mod das_probe;
+pub mod interchange;
+pub mod senses;
+pub mod steer;
+pub mod timesteps;
+pub mod trace;
