@@ -18,10 +18,8 @@ rotate_layer.parametrizations.weight.original, see perturb_rotation), and the sc
 re-computation of the effective rotation from the saved tensors equals rotate_layer.weight exactly
 (same torch ops) and, independently, in float64 numpy. See tests/fixtures/das/README.md.
 """
-import importlib.metadata
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -31,7 +29,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_fixtures_gpt2 as g2  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
 import gen_fixtures_gpt_neox as gn  # noqa: E402
 
-from gen_fixtures_gpt2 import plain_logits, run_pyvene, write_expected, write_json  # noqa: E402
+from pyvene_fixtures import (  # noqa: E402
+    FIXTURES,
+    check_versions,
+    plain_logits,
+    reset_dir,
+    run_pyvene,
+    write_expected,
+    write_json,
+)
 
 from pyvene import (  # noqa: E402
     BoundlessRotatedSpaceIntervention,
@@ -45,7 +51,7 @@ from pyvene import (  # noqa: E402
 )
 from pyvene.models.interventions import LocalistRepresentationIntervention  # noqa: E402
 
-OUT = os.path.join(g2.REPO, "tests", "fixtures", "das")
+OUT = os.path.join(FIXTURES, "das")
 BATCH = 2
 SEQ = 7
 VOCAB = 101
@@ -256,19 +262,12 @@ def run_model(model_name, model, ids_seed, case_seed0):
 
 
 def main():
-    versions = {p: importlib.metadata.version(p) for p in ("pyvene", "transformers", "torch")}
-    print(", ".join(f"{k} {v}" for k, v in versions.items()))
-    for pkg, want in (("pyvene", "0.1.8"), ("transformers", "4.57.1"), ("torch", "2.13.0")):
-        if not versions[pkg].startswith(want):
-            print(f"warning: fixtures were made with {pkg} {want}, found {versions[pkg]}", file=sys.stderr)
+    check_versions()
     models = {
         "gpt2": lambda: g2.load_model(),
         "gpt_neox": lambda: gn.load_model(gn.MODEL_DIR),
     }
-    for name in models:  # README.md beside them is kept
-        d = os.path.join(OUT, name)
-        if os.path.exists(d):
-            shutil.rmtree(d)
+    reset_dir(*(os.path.join(OUT, name) for name in models))
     reports = {}
     for mi, (model_name, load) in enumerate(models.items()):
         reports[model_name] = run_model(model_name, load(), ids_seed=2024 + mi, case_seed0=100 * (mi + 1))

@@ -12,40 +12,29 @@ Output (deterministic, no network):
       collected.i  i-th collected activation (config order) as pyvene returns it
   tests/fixtures/gpt2/cases/pyvene_saved/pyvene_saved/   IntervenableModel.save() output
 """
-import importlib.metadata
-import json
-import logging
 import os
-import shutil
 import sys
-import warnings
 
 import numpy as np
 import torch
 
-warnings.filterwarnings("ignore")
-logging.disable(logging.WARNING)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import transformers  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-import pyvene  # noqa: E402
-from pyvene import (  # noqa: E402
-    AdditionIntervention,
-    CollectIntervention,
-    IntervenableConfig,
-    IntervenableModel,
-    RepresentationConfig,
-    SubtractionIntervention,
-    VanillaIntervention,
-    ZeroIntervention,
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pyvene_fixtures import (  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
+    FIXTURES,
+    check_versions,
+    intervenable_for,
+    plain_logits,
+    rep,
+    reset_dir,
+    run_pyvene,
+    write_expected,
+    write_json,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(REPO, "tests", "fixtures", "gpt2")
+from pyvene import IntervenableModel  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+OUT = os.path.join(FIXTURES, "gpt2")
 MODEL_DIR = os.path.join(OUT, "model")
 CASES_DIR = os.path.join(OUT, "cases")
 
@@ -53,17 +42,6 @@ VOCAB = 101
 N_EMBD = 32
 BATCH = 2
 SEQ = 7
-
-INTERVENTION_TYPES = {
-    "vanilla": VanillaIntervention,
-    "addition": AdditionIntervention,
-    "subtraction": SubtractionIntervention,
-    "zero": ZeroIntervention,
-    "collect": CollectIntervention,
-}
-
-torch.use_deterministic_algorithms(True)
-torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------- model
@@ -127,91 +105,15 @@ def const_vec(seed, n=N_EMBD):
     return torch.randn(n, generator=g, dtype=torch.float32)
 
 
-def to_tensor_inputs(d):
-    return {k: torch.tensor(v, dtype=torch.long) for k, v in d.items()}
-
-
-def json_roundtrip(x):
-    return json.loads(json.dumps(x))
 
 
 # --------------------------------------------------------------------------- pyvene
-def representation_for(rep):
-    """vene config entry -> pyvene RepresentationConfig."""
-    kwargs = dict(
-        layer=rep["layer"],
-        component=rep["component"],
-        unit=rep["unit"],
-        max_number_of_units=rep["max_number_of_units"],
-        intervention_type=INTERVENTION_TYPES[rep["intervention"]["type"]],
-    )
-    if "subspace_partition" in rep:
-        kwargs["subspace_partition"] = rep["subspace_partition"]
-    if "group_key" in rep:
-        kwargs["group_key"] = rep["group_key"]
-    if "source_representation" in rep:
-        kwargs["source_representation"] = torch.tensor(rep["source_representation"], dtype=torch.float32)
-    return RepresentationConfig(**kwargs)
 
 
-def intervenable_for(model, vcfg):
-    reps = [representation_for(r) for r in vcfg["representations"]]
-    if reps:
-        config = IntervenableConfig(representations=reps, mode=vcfg["mode"])
-    else:
-        config = IntervenableConfig(representations=[], mode=vcfg["mode"])
-    return IntervenableModel(config, model)
-
-
-def run_pyvene(ivm, inputs):
-    base = to_tensor_inputs(inputs["base"])
-    kwargs = {}
-    if "sources" in inputs:
-        kwargs["sources"] = [to_tensor_inputs(s) for s in inputs["sources"]]
-    if "unit_locations" in inputs:
-        # pass exactly what inputs.json holds (tuples become lists)
-        kwargs["unit_locations"] = json_roundtrip(inputs["unit_locations"])
-    if "subspaces" in inputs:
-        kwargs["subspaces"] = json_roundtrip(inputs["subspaces"])
-    with torch.no_grad():
-        out = ivm(base, **kwargs)
-    collected = []
-    if len(ivm.interventions) == 0 and "sources" not in kwargs and "unit_locations" not in kwargs:
-        # pyvene short-circuits to `return self.model(**base), None` (output comes first here)
-        cf, none = out
-        assert none is None
-    elif ivm.return_collect_activations:
-        (_, collected), cf = out
-    else:
-        _, cf = out
-    return cf.logits, list(collected)
-
-
-def plain_logits(model, inputs):
-    with torch.no_grad():
-        return model(**to_tensor_inputs(inputs["base"])).logits
 
 
 # --------------------------------------------------------------------------- writing
-def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
 
-
-def write_expected(case_dir, logits, collected):
-    tensors = {"output": logits.detach().to(torch.float32).contiguous().clone()}
-    for i, c in enumerate(collected):
-        tensors[f"collected.{i}"] = c.detach().to(torch.float32).contiguous().clone()
-    save_file(tensors, os.path.join(case_dir, "expected.safetensors"))
-    return tensors
-
-
-def rep(layer, component, itype, unit="pos", n=1, **extra):
-    r = {"layer": layer, "component": component, "unit": unit, "max_number_of_units": n,
-         "intervention": {"type": itype}}
-    r.update(extra)
-    return r
 
 
 # --------------------------------------------------------------------------- cases
@@ -378,14 +280,8 @@ def saved_case():
 
 # --------------------------------------------------------------------------- main
 def main():
-    versions = {p: importlib.metadata.version(p) for p in ("pyvene", "transformers", "torch")}
-    print(", ".join(f"{k} {v}" for k, v in versions.items()))
-    for pkg, want in (("pyvene", "0.1.8"), ("transformers", "4.57.1"), ("torch", "2.13.0")):
-        if not versions[pkg].startswith(want):
-            print(f"warning: fixtures were made with {pkg} {want}, found {versions[pkg]}", file=sys.stderr)
-    for d in (MODEL_DIR, CASES_DIR):  # README.md beside them is kept
-        if os.path.exists(d):
-            shutil.rmtree(d)
+    check_versions()
+    reset_dir(MODEL_DIR, CASES_DIR)
     os.makedirs(CASES_DIR)
 
     build_model().save_pretrained(MODEL_DIR, safe_serialization=True)

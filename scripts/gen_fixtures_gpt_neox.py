@@ -15,31 +15,30 @@ GPT-NeoX, so those come from plain torch forward hooks on `attention.query_key_v
 the fused output viewed as (b, s, heads, 3*head_dim), q/k/v = thirds of the last axis, before rotary),
 cross-checked against an independent patch of the q/k/v the attention kernel receives.
 """
-import importlib.metadata
 import os
-import shutil
 import sys
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gen_fixtures_gpt2 as g2  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
-
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
-from transformers.models.gpt_neox import modeling_gpt_neox  # noqa: E402
-
-from gen_fixtures_gpt2 import (  # noqa: E402
+from pyvene_fixtures import (  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
+    FIXTURES,
+    check_versions,
     intervenable_for,
     plain_logits,
     rep,
+    reset_dir,
     run_pyvene,
-    to_tensor_inputs,
+    to_tensors,
     write_expected,
     write_json,
 )
 
-OUT = os.path.join(g2.REPO, "tests", "fixtures", "gpt_neox")
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
+from transformers.models.gpt_neox import modeling_gpt_neox  # noqa: E402
+
+OUT = os.path.join(FIXTURES, "gpt_neox")
 MODEL_DIR = os.path.join(OUT, "model")
 SEQ_MODEL_DIR = os.path.join(OUT, "model_sequential")
 CASES_DIR = os.path.join(OUT, "cases")
@@ -174,7 +173,7 @@ def qkv_by_hooks(model, vcfg, inputs):
 
             handle = layers[r["layer"]].attention.query_key_value.register_forward_hook(collect)
             with torch.no_grad():
-                model(**to_tensor_inputs(inputs["sources"][i]))
+                model(**to_tensors(inputs["sources"][i]))
             handle.remove()
             source_values[i] = store
         base_locs = locs["sources->base"][1]
@@ -196,7 +195,7 @@ def qkv_by_hooks(model, vcfg, inputs):
         handles.append(layers[r["layer"]].attention.query_key_value.register_forward_hook(setter))
     try:
         with torch.no_grad():
-            return model(**to_tensor_inputs(inputs["base"])).logits
+            return model(**to_tensors(inputs["base"])).logits
     finally:
         for h in handles:
             h.remove()
@@ -244,7 +243,7 @@ def qkv_by_kernel_patch(model, vcfg, inputs, source_stage):
                 handle = layers[r["layer"]].attention.query_key_value.register_forward_hook(grab_pre)
             try:
                 with torch.no_grad():
-                    model(**to_tensor_inputs(inputs["sources"][i]))
+                    model(**to_tensors(inputs["sources"][i]))
             finally:
                 modeling_gpt_neox.eager_attention_forward = orig
                 if handle is not None:
@@ -282,7 +281,7 @@ def qkv_by_kernel_patch(model, vcfg, inputs, source_stage):
     modeling_gpt_neox.eager_attention_forward = patched
     try:
         with torch.no_grad():
-            return model(**to_tensor_inputs(inputs["base"])).logits
+            return model(**to_tensors(inputs["base"])).logits
     finally:
         modeling_gpt_neox.eager_attention_forward = orig
 
@@ -378,7 +377,7 @@ def check_sites(model):
             lambda m, args: expected.__setitem__("attention_value_output", args[0].clone())),
     ]
     with torch.no_grad():
-        model(**to_tensor_inputs(base))
+        model(**to_tensors(base))
     for h in hooks:
         h.remove()
     expected["head_attention_value_output"] = expected["attention_value_output"].view(
@@ -409,14 +408,8 @@ def write_case(case_dir, vcfg, inputs, logits, collected):
 
 
 def main():
-    versions = {p: importlib.metadata.version(p) for p in ("pyvene", "transformers", "torch")}
-    print(", ".join(f"{k} {v}" for k, v in versions.items()))
-    for pkg, want in (("pyvene", "0.1.8"), ("transformers", "4.57.1"), ("torch", "2.13.0")):
-        if not versions[pkg].startswith(want):
-            print(f"warning: fixtures were made with {pkg} {want}, found {versions[pkg]}", file=sys.stderr)
-    for d in (MODEL_DIR, SEQ_MODEL_DIR, CASES_DIR, SEQ_CASES_DIR):  # README.md beside them is kept
-        if os.path.exists(d):
-            shutil.rmtree(d)
+    check_versions()
+    reset_dir(MODEL_DIR, SEQ_MODEL_DIR, CASES_DIR, SEQ_CASES_DIR)
     os.makedirs(CASES_DIR)
     os.makedirs(SEQ_CASES_DIR)
 

@@ -20,27 +20,28 @@ the model bit for bit when nothing is edited). pyvene's own numbers for the same
 and recorded in tests/fixtures/gru/README.md (between the pyvene-demo markers).
 """
 import decimal
-import importlib.metadata
 import os
 import re
-import shutil
 import sys
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gen_fixtures_gpt2 as g2  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
+from pyvene_fixtures import (  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
+    FIXTURES,
+    check_versions,
+    intervenable_for,
+    logits_of,
+    plain_logits,
+    rep,
+    reset_dir,
+    run_pyvene,
+    to_tensors,
+    write_case,
+)
 
 from safetensors import safe_open  # noqa: E402
-
-from gen_fixtures_gpt2 import (  # noqa: E402
-    intervenable_for,
-    json_roundtrip,
-    rep,
-    write_expected,
-    write_json,
-)
 from pyvene.models.backpack_gpt2.modelings_backpack_gpt2 import (  # noqa: E402
     BackpackGPT2Config,
     BackpackGPT2LMHeadModel,
@@ -48,7 +49,6 @@ from pyvene.models.backpack_gpt2.modelings_backpack_gpt2 import (  # noqa: E402
 from pyvene.models.gru.modelings_gru import GRUConfig, GRUForClassification  # noqa: E402
 from pyvene.models.mlp.modelings_mlp import MLPConfig, MLPForClassification  # noqa: E402
 
-FIXTURES = os.path.join(g2.REPO, "tests", "fixtures")
 BATCH = 2
 
 
@@ -75,45 +75,8 @@ def init_weights(model, seed, weight_std=0.3, bias_std=0.1, emb_std=0.5):
     return model
 
 
-def to_tensors(d):
-    """inputs.json dict -> model kwargs (ids stay integer, embeddings become f32)."""
-    out = {}
-    for k, v in d.items():
-        dtype = torch.long if k.endswith("_ids") else torch.float32
-        out[k] = torch.tensor(v, dtype=dtype)
-    return out
 
 
-def logits_of(out):
-    return out.logits if hasattr(out, "logits") else out[0]  # MLP/GRU return tuples (return_dict=None)
-
-
-def run_pyvene(ivm, inputs):
-    """Like gen_fixtures_gpt2.run_pyvene, for float inputs and tuple outputs."""
-    base = to_tensors(inputs["base"])
-    kwargs = {}
-    if "sources" in inputs:
-        kwargs["sources"] = [to_tensors(s) for s in inputs["sources"]]
-    if "unit_locations" in inputs:
-        kwargs["unit_locations"] = json_roundtrip(inputs["unit_locations"])
-    if "subspaces" in inputs:
-        kwargs["subspaces"] = json_roundtrip(inputs["subspaces"])
-    with torch.no_grad():
-        out = ivm(base, **kwargs)
-    collected = []
-    if len(ivm.interventions) == 0 and "sources" not in kwargs and "unit_locations" not in kwargs:
-        cf, none = out  # pyvene short-circuits to `return self.model(**base), None`
-        assert none is None
-    elif ivm.return_collect_activations:
-        (_, collected), cf = out
-    else:
-        _, cf = out
-    return logits_of(cf), list(collected)
-
-
-def plain_logits(model, inputs):
-    with torch.no_grad():
-        return logits_of(model(**to_tensors(inputs["base"])))
 
 
 def f32_decimal_safe(x):
@@ -135,23 +98,11 @@ def rounded_floats(rng, shape, std=1.0):
     return np.array(flat).reshape(shape).tolist()
 
 
-def reset_dir(*dirs):
-    for d in dirs:  # README.md beside them is kept
-        if os.path.exists(d):
-            shutil.rmtree(d)
-
 
 def safetensors_keys(path):
     with safe_open(path, "pt") as f:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
-
-def write_case(cases_dir, name, vcfg, inputs, logits, collected):
-    case_dir = os.path.join(cases_dir, name)
-    os.makedirs(case_dir)
-    write_json(os.path.join(case_dir, "config.json"), vcfg)
-    write_json(os.path.join(case_dir, "inputs.json"), inputs)
-    write_expected(case_dir, logits, collected)
 
 
 def run_pyvene_cases(model, cases_dir, cases):
@@ -689,11 +640,7 @@ def gen_backpack():
 
 # --------------------------------------------------------------------------- main
 def main():
-    versions = {p: importlib.metadata.version(p) for p in ("pyvene", "transformers", "torch")}
-    print(", ".join(f"{k} {v}" for k, v in versions.items()))
-    for pkg, want in (("pyvene", "0.1.8"), ("transformers", "4.57.1"), ("torch", "2.13.0")):
-        if not versions[pkg].startswith(want):
-            print(f"warning: fixtures were made with {pkg} {want}, found {versions[pkg]}", file=sys.stderr)
+    check_versions()
     gen_mlp()
     gen_gru()
     gen_backpack()

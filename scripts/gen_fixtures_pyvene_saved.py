@@ -21,7 +21,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gen_fixtures_gpt2 as g2  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
+import pyvene_fixtures as fixtures  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
+import gen_fixtures_gpt2 as g2  # noqa: E402
 import gen_fixtures_gpt_neox as neox  # noqa: E402
 import gen_fixtures_pyvene_models as toys  # noqa: E402
 
@@ -50,7 +51,7 @@ def intervenable(model, reps):
 def save_case(fixture, name, ivm, inputs, run, expected=None):
     """Runs pyvene (unless `run` is None), saves `ivm` as pyvene does, and writes the case; `expected` stands in
     for pyvene's logits."""
-    case_dir = os.path.join(g2.REPO, "tests", "fixtures", fixture, "cases", name)
+    case_dir = os.path.join(fixtures.FIXTURES, fixture, "cases", name)
     if os.path.exists(case_dir):
         shutil.rmtree(case_dir)
     os.makedirs(case_dir)
@@ -58,8 +59,8 @@ def save_case(fixture, name, ivm, inputs, run, expected=None):
     ivm.save(os.path.join(case_dir, "pyvene_saved"))
     saved = sorted(os.listdir(os.path.join(case_dir, "pyvene_saved")))
     assert saved == ["config.json"], f"{name}: pyvene wrote {saved}"
-    g2.write_json(os.path.join(case_dir, "inputs.json"), inputs)
-    g2.write_expected(case_dir, logits if expected is None else expected, collected)
+    fixtures.write_json(os.path.join(case_dir, "inputs.json"), inputs)
+    fixtures.write_expected(case_dir, logits if expected is None else expected, collected)
     print(f"{fixture}/{name:24s} output {tuple(logits.shape)}  collected {[tuple(c.shape) for c in collected]}")
 
 
@@ -67,13 +68,13 @@ def gpt2_cases():
     model = g2.load_model()
     ids = g2.ids()
     save_case("gpt2", "saved_zero", intervenable(model, [(1, "block_output", "zero", "pos", 1)]),
-              {"base": {"input_ids": ids}, "unit_locations": {"base": [[[2], [5]]]}}, g2.run_pyvene)
+              {"base": {"input_ids": ids}, "unit_locations": {"base": [[[2], [5]]]}}, fixtures.run_pyvene)
     save_case("gpt2", "saved_collect", intervenable(model, [(2, "mlp_output", "collect", "pos", 2)]),
-              {"base": {"input_ids": ids}, "unit_locations": {"base": [[[1, 4], [0, 6]]]}}, g2.run_pyvene)
+              {"base": {"input_ids": ids}, "unit_locations": {"base": [[[1, 4], [0, 6]]]}}, fixtures.run_pyvene)
     # The causal-tracing tutorial's noise: four subject positions at the embeddings.
     save_case("gpt2", "saved_noise", intervenable(model, [(0, "block_input", "noise", "pos", 1)]),
               {"base": {"input_ids": ids}, "unit_locations": {"base": [[[0, 1, 2, 3], [1, 2, 3, 4]]]}},
-              g2.run_pyvene)
+              fixtures.run_pyvene)
 
 
 def neox_cases():
@@ -88,18 +89,18 @@ def neox_cases():
             [[0, 2, 4], [1, 5, 6]],
         ]},
     }
-    save_case("gpt_neox", "saved_zero_and_collect", intervenable(model, reps), inputs, g2.run_pyvene)
+    save_case("gpt_neox", "saved_zero_and_collect", intervenable(model, reps), inputs, fixtures.run_pyvene)
 
 
 def gru_cases():
     model = toys.load_gru(os.path.join(toys.GRU_OUT, "model"))
-    vcfg = {"mode": "parallel", "representations": [toys.rep(0, "cell_output", "zero", unit="t")]}
+    vcfg = {"mode": "parallel", "representations": [fixtures.rep(0, "cell_output", "zero", unit="t")]}
     inputs = {
         "base": {"input_ids": np.random.RandomState(31).randint(0, toys.GRU_VOCAB, (toys.BATCH, toys.GRU_SEQ)).tolist()},
         "unit_locations": {"base": [[[2], [3]]]},
     }
     expected = toys.gru_vene_reference(model, vcfg, inputs)
-    assert (expected - toys.plain_logits(model, inputs)).abs().max().item() > 1e-3, "zeroing changed nothing"
+    assert (expected - fixtures.plain_logits(model, inputs)).abs().max().item() > 1e-3, "zeroing changed nothing"
     # pyvene 0.1.8 cannot run this GRU setup with a batch of two (see tests/fixtures/gru/README.md); it saves it.
     save_case("gru", "saved_zero_step", intervenable(model, [(0, "cell_output", "zero", "t", 1)]), inputs,
               None, expected=expected)

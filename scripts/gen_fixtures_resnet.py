@@ -21,28 +21,24 @@ vene's ResNet sites (feature maps are (b, c, h, w)):
 Units: `channel` selects along dim 1; `pos` selects flattened spatial positions (row * w + col), the
 selected units being shaped (b, units, c).
 """
-import importlib.metadata
-import json
-import logging
 import os
-import re
-import shutil
 import sys
-import warnings
 
 import numpy as np
 import torch
 
-warnings.filterwarnings("ignore")
-logging.disable(logging.WARNING)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pyvene_fixtures import (  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
+    FIXTURES,
+    check_versions,
+    rep,
+    reset_dir,
+    write_case,
+)
 
-from safetensors.torch import save_file  # noqa: E402
 from transformers import ResNetConfig, ResNetForImageClassification  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(REPO, "tests", "fixtures", "resnet")
+OUT = os.path.join(FIXTURES, "resnet")
 MODEL_DIR = os.path.join(OUT, "model")
 CASES_DIR = os.path.join(OUT, "cases")
 
@@ -53,8 +49,6 @@ CHANNELS = 3
 HEIGHT = 16
 WIDTH = 24
 
-torch.use_deterministic_algorithms(True)
-torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------- model
@@ -205,10 +199,6 @@ def select_channels(t, locs):
 
 
 # --------------------------------------------------------------------------- cases
-def rep(layer, component, itype, unit="pos", n=1):
-    return {"layer": layer, "component": component, "unit": unit, "max_number_of_units": n,
-            "intervention": {"type": itype}}
-
 
 def cases(model):
     """Yields (name, vene_config, inputs, logits, collected, changes_output)."""
@@ -249,33 +239,12 @@ def cases(model):
 
 
 # --------------------------------------------------------------------------- writing
-def write_json(path, obj):
-    """Indented JSON with innermost number lists on one line (image rows stay compact)."""
-    text = json.dumps(obj, indent=1)
-    text = re.sub(r"\[[-0-9.eE,\s]+\]", lambda m: re.sub(r"\s+", "", m.group(0)), text)
-    assert json.loads(text) == obj
-    with open(path, "w") as f:
-        f.write(text)
-        f.write("\n")
-
-
-def write_expected(case_dir, logits, collected):
-    tensors = {"output": logits.detach().to(torch.float32).contiguous().clone()}
-    for i, c in enumerate(collected):
-        tensors[f"collected.{i}"] = c.detach().to(torch.float32).contiguous().clone()
-    save_file(tensors, os.path.join(case_dir, "expected.safetensors"))
 
 
 # --------------------------------------------------------------------------- main
 def main():
-    versions = {p: importlib.metadata.version(p) for p in ("transformers", "torch")}
-    print(", ".join(f"{k} {v}" for k, v in versions.items()))
-    for pkg, want in (("transformers", "4.57.1"), ("torch", "2.13.0")):
-        if not versions[pkg].startswith(want):
-            print(f"warning: fixtures were made with {pkg} {want}, found {versions[pkg]}", file=sys.stderr)
-    for d in (MODEL_DIR, CASES_DIR):  # README.md beside them is kept
-        if os.path.exists(d):
-            shutil.rmtree(d)
+    check_versions()
+    reset_dir(MODEL_DIR, CASES_DIR)
     os.makedirs(CASES_DIR)
 
     built = build_model()
@@ -302,11 +271,7 @@ def main():
             assert diff > 1e-3, f"{name}: intervention did not change the output ({diff})"
         else:
             assert diff == 0.0, f"{name}: output changed ({diff})"
-        case_dir = os.path.join(CASES_DIR, name)
-        os.makedirs(case_dir)
-        write_json(os.path.join(case_dir, "config.json"), vcfg)
-        write_json(os.path.join(case_dir, "inputs.json"), inputs)
-        write_expected(case_dir, logits, collected)
+        write_case(CASES_DIR, name, vcfg, inputs, logits, collected, compact_rows=True)
         report.append((name, diff, [tuple(c.shape) for c in collected]))
 
     print(f"{'case':22s} max|intervened - plain|   collected shapes")

@@ -112,6 +112,18 @@ struct Progress {
     last_epoch_loss: f64,
 }
 
+impl Progress {
+    /// Closes epoch `epoch` of `examples` examples: its mean loss becomes the last (and, first time, the first).
+    fn end_epoch(&mut self, epoch: usize, examples: usize) {
+        let epoch_loss = self.epoch_loss / examples as f64;
+        if epoch == 0 {
+            self.first_epoch_loss = epoch_loss;
+        }
+        self.last_epoch_loss = epoch_loss;
+        self.epoch_loss = 0.0;
+    }
+}
+
 /// What must match for a checkpoint to be resumed: the options that shape the run and the data's size.
 fn run_identity(options: &TrainOptions, examples: usize, parameters: &[(String, Tensor)]) -> String {
     let shapes: Vec<String> = parameters.iter().map(|(name, p)| format!("{name}{:?}", p.size())).collect();
@@ -338,6 +350,29 @@ fn last_logits(output: &Tensor, mask: Option<&Tensor>) -> Tensor {
     output.gather(1, &index, false).squeeze_dim(1)
 }
 
+/// Linear warm-up over the first `warmup` steps, then linear decay to zero at `total`.
+fn learning_rate_at(step: usize, total: usize, warmup: usize, base: f64) -> f64 {
+    if step < warmup {
+        base * (step + 1) as f64 / warmup as f64
+    } else {
+        base * (total - step) as f64 / (total - warmup).max(1) as f64
+    }
+}
+
+/// One optimizer step on `batch` (the intervention's auxiliary loss, if any, added to the objective); returns the
+/// batch's loss and how many examples it got right.
+fn optimize_step(model: &mut IntervenableModel, optimizer: &mut Adam, batch: &Batch) -> Result<(f64, i64)> {
+    optimizer.zero_grad();
+    let (loss, correct) = batch_loss(model, batch)?;
+    let objective = match model.auxiliary_loss()? {
+        Some(auxiliary) => &loss + auxiliary,
+        None => loss.shallow_clone(),
+    };
+    objective.backward();
+    optimizer.step();
+    Ok((loss.double_value(&[]), correct))
+}
+
 /// Loss (mean cross entropy) and number of correct predictions for one batch.
 fn batch_loss(model: &mut IntervenableModel, batch: &Batch) -> Result<(Tensor, i64)> {
     let output = model.run(&batch.base, &batch.sources, &batch.locations, &batch.subspaces)?.output;
@@ -429,32 +464,14 @@ pub fn train(
             }
             model.set_training(true);
             model.set_progress(step as f64 / total.max(1) as f64);
-            let rate = if step < warmup {
-                options.learning_rate * (step + 1) as f64 / warmup as f64
-            } else {
-                options.learning_rate * (total - step) as f64 / (total - warmup).max(1) as f64
-            };
-            optimizer.set_learning_rate(rate);
+            optimizer.set_learning_rate(learning_rate_at(step, total, warmup, options.learning_rate));
             let batch = Batch::new(chunk, tokenizer, model.model().device())?;
-            optimizer.zero_grad();
-            let (loss, correct) = batch_loss(model, &batch)?;
-            let objective = match model.auxiliary_loss()? {
-                Some(auxiliary) => &loss + auxiliary,
-                None => loss.shallow_clone(),
-            };
-            objective.backward();
-            optimizer.step();
+            let (value, correct) = optimize_step(model, &mut optimizer, &batch)?;
             step += 1;
-            let value = loss.double_value(&[]);
             progress_so_far.epoch_loss += value * chunk.len() as f64;
             progress_so_far.step = step;
             if step % steps_per_epoch == 0 {
-                let epoch_loss = progress_so_far.epoch_loss / train.len() as f64;
-                if epoch == 0 {
-                    progress_so_far.first_epoch_loss = epoch_loss;
-                }
-                progress_so_far.last_epoch_loss = epoch_loss;
-                progress_so_far.epoch_loss = 0.0;
+                progress_so_far.end_epoch(epoch, train.len());
             }
             if let Some(path) = &options.checkpoint {
                 if step % options.checkpoint_every.max(1) == 0 || step == total {

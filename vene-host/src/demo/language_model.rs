@@ -210,23 +210,10 @@ pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usiz
     for (_, parameter) in &parameters {
         optimizer.add_parameters(parameter, 0)?;
     }
-    let mut rng = StdRng::seed_from_u64(recipe.seed);
-    let mut order: Vec<usize> = (0..sentences.len()).collect();
-    let mut cursor = order.len();
+    let mut batches = Batches::new(&sentences, longest, recipe);
     let mut recent = Vec::new();
     for step in 0..recipe.steps {
-        let mut rows = Vec::with_capacity(recipe.batch);
-        while rows.len() < recipe.batch {
-            if cursor == order.len() {
-                order.shuffle(&mut rng);
-                cursor = 0;
-            }
-            rows.push(&sentences[order[cursor]]);
-            cursor += 1;
-        }
-        let padded: Vec<i64> =
-            rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, longest - r.len()))).collect();
-        let ids = Tensor::from_slice(&padded).view([recipe.batch as i64, longest as i64]);
+        let ids = batches.next_batch();
         let inputs = ModelInputs::token_ids(&ids);
         let logits = trainee
             .logits(&inputs, vocab.len() as i64, recipe.positions)
@@ -248,6 +235,54 @@ pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usiz
         }
         progress(step + 1, recipe.steps, value);
     }
+    save_trained(dir, recipe, &parameters, &config_value, &vocab)?;
+    Ok(recent.iter().sum::<f64>() / recent.len().max(1) as f64)
+}
+
+/// Shuffled batches of corpus sentences, right-padded with id 0 to the longest sentence; every sentence once per
+/// pass, in a fresh order each pass.
+struct Batches<'a> {
+    sentences: &'a [Vec<i64>],
+    longest: usize,
+    batch: usize,
+    rng: StdRng,
+    order: Vec<usize>,
+    cursor: usize,
+}
+
+impl<'a> Batches<'a> {
+    fn new(sentences: &'a [Vec<i64>], longest: usize, recipe: &LmRecipe) -> Self {
+        let order: Vec<usize> = (0..sentences.len()).collect();
+        let cursor = order.len();
+        Self { sentences, longest, batch: recipe.batch, rng: StdRng::seed_from_u64(recipe.seed), order, cursor }
+    }
+
+    /// The next `(batch, longest)` ids.
+    fn next_batch(&mut self) -> Tensor {
+        let mut rows = Vec::with_capacity(self.batch);
+        while rows.len() < self.batch {
+            if self.cursor == self.order.len() {
+                self.order.shuffle(&mut self.rng);
+                self.cursor = 0;
+            }
+            rows.push(&self.sentences[self.order[self.cursor]]);
+            self.cursor += 1;
+        }
+        let longest = self.longest;
+        let padded: Vec<i64> =
+            rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, longest - r.len()))).collect();
+        Tensor::from_slice(&padded).view([self.batch as i64, longest as i64])
+    }
+}
+
+/// Writes the trained model in Hugging Face layout: weights (Backpack's under `backpack.`), config, tokenizer.
+fn save_trained(
+    dir: &Path,
+    recipe: &LmRecipe,
+    parameters: &[(String, Tensor)],
+    config: &serde_json::Value,
+    vocab: &[String],
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| VeneError::Io { path: dir.to_path_buf(), source })?;
     let prefix = if matches!(recipe.architecture, Architecture::Backpack { .. }) { "backpack." } else { "" };
     let saved: Vec<(String, Tensor)> = parameters.iter().map(|(n, t)| (format!("{prefix}{n}"), t.detach())).collect();
@@ -257,7 +292,6 @@ pub fn train(dir: &Path, recipe: &LmRecipe, mut progress: impl FnMut(usize, usiz
         vene_checkpoint::write_atomic(&path, value.to_string().as_bytes())
             .map_err(|source| VeneError::Io { path, source })
     };
-    write("config.json", &config_value)?;
-    write("tokenizer.json", &corpus::tokenizer_json(&vocab))?;
-    Ok(recent.iter().sum::<f64>() / recent.len().max(1) as f64)
+    write("config.json", config)?;
+    write("tokenizer.json", &corpus::tokenizer_json(vocab))
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 
 use super::{bind, output::Figure};
+use crate::train::{TrainOptions, TrainingExample};
 use crate::{
     error::{Result, VeneError},
     locations::{Subspaces, UnitLocations},
@@ -46,7 +47,6 @@ pub fn das_vs_probe(
     setup: &ProbeSetup,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(DasProbe, LoadedModel)> {
-    use crate::train::{self, TrainOptions, TrainingExample};
     if setup.classes.len() < 2 || !setup.template.contains("{name}") {
         return Err(VeneError::Config("DAS vs probe needs two or more classes and a template with {name}".to_string()));
     }
@@ -63,7 +63,6 @@ pub fn das_vs_probe(
             tokenizer.encode(word)?.first().copied().ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))
         })
         .collect::<Result<Vec<i64>>>()?;
-    let pronoun = |class: usize| -> Result<i64> { Ok(targets[class]) };
     let layers = model.catalog().num_layers as usize;
     let positions = tokenizer.encode(&setup.prompt(&names[0].0))?.len();
     if let Some((name, _)) =
@@ -71,52 +70,16 @@ pub fn das_vs_probe(
     {
         return Err(VeneError::Inputs(format!("every name must give the same number of tokens; {name:?} does not")));
     }
-    // Counterfactual pairs: the label is the source name's pronoun.
-    let mut examples: Vec<(usize, usize)> = Vec::new();
-    for base in 0..names.len() {
-        for source in 0..names.len() {
-            if names[base].1 != names[source].1 {
-                examples.push((base, source));
-            }
-        }
-    }
-    let ids = |name: &str| -> Result<Vec<i64>> { tokenizer.encode(&setup.prompt(name)) };
     let mut model = model;
     let mut das_iia = vec![vec![0.0; layers]; positions];
     let mut probe_accuracy = vec![vec![0.0; layers]; positions];
     for position in 0..positions {
-        let data: Vec<TrainingExample> = examples
-            .iter()
-            .map(|&(base, source)| {
-                serde_json::from_value(json!({
-                    "base": {"input_ids": [ids(&names[base].0)?]},
-                    "sources": [{"input_ids": [ids(&names[source].0)?]}],
-                    "unit_locations": {"sources->base": [position, position]},
-                    "label": pronoun(names[source].1)?
-                }))
-                .map_err(|e| VeneError::Config(e.to_string()))
-            })
-            .collect::<Result<_>>()?;
-        let (train_set, eval_set) = train::split(&data, 0.25, 3);
+        let data = counterfactuals(tokenizer, setup, &names, &targets, position)?;
+        let (train_set, eval_set) = crate::train::split(&data, 0.25, 3);
         for layer in 0..layers {
-            let mut das = bind(
-                model,
-                plugins,
-                json!({"representations": [{"layer": layer, "component": "block_output", "low_rank_dimension": 1,
-                    "intervention": {"type": "low_rank_rotated_space"}}]}),
-            )?;
-            let options = TrainOptions {
-                epochs: 8,
-                batch_size: 16,
-                learning_rate: 0.05,
-                warmup_fraction: 0.05,
-                eval_fraction: 0.0,
-                seed: 1,
-                ..TrainOptions::default()
-            };
-            let report = train::train(&mut das, &train_set, &eval_set, &options, Some(tokenizer), |_| {})?;
-            das_iia[position][layer] = report.eval.map_or(0.0, |m| m.iia);
-            let (accuracy, returned) = probe(das.into_model(), plugins, tokenizer, setup, &names, layer, position)?;
+            let (iia, returned) = das_iia_at(model, plugins, tokenizer, (&train_set, &eval_set), layer)?;
+            das_iia[position][layer] = iia;
+            let (accuracy, returned) = probe(returned, plugins, tokenizer, setup, &names, layer, position)?;
             probe_accuracy[position][layer] = accuracy;
             model = returned;
             progress(position * layers + layer + 1, positions * layers);
@@ -124,6 +87,61 @@ pub fn das_vs_probe(
     }
     let tokens = setup.prompt("NAME").split_whitespace().map(str::to_string).collect();
     Ok((DasProbe { tokens, das_iia, probe_accuracy }, model))
+}
+
+/// Every ordered pair of names from different classes, swapping `position`: the label is the source name's word.
+fn counterfactuals(
+    tokenizer: &TextTokenizer,
+    setup: &ProbeSetup,
+    names: &[(String, usize)],
+    targets: &[i64],
+    position: usize,
+) -> Result<Vec<TrainingExample>> {
+    let ids = |name: &str| -> Result<Vec<i64>> { tokenizer.encode(&setup.prompt(name)) };
+    let mut examples = Vec::new();
+    for (base, base_class) in names {
+        for (source, source_class) in names {
+            if base_class == source_class {
+                continue;
+            }
+            let example = serde_json::from_value(json!({
+                "base": {"input_ids": [ids(base)?]},
+                "sources": [{"input_ids": [ids(source)?]}],
+                "unit_locations": {"sources->base": [position, position]},
+                "label": targets[*source_class]
+            }))
+            .map_err(|e| VeneError::Config(e.to_string()))?;
+            examples.push(example);
+        }
+    }
+    Ok(examples)
+}
+
+/// Held-out IIA of a rank-1 low-rank rotated space trained on the block output at `layer`.
+fn das_iia_at(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    (train_set, eval_set): (&[&TrainingExample], &[&TrainingExample]),
+    layer: usize,
+) -> Result<(f64, LoadedModel)> {
+    let mut das = bind(
+        model,
+        plugins,
+        json!({"representations": [{"layer": layer, "component": "block_output", "low_rank_dimension": 1,
+            "intervention": {"type": "low_rank_rotated_space"}}]}),
+    )?;
+    let options = TrainOptions {
+        epochs: 8,
+        batch_size: 16,
+        learning_rate: 0.05,
+        warmup_fraction: 0.05,
+        eval_fraction: 0.0,
+        seed: 1,
+        ..TrainOptions::default()
+    };
+    let report = crate::train::train(&mut das, train_set, eval_set, &options, Some(tokenizer), |_| {})?;
+    Ok((report.eval.map_or(0.0, |m| m.iia), das.into_model()))
 }
 
 /// Held-out accuracy (train on two thirds of the names, test on the rest) of a logistic-regression probe for the

@@ -183,63 +183,124 @@ fn trace_at_level(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Trace, LoadedModel)> {
     let TracePrompt { tokens, subject, target } = traced;
-    let (subject, target) = (*subject, *target);
     let seq = tokens.len();
     if subject.0 >= subject.1 || subject.1 > seq {
         return Err(VeneError::Inputs(format!("subject positions {subject:?} are outside the {seq}-token prompt")));
     }
-    let samples = options.samples.max(1);
-    let catalog = model.catalog().clone();
-    let layers = catalog.num_layers as usize;
-    let device = model.device();
-    let prompt = |copies: usize| {
-        let ids: Vec<i64> = (0..copies).flat_map(|_| tokens.iter().copied()).collect();
-        ForwardInputs::from_ids(Tensor::from_slice(&ids).view([copies as i64, seq as i64]).to_device(device))
-            .reading_last_position()
+    let tracer = Tracer {
+        plugins,
+        traced,
+        level,
+        options,
+        samples: options.samples.max(1),
+        layers: model.catalog().num_layers as usize,
+        device: model.device(),
+        subject_positions: (subject.0 as i64..subject.1 as i64).collect(),
     };
     let _no_grad = tch::no_grad_guard();
-    let clean = probability(&model.forward_plain(&prompt(1))?.output, target).double_value(&[0]);
-    let subject_positions: Vec<i64> = (subject.0 as i64..subject.1 as i64).collect();
-    let noise = |seed: u64| {
-        json!({"layer": 0, "component": "block_input", "max_number_of_units": subject_positions.len(),
-               "intervention": {"type": "noise", "level": level, "seed": seed}})
-    };
-    let bind = |model: LoadedModel, representations: Vec<serde_json::Value>| -> Result<IntervenableModel> {
-        let config: IntervenableConfig = serde_json::from_value(json!({"representations": representations}))
-            .map_err(|e| VeneError::Config(e.to_string()))?;
-        IntervenableModel::new(model, config, plugins, options.seed)
-    };
-    let total = samples * (1 + SWEEPS.len());
+    let clean = probability(&model.forward_plain(&tracer.prompt(1))?.output, *target).double_value(&[0]);
+    let total = tracer.samples * (1 + SWEEPS.len());
     let mut done = 0;
-    // The corrupted run alone.
-    let mut corrupted_model = bind(model, vec![noise(options.seed)])?;
-    let locations = UnitLocations::parse(Some(&json!({"base": [[subject_positions.clone()]]})))?;
-    let mut corrupted = 0.0;
-    for _ in 0..samples {
-        let output = corrupted_model.run(&prompt(1), &[], &locations, &Subspaces::None)?.output;
-        corrupted += probability(&output, target).double_value(&[0]) / samples as f64;
+    let mut step = || {
         done += 1;
         progress(done, total);
-    }
-    let mut model = corrupted_model.into_model();
-    let start = subject.0;
-    let span = seq - start;
-    let batch = layers * span;
-    let dim = |name: &str| {
-        catalog.component_index(name).map(|i| catalog.components[i].dim as i64).ok_or_else(|| {
-            VeneError::Config(format!("{} has no {name} site, which causal tracing needs", catalog.model_type))
-        })
     };
+    let (corrupted, mut model) = tracer.corrupted(model, &mut step)?;
     let mut sweeps: Vec<Vec<Vec<f64>>> = Vec::new();
-    for (sweep, (component, windowed)) in SWEEPS.iter().enumerate() {
-        let width = dim(component)?;
-        let half = if *windowed { options.window / 2 } else { 0 };
+    for (sweep, &(component, windowed)) in SWEEPS.iter().enumerate() {
+        let (grid, back) = tracer.sweep(model, sweep, component, windowed, corrupted, &mut step)?;
+        sweeps.push(grid);
+        model = back;
+    }
+    let attention_output = sweeps.pop().unwrap_or_default();
+    let mlp_output = sweeps.pop().unwrap_or_default();
+    let block_output = sweeps.pop().unwrap_or_default();
+    let trace = Trace {
+        tokens: tokens.to_vec(),
+        subject: *subject,
+        target: *target,
+        clean,
+        corrupted,
+        block_output,
+        mlp_output,
+        attention_output,
+    };
+    Ok((trace, model))
+}
+
+/// One prompt's tracing: the corrupted run and each sweep's batched restorations.
+struct Tracer<'a> {
+    plugins: &'a PluginSet,
+    traced: &'a TracePrompt,
+    level: f64,
+    options: &'a TraceOptions,
+    samples: usize,
+    layers: usize,
+    device: tch::Device,
+    subject_positions: Vec<i64>,
+}
+
+impl Tracer<'_> {
+    /// `copies` copies of the prompt, read at the last position only.
+    fn prompt(&self, copies: usize) -> ForwardInputs {
+        let tokens = &self.traced.tokens;
+        let ids: Vec<i64> = (0..copies).flat_map(|_| tokens.iter().copied()).collect();
+        ForwardInputs::from_ids(
+            Tensor::from_slice(&ids).view([copies as i64, tokens.len() as i64]).to_device(self.device),
+        )
+        .reading_last_position()
+    }
+
+    /// The noise on the subject's embeddings.
+    fn noise(&self, seed: u64) -> serde_json::Value {
+        json!({"layer": 0, "component": "block_input", "max_number_of_units": self.subject_positions.len(),
+               "intervention": {"type": "noise", "level": self.level, "seed": seed}})
+    }
+
+    fn bind(&self, model: LoadedModel, representations: Vec<serde_json::Value>) -> Result<IntervenableModel> {
+        let config: IntervenableConfig = serde_json::from_value(json!({"representations": representations}))
+            .map_err(|e| VeneError::Config(e.to_string()))?;
+        IntervenableModel::new(model, config, self.plugins, self.options.seed)
+    }
+
+    /// The mean target probability with the subject corrupted and nothing restored.
+    fn corrupted(&self, model: LoadedModel, step: &mut dyn FnMut()) -> Result<(f64, LoadedModel)> {
+        let mut corrupted_model = self.bind(model, vec![self.noise(self.options.seed)])?;
+        let locations = UnitLocations::parse(Some(&json!({"base": [[self.subject_positions.clone()]]})))?;
+        let mut corrupted = 0.0;
+        for _ in 0..self.samples {
+            let output = corrupted_model.run(&self.prompt(1), &[], &locations, &Subspaces::None)?.output;
+            corrupted += probability(&output, self.traced.target).double_value(&[0]) / self.samples as f64;
+            step();
+        }
+        Ok((corrupted, corrupted_model.into_model()))
+    }
+
+    /// One sweep as `[position][layer]`: every layer × position from the subject on restored from the clean run in
+    /// one batched pass per noise sample (`component` at the layer, or the window of layers around it); positions
+    /// before the subject cannot change anything and read the corrupted probability.
+    fn sweep(
+        &self,
+        model: LoadedModel,
+        sweep: usize,
+        component: &str,
+        windowed: bool,
+        corrupted: f64,
+        step: &mut dyn FnMut(),
+    ) -> Result<(Vec<Vec<f64>>, LoadedModel)> {
+        let catalog = model.catalog();
+        let width = catalog.component_index(component).map(|i| catalog.components[i].dim as i64).ok_or_else(|| {
+            VeneError::Config(format!("{} has no {component} site, which causal tracing needs", catalog.model_type))
+        })?;
+        let (layers, seq, start) = (self.layers, self.traced.tokens.len(), self.traced.subject.0);
+        let (span, options) = (seq - start, self.options);
+        let batch = layers * span;
+        let half = if windowed { options.window / 2 } else { 0 };
         let window = |center: usize| {
-            let start = center.saturating_sub(half);
-            let end = if *windowed { (center + options.window - half).min(layers) } else { center + 1 };
-            start..end
+            let end = if windowed { (center + options.window - half).min(layers) } else { center + 1 };
+            center.saturating_sub(half)..end
         };
-        let mut representations = vec![noise(options.seed + 1 + sweep as u64)];
+        let mut representations = vec![self.noise(options.seed + 1 + sweep as u64)];
         representations.extend(
             (0..layers)
                 .map(|layer| json!({"layer": layer, "component": component, "intervention": {"type": "vanilla"}})),
@@ -247,7 +308,7 @@ fn trace_at_level(
         // Example b restores position start + b % span in the window around layer b / span.
         let positions: Vec<Vec<i64>> = (0..batch).map(|b| vec![(start + b % span) as i64]).collect();
         let mut source_side = vec![serde_json::Value::Null];
-        let mut base_side = vec![json!(vec![subject_positions.clone(); batch])];
+        let mut base_side = vec![json!(vec![self.subject_positions.clone(); batch])];
         let mut subspaces = vec![serde_json::Value::Null];
         let every: Vec<i64> = (0..width).collect();
         for layer in 0..layers {
@@ -260,41 +321,24 @@ fn trace_at_level(
         }
         let locations = UnitLocations::parse(Some(&json!({"sources->base": [source_side, base_side]})))?;
         let subspaces = Subspaces::parse(Some(&json!(subspaces)))?;
-        let mut tracer = bind(model, representations)?;
-        let clean_source = [Some(prompt(1))];
-        let prepared = tracer.prepare(batch as i64, &clean_source, &locations, &subspaces)?;
+        let mut tracer = self.bind(model, representations)?;
+        let prepared = tracer.prepare(batch as i64, &[Some(self.prompt(1))], &locations, &subspaces)?;
         let mut restored = Tensor::zeros([batch as i64], (Kind::Double, tch::Device::Cpu));
-        for _ in 0..samples {
-            let output = tracer.run_prepared(&prompt(batch), &prepared, &subspaces)?.output;
-            restored += probability(&output, target).to_kind(Kind::Double).to_device(tch::Device::Cpu) / samples as f64;
-            done += 1;
-            progress(done, total);
+        for _ in 0..self.samples {
+            let output = tracer.run_prepared(&self.prompt(batch), &prepared, &subspaces)?.output;
+            let probability = probability(&output, self.traced.target).to_kind(Kind::Double);
+            restored += probability.to_device(tch::Device::Cpu) / self.samples as f64;
+            step();
         }
         let by_layer: Vec<f64> = Vec::<f64>::try_from(&restored)?;
-        sweeps.push(
-            (0..seq)
-                .map(|position| match position.checked_sub(start) {
-                    Some(offset) => (0..layers).map(|layer| by_layer[layer * span + offset]).collect(),
-                    None => vec![corrupted; layers],
-                })
-                .collect(),
-        );
-        model = tracer.into_model();
+        let grid = (0..seq)
+            .map(|position| match position.checked_sub(start) {
+                Some(offset) => (0..layers).map(|layer| by_layer[layer * span + offset]).collect(),
+                None => vec![corrupted; layers],
+            })
+            .collect();
+        Ok((grid, tracer.into_model()))
     }
-    let attention_output = sweeps.pop().unwrap_or_default();
-    let mlp_output = sweeps.pop().unwrap_or_default();
-    let block_output = sweeps.pop().unwrap_or_default();
-    let trace = Trace {
-        tokens: tokens.to_vec(),
-        subject,
-        target,
-        clean,
-        corrupted,
-        block_output,
-        mlp_output,
-        attention_output,
-    };
-    Ok((trace, model))
 }
 
 /// Finds the token positions of `subject` in `tokens` (tried with and without a leading space).
