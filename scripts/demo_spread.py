@@ -26,6 +26,16 @@ def load(path):
         return json.load(f)
 
 
+def gru_command_top(binary, cache, seed):
+    """The top word of `vene timesteps` swapping japan's step into "the capital of france is" (the demo test's)."""
+    name = "gru-facts" if seed == "7" else f"gru-facts-seed{seed}"
+    out = os.path.join(cache, f"timesteps-{seed}")
+    subprocess.run([binary, "timesteps", "--model", os.path.join(cache, name), "--plugin", "gru", "--base",
+                    "the capital of france is", "--source", "the capital of japan is", "--step", "3",
+                    "--to-step", "4", "--out", out], check=True, stdout=subprocess.DEVNULL)
+    return load(os.path.join(out, "timesteps.json"))["interventions"][1]["top"][0][0]
+
+
 def effects(out):
     """The quantities tests/vene/studies.rs asserts on, from one demo run's files."""
     results = load(os.path.join(out, "results.json"))
@@ -53,6 +63,7 @@ def effects(out):
     found["interchange: base top-1 is madrid"] = float(interchange["base"][0][0] == "madrid")
     for mode in ("parallel", "serial"):
         found[f"interchange: italian in {mode} top-5"] = float(any(w == "italian" for w, _ in interchange[mode]))
+        found[f"interchange: {mode} top-1 is italian"] = float(interchange[mode][0][0] == "italian")
     gru = results["gru"]["interventions"]
     for intervention, step in zip(gru, (3, 3, 4)):
         effect = intervention["effect"]
@@ -60,6 +71,11 @@ def effects(out):
         found[f"gru text {intervention['name']}: min effect from step"] = min(effect[step:])
     found["gru text: plain top-1 is madrid"] = float(results["gru"]["plain"][0][0] == "madrid")
     found["gru text: swap top-1 is rome"] = float(gru[1]["top"][0][0] == "rome")
+    found["das: cells with IIA >= 0.9"] = sum(v >= 0.9 for row in das for v in row)
+    found["probe: cells with accuracy >= 0.9"] = sum(v >= 0.9 for row in probe for v in row)
+    found["attention: best last-token layer - best subject cell"] = max(attention[-1]) - max(
+        max(attention[p]) for p in subject
+    )
     images = results.get("gru_images")
     if images:
         found["gru images: accuracy"] = images["accuracy"]
@@ -80,6 +96,9 @@ def effects(out):
     found["backpack: p(madrid)"] = backpack["baseline"]
     found["backpack: biggest drop from one amplified sense"] = max(
         backpack["baseline"] - p for p in backpack["probabilities"][1]
+    )
+    found["backpack: biggest drop from one scaled sense"] = max(
+        backpack["baseline"] - p for row in backpack["probabilities"] for p in row
     )
     cnn = results.get("cnn")
     if cnn:
@@ -103,10 +122,13 @@ def main():
             env = dict(os.environ, **KERNELS[kernels])
             if not os.path.exists(os.path.join(out, "results.json")):
                 print(f"== {name}", file=sys.stderr, flush=True)
-                command = [args.bin, "demo", "--seed", seed, "--out", out,
-                           "--cache", os.path.join(args.out, f"cache-{kernels}")]
+                command = [args.bin, "demo", "--seed", seed, "--out", out, "--cache",
+                           os.path.join(args.out, f"cache-{kernels}")]
                 subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
             runs[name] = effects(out)
+            cache = os.path.join(args.out, f"cache-{kernels}")
+            top = gru_command_top(args.bin, cache, seed)
+            runs[name]["gru command: swap top-1 is tokyo"] = float(top == "tokyo")
     names = list(runs)
     print("effect".ljust(58) + "".join(n.rjust(20) for n in names) + "min".rjust(10) + "max".rjust(10))
     for effect in runs[names[0]]:

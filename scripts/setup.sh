@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs libtorch 2.13.0 for vene from the PyPI torch wheel into .deps/libtorch-py (git-ignored).
+# Installs libtorch 2.13.0 for vene from the PyPI torch wheel into .deps/libtorch-py (git-ignored), then the real
+# pretrained model (scripts/real-model.sh: Gemma 3 270M into the user's cache).
 # Idempotent: a second run checks a stamp and does nothing. Wheels are cached in the user's cache dir
 # so fresh clones and CI reuse the download. VENE_CUDA=1 installs the full CUDA set instead of the lean CPU one.
 set -euo pipefail
@@ -18,6 +19,7 @@ exec 9>"$repo/.deps/.setup.lock"
 flock 9
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dest/torch/lib/libtorch_cpu.so" ]; then
+  "$repo/scripts/real-model.sh" >/dev/null
   exit 0
 fi
 
@@ -41,3 +43,4 @@ fi
 rm -rf "$dest"
 mv "$dest.partial" "$dest"
 echo "$want" > "$stamp"
+"$repo/scripts/real-model.sh" >/dev/null

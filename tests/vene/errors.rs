@@ -23,6 +23,21 @@ fn ids() -> ForwardInputs {
     ForwardInputs::from_ids(Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 4]))
 }
 
+/// `vene run` on the fixture GPT-2.
+fn vene_run(config: &std::path::Path, inputs: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(vene_binary())
+        .args(["run", "--plugin", "gpt2", "--model"])
+        .arg(gpt2_dir())
+        .arg("--config")
+        .arg(config)
+        .arg("--inputs")
+        .arg(inputs)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("vene runs")
+}
+
 fn one_line(error: &VeneError) -> String {
     let text = error.to_string();
     assert!(!text.contains('\n'), "error spans lines: {text}");
@@ -151,17 +166,7 @@ fn malformed_config_json_is_one_line_from_the_cli() {
     let config = dir.join("config.json");
     std::fs::write(&config, "{\"representations\": [ {\"layer\": 1,, } ]}").unwrap();
     let out = dir.join("out.safetensors");
-    let output = std::process::Command::new(vene_binary())
-        .args(["run", "--plugin", "gpt2", "--model"])
-        .arg(gpt2_dir())
-        .arg("--config")
-        .arg(&config)
-        .arg("--inputs")
-        .arg(fixtures().join("gpt2/cases/plain/inputs.json"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("vene runs");
+    let output = vene_run(&config, &fixtures().join("gpt2/cases/plain/inputs.json"), &out);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -282,17 +287,7 @@ fn non_finite_outputs_are_reported_with_their_site() {
     std::fs::write(&inputs, json!({"base": {"input_ids": [[1, 2, 3]]}, "unit_locations": {"base": 1}}).to_string())
         .unwrap();
     let out = dir.join("out.safetensors");
-    let output = std::process::Command::new(vene_binary())
-        .args(["run", "--plugin", "gpt2", "--model"])
-        .arg(gpt2_dir())
-        .arg("--config")
-        .arg(&config)
-        .arg("--inputs")
-        .arg(&inputs)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let output = vene_run(&config, &inputs, &out);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -300,17 +295,8 @@ fn non_finite_outputs_are_reported_with_their_site() {
         "{stderr}"
     );
     assert!(out.exists());
-    let clean = std::process::Command::new(vene_binary())
-        .args(["run", "--plugin", "gpt2", "--model"])
-        .arg(gpt2_dir())
-        .arg("--config")
-        .arg(fixtures().join("gpt2/cases/zero_and_subtraction/config.json"))
-        .arg("--inputs")
-        .arg(fixtures().join("gpt2/cases/zero_and_subtraction/inputs.json"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let case = fixtures().join("gpt2/cases/zero_and_subtraction");
+    let clean = vene_run(&case.join("config.json"), &case.join("inputs.json"), &out);
     let stderr = String::from_utf8_lossy(&clean.stderr);
     assert!(clean.status.success() && !stderr.contains("NaN"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();

@@ -131,34 +131,41 @@ fn demo_builds_once_and_shows_real_effects() {
     assert!(clean > 0.9 && corrupted < 0.5, "clean {clean}, corrupted {corrupted}");
     let trace: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("a/tracing/trace.json")).unwrap()).unwrap();
+    // The demo models are trained here, so what is asserted about them must hold for any training run a user gets:
+    // only effects that held for every seed and kernel set of scripts/demo_spread.py (seeds 7, 1, 2, 3, with this
+    // CPU's kernels and with ATen's portable ones, which stand in for a machine of another CPU) are asserted, with
+    // thresholds at about half the smallest value seen (the smallest is quoted with each).
     // Meng et al.'s two sites, averaged over the 24 invented places: in the first layer the fact comes back from a
-    // subject token and not from the last token (which has not read the subject yet); after the last layer only the
-    // last token carries it.
+    // subject token; after the last layer only the last token carries it.
     let block = grid(&trace["block_output"]);
     let subject = trace["subject"][0].as_u64().unwrap() as usize..trace["subject"][1].as_u64().unwrap() as usize;
     assert_eq!(subject.len(), 3, "three-word place names");
     let last = block.last().unwrap();
     let subject_first_layer = subject.clone().map(|position| block[position][0]).fold(0.0, f64::max);
-    assert!(subject_first_layer >= corrupted + 0.15, "subject at layer 0: {block:?}, corrupted {corrupted}");
-    assert!(subject_first_layer >= last[0] + 0.1, "subject versus last token at layer 0: {block:?}");
-    assert!(*last.last().unwrap() > 0.9, "last token after the last layer: {block:?}");
-    assert!(block[subject.end - 1].last().copied().unwrap() < 0.2, "subject after the last layer: {block:?}");
-    // And their split of the work: the MLPs act at the subject in the first layers, attention moves the fact to the
-    // last token later, and restoring attention at the subject does next to nothing.
+    assert!(subject_first_layer >= corrupted + 0.075, "subject at layer 0 (least seen: +0.15): {block:?}, {corrupted}");
+    assert!(*last.last().unwrap() > 0.9, "last token after the last layer (least seen 0.998): {block:?}");
+    assert!(block[subject.end - 1].last().copied().unwrap() < 0.2, "subject after the last layer (most seen 0.08): {block:?}");
+    // And their split of the work: the MLPs act at the subject in the first layer, attention moves the fact to the
+    // last token later and does far more there than at the subject.
     let (mlp, attention) = (grid(&trace["mlp_output"]), grid(&trace["attention_output"]));
     let mlp_subject = subject.clone().map(|position| mlp[position][0]).fold(0.0, f64::max);
-    assert!(mlp_subject >= corrupted + 0.15, "MLP at the subject, layer 0: {mlp:?}");
+    assert!(mlp_subject >= corrupted + 0.07, "MLP at the subject, layer 0 (least seen: +0.14): {mlp:?}");
     let attention_last = attention.last().unwrap().iter().copied().fold(0.0, f64::max);
-    assert!(attention_last >= corrupted + 0.3, "attention at the last token: {attention:?}");
+    assert!(attention_last >= corrupted + 0.25, "attention at the last token (least seen: +0.53): {attention:?}");
     let attention_subject = attention[subject.clone()].iter().flatten().copied().fold(0.0, f64::max);
-    assert!(attention_subject <= corrupted + 0.1, "attention at the subject: {attention:?}");
+    assert!(
+        attention_last >= attention_subject + 0.24,
+        "attention at the last token versus the subject (least seen: +0.48): {attention:?}"
+    );
     assert_ne!(results["steering"]["steered"], results["steering"]["unsteered"]);
-    // DAS versus probe: the probe decodes gender wherever the name has been seen, but only the last position's
-    // representation is causal for the pronoun (at the name's position after the last layer nothing can change it).
+    // DAS versus probe: the probe decodes gender at every position and layer, while DAS finds the pronoun's cause in
+    // a few cells only: at the last position by the last layer, and never at the name after the last layer.
     let (das, probe) = (grid(&results["das_probe"]["das_iia"]), grid(&results["das_probe"]["probe_accuracy"]));
-    assert!(das.last().unwrap().iter().all(|&iia| iia >= 0.9), "DAS at the last position: {das:?}");
+    assert!(*das.last().unwrap().last().unwrap() >= 0.9, "DAS at the last position, last layer: {das:?}");
     assert!(das[0].last().copied().unwrap() <= 0.1, "DAS at the name after the last layer: {das:?}");
     assert!(probe[0].iter().all(|&accuracy| accuracy >= 0.75), "probe at the name: {probe:?}");
+    let cells = |grid: &[Vec<f64>]| grid.iter().flatten().filter(|&&v| v >= 0.9).count();
+    assert!(cells(&probe) >= cells(&das) + 4, "DAS is sparse where the probe is not (seen: 4-5 vs 12): {das:?} {probe:?}");
     // GRU timestep interventions act from their step on, never before; swapping the subject's step flips the fact.
     let gru = results["gru"]["interventions"].as_array().unwrap();
     for (intervention, first_step) in gru.iter().zip([3usize, 3, 4]) {
@@ -189,12 +196,13 @@ fn demo_builds_once_and_shows_real_effects() {
     let before = base_probability(&images["study"]["plain"]);
     let zeroed = base_probability(&interventions[0]["top"]);
     assert!(before - zeroed > 0.3, "zeroing step 7: p(base class) {before} -> {zeroed}");
-    // Backpack: amplifying one sense vector of "spain" moves the prediction away from the fact.
+    // Backpack: it learned the fact, and the study scales each of the 4 senses by each factor. How much one sense
+    // moves p(madrid) depends on the training run (from 0.002 to 0.92 over the spread's runs), so it is shown in the
+    // report, not asserted.
     let baseline = results["backpack"]["baseline"].as_f64().unwrap();
-    let amplified: Vec<f64> =
-        results["backpack"]["probabilities"][1].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
     assert!(baseline > 0.9, "p(madrid) {baseline}");
-    assert!(amplified.iter().any(|&p| baseline - p > 0.3), "no sense moved p(madrid): {amplified:?}");
+    let scaled = grid(&results["backpack"]["probabilities"]);
+    assert!(scaled.len() == 2 && scaled.iter().all(|row| row.len() == 4), "factors x senses: {scaled:?}");
     // The CNN (Fashion-MNIST is installed by scripts/datasets.sh): it learned, and zeroing a channel of its first
     // block costs probability on the true class.
     let cnn = &results["cnn"];

@@ -83,6 +83,13 @@ fn parse_dtype(text: &str) -> Result<DTypeSpec> {
     })
 }
 
+/// The plugins, then the model they serve: what every command that takes `--model` starts with.
+pub fn load_model(model: &ModelArgs, plugins: &PluginArgs) -> Result<(PluginSet, LoadedModel)> {
+    let plugins = plugins.load()?;
+    let model = model.load(&plugins)?;
+    Ok((plugins, model))
+}
+
 /// The model's tokenizer, which the text-driven commands cannot do without.
 pub fn model_tokenizer(model: &LoadedModel) -> Result<TextTokenizer> {
     TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?

@@ -12,7 +12,7 @@ use vene_host::{
     locations::{Subspaces, UnitLocations},
 };
 
-use crate::common::{bind_saved, model_tokenizer, ModelArgs, PluginArgs};
+use crate::common::{bind_saved, load_model, model_tokenizer, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -58,8 +58,7 @@ struct GenerationInputs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let sampling = Sampling {
         max_new_tokens: args.max_new_tokens,

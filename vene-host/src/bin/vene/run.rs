@@ -7,7 +7,7 @@ use clap::Args;
 use tch::{Kind, Tensor};
 use vene_host::{inputs::RunInputs, outputs, text::TextTokenizer};
 
-use crate::common::{bind_saved, ModelArgs, PluginArgs};
+use crate::common::{bind_saved, load_model, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -44,8 +44,7 @@ fn timed_runs(text: &str) -> std::result::Result<usize, String> {
 
 pub fn run(args: RunArgs) -> Result<()> {
     outputs::check_file(&args.out)?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?;
     let inputs = RunInputs::from_file(&args.inputs, model.device(), tokenizer.as_ref())?;
     let is_language_model = model.catalog().vocab_size > 0;

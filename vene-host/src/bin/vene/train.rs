@@ -10,7 +10,7 @@ use vene_host::{
     train::{self, TrainOptions},
 };
 
-use crate::common::{bind_saved, progress_bar, ModelArgs, PluginArgs};
+use crate::common::{bind_saved, load_model, progress_bar, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -72,8 +72,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     });
     outputs::check_replaced_dir(&args.out)?;
     outputs::check_file(&checkpoint)?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let options = TrainOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -108,8 +107,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = TextTokenizer::for_model(model.dir(), &model.catalog().model_type)?;
     let mut intervenable = bind_saved(model, &plugins, &args.config, 0)?;
     let examples = train::read_dataset(&args.data)?;

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use vene_host::{outputs, vectors};
 
-use crate::common::{model_tokenizer, read_prompts, ModelArgs, PluginArgs};
+use crate::common::{load_model, model_tokenizer, read_prompts, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct VectorArgs {
@@ -33,8 +33,7 @@ pub struct VectorArgs {
 
 pub fn run(args: VectorArgs) -> Result<()> {
     outputs::check_file(&args.out)?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let vector = match (&args.token, &args.positive, &args.negative) {
         (Some(token), _, _) => vectors::token_embedding(&model, &tokenizer, token)?,

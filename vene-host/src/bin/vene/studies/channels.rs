@@ -9,7 +9,7 @@ use vene_host::{
     studies::{channels::channel_study, output::StudyOutput},
 };
 
-use crate::common::{finish_study, ModelArgs, PluginArgs};
+use crate::common::{finish_study, load_model, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct ChannelsArgs {
@@ -36,8 +36,7 @@ pub fn run(args: ChannelsArgs) -> Result<()> {
         .data
         .or_else(datasets::dataset_dir)
         .ok_or_else(|| anyhow!("Fashion-MNIST not found: pass --data DIR or install dataset-fashion-mnist"))?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let (study, _) = channel_study(model, &plugins, &args.component, args.layer, &data, args.images)?;
     let figures = vec![study.lines("channels", "mean p(true class) with one channel zeroed")];
     let summary = format!(

@@ -12,7 +12,7 @@ use vene_host::{
     },
 };
 
-use crate::common::{finish_study, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
+use crate::common::{finish_study, load_model, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct DasProbeArgs {
@@ -40,8 +40,7 @@ fn parse_class(class: &str) -> Result<(String, Vec<String>)> {
 pub fn run(args: DasProbeArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
     let classes = args.classes.iter().map(|c| parse_class(c)).collect::<Result<Vec<_>>>()?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let setup = ProbeSetup { template: args.template, classes };
     let bar = progress_bar("DAS and probe {bar:40} {pos}/{len} sites  [{elapsed} < {eta}]");

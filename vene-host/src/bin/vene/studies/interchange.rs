@@ -12,7 +12,7 @@ use vene_host::{
     },
 };
 
-use crate::common::{finish_study, model_tokenizer, ModelArgs, PluginArgs};
+use crate::common::{finish_study, load_model, model_tokenizer, ModelArgs, PluginArgs};
 
 /// How `vene interchange` combines its sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,8 +71,7 @@ pub fn run(args: InterchangeArgs) -> Result<()> {
     if args.mode == InterchangeMode::Parallel && !hops.is_empty() {
         bail!("--hop is for --mode serial; parallel mode takes --layer and --component");
     }
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let (base_top, intervened, _) = match args.mode {
         InterchangeMode::Parallel => {

@@ -12,7 +12,7 @@ use vene_host::{
     },
 };
 
-use crate::common::{finish_study, model_tokenizer, ModelArgs, PluginArgs};
+use crate::common::{finish_study, load_model, model_tokenizer, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct SensesArgs {
@@ -38,8 +38,7 @@ pub struct SensesArgs {
 
 pub fn run(args: SensesArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let setup = SenseSetup {
         prompt: args.prompt,

@@ -13,7 +13,7 @@ use vene_host::{
     vectors,
 };
 
-use crate::common::{finish_study, model_tokenizer, ModelArgs, PluginArgs};
+use crate::common::{finish_study, load_model, model_tokenizer, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct SteerArgs {
@@ -37,8 +37,7 @@ pub struct SteerArgs {
 
 pub fn run(args: SteerArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let vector = vectors::token_embedding(&model, &tokenizer, &args.word)?;
     let setup = SteeringSetup {

@@ -12,7 +12,7 @@ use vene_host::{
     },
 };
 
-use crate::common::{finish_study, model_tokenizer, ModelArgs, PluginArgs};
+use crate::common::{finish_study, load_model, model_tokenizer, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct TimestepsArgs {
@@ -48,8 +48,7 @@ pub struct TimestepsArgs {
 
 pub fn run(args: TimestepsArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let (study, _) = match (args.base, args.source, args.base_image, args.source_image) {
         (Some(base), Some(source), None, None) => {
             let tokenizer = model_tokenizer(&model)?;

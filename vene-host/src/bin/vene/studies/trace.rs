@@ -12,7 +12,7 @@ use vene_host::{
     },
 };
 
-use crate::common::{finish_study, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
+use crate::common::{finish_study, load_model, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
 
 #[derive(Args)]
 pub struct TraceArgs {
@@ -45,8 +45,7 @@ pub struct TraceArgs {
 
 pub fn run(args: TraceArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
-    let plugins = args.plugins.load()?;
-    let model = args.model.load(&plugins)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let tokens = tokenizer.encode(&args.prompt)?;
     let candidates = [tokenizer.encode(&args.subject)?, tokenizer.encode(&format!(" {}", args.subject))?];
