@@ -19,6 +19,7 @@ import shutil
 import sys
 
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pyvene_fixtures as fixtures  # noqa: E402  (offline mode, deterministic algorithms, 1 thread)
@@ -38,17 +39,18 @@ from pyvene import (  # noqa: E402
 TYPES = {"zero": ZeroIntervention, "collect": CollectIntervention, "noise": NoiseIntervention}
 
 
-def intervenable(model, reps):
-    """(layer, component, type, unit, max_number_of_units) tuples -> a pyvene model."""
+def intervenable(model, reps, source=None):
+    """(layer, component, type, unit, max_number_of_units) tuples -> a pyvene model; with `source`, each gets that
+    constant source_representation, which makes pyvene save its state (for noise: the table) in an intkey file."""
     representations = [
         RepresentationConfig(layer=layer, component=component, unit=unit, max_number_of_units=units,
-                             intervention_type=TYPES[kind])
+                             intervention_type=TYPES[kind], source_representation=source)
         for layer, component, kind, unit, units in reps
     ]
     return IntervenableModel(IntervenableConfig(representations=representations), model)
 
 
-def save_case(fixture, name, ivm, inputs, run, expected=None):
+def save_case(fixture, name, ivm, inputs, run, expected=None, with_state=False):
     """Runs pyvene (unless `run` is None), saves `ivm` as pyvene does, and writes the case; `expected` stands in
     for pyvene's logits."""
     case_dir = os.path.join(fixtures.FIXTURES, fixture, "cases", name)
@@ -58,7 +60,7 @@ def save_case(fixture, name, ivm, inputs, run, expected=None):
     logits, collected = run(ivm, inputs) if run else (expected, [])
     ivm.save(os.path.join(case_dir, "pyvene_saved"))
     saved = sorted(os.listdir(os.path.join(case_dir, "pyvene_saved")))
-    assert saved == ["config.json"], f"{name}: pyvene wrote {saved}"
+    assert saved[0] == "config.json" and len(saved) == (2 if with_state else 1), f"{name}: pyvene wrote {saved}"
     fixtures.write_json(os.path.join(case_dir, "inputs.json"), inputs)
     fixtures.write_expected(case_dir, logits if expected is None else expected, collected)
     print(f"{fixture}/{name:24s} output {tuple(logits.shape)}  collected {[tuple(c.shape) for c in collected]}")
@@ -72,9 +74,13 @@ def gpt2_cases():
     save_case("gpt2", "saved_collect", intervenable(model, [(2, "mlp_output", "collect", "pos", 2)]),
               {"base": {"input_ids": ids}, "unit_locations": {"base": [[[1, 4], [0, 6]]]}}, fixtures.run_pyvene)
     # The causal-tracing tutorial's noise: four subject positions at the embeddings.
-    save_case("gpt2", "saved_noise", intervenable(model, [(0, "block_input", "noise", "pos", 1)]),
-              {"base": {"input_ids": ids}, "unit_locations": {"base": [[[0, 1, 2, 3], [1, 2, 3, 4]]]}},
+    noise_inputs = {"base": {"input_ids": ids}, "unit_locations": {"base": [[[0, 1, 2, 3], [1, 2, 3, 4]]]}}
+    save_case("gpt2", "saved_noise", intervenable(model, [(0, "block_input", "noise", "pos", 1)]), noise_inputs,
               fixtures.run_pyvene)
+    # Given a (for noise, unused) constant source, pyvene also saves the noise's state: table, level and widths.
+    source = torch.zeros(g2.N_EMBD)
+    save_case("gpt2", "saved_noise_with_state", intervenable(model, [(0, "block_input", "noise", "pos", 1)], source),
+              noise_inputs, fixtures.run_pyvene, with_state=True)
 
 
 def neox_cases():

@@ -79,10 +79,11 @@ fn pyvene_saved_directory_matches_pyvene() {
 }
 
 /// Directories pyvene saved for zero, collect and noise: pyvene sets their constant-source flag but writes no
-/// intkey file; vene loads them and gives pyvene's numbers (noise: pyvene's fixed table, RandomState(1)).
+/// intkey file; vene loads them and gives pyvene's numbers (noise: pyvene's fixed table, RandomState(1)). Given a
+/// constant source, pyvene does write noise's state (its table and level), which is then read and used.
 #[test]
 fn pyvene_saved_sourceless_interventions_match_pyvene() {
-    for name in ["saved_zero", "saved_collect", "saved_noise"] {
+    for name in ["saved_zero", "saved_collect", "saved_noise", "saved_noise_with_state"] {
         run_case(name);
     }
 }
@@ -123,6 +124,17 @@ fn pyvene_saved_directories_missing_what_they_need_are_refused() {
     }
     let error = load(&trained);
     assert!(error.contains("is missing: it holds the trained state of the low_rank_rotated_space"), "{error}");
+    // A source-less intervention's intkey file is not needed, but one that is there is read: a damaged one is refused.
+    let damaged = copy(&fixtures().join("gpt2/cases/saved_noise_with_state/pyvene_saved"), "damaged");
+    let bin = std::fs::read_dir(&damaged)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "bin"));
+    let bin = bin.expect("the noise's intkey file");
+    let bytes = std::fs::read(&bin).unwrap();
+    std::fs::write(&bin, &bytes[..bytes.len() / 2]).unwrap();
+    let error = load(&damaged);
+    assert!(error.contains(&bin.display().to_string()), "{error}");
     // An expert index, and an interchange dimension narrower than the site: pyvene would act on other numbers.
     let edit = |name: &str, change: &dyn Fn(&mut serde_json::Value)| {
         let saved = copy(&fixtures().join("gpt2/cases/saved_zero/pyvene_saved"), name);

@@ -132,13 +132,16 @@ pub fn import_dir(dir: &Path) -> Result<Imported> {
     let saved_keys = saved.sorted_keys.clone().unwrap_or_else(|| keys.clone());
     let mut state = Vec::new();
     for (index, &constant) in constant_sources.iter().enumerate() {
+        let key = saved_keys.get(index).cloned().unwrap_or_else(|| keys[index].clone());
+        let path = dir.join(format!("intkey_{key}.bin"));
         let kept = match saved_state(types[index]) {
-            SavedState::Nothing => continue,
+            SavedState::Nothing => {
+                state.extend(sourceless_state(&path, types[index], &keys[index])?);
+                continue;
+            }
             SavedState::ConstantSource if !constant => continue,
             kept => kept,
         };
-        let key = saved_keys.get(index).cloned().unwrap_or_else(|| keys[index].clone());
-        let path = dir.join(format!("intkey_{key}.bin"));
         if !path.exists() {
             let holds = if kept == SavedState::Trained { "the trained state" } else { "a constant source" };
             return Err(VeneError::Config(format!(
@@ -156,6 +159,24 @@ pub fn import_dir(dir: &Path) -> Result<Imported> {
         }
     }
     Ok(Imported { config, state, interchange_dims })
+}
+
+/// The state a source-less intervention's `.bin` holds, when pyvene wrote one (it does when the intervention was given
+/// a `source_representation`): the file is read, so a damaged one is an error, and noise keeps its saved table and
+/// level; the others have nothing that changes their output (their buffers are widths).
+fn sourceless_state(path: &Path, vene_type: &str, key: &str) -> Result<Vec<(String, tch::Tensor)>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let entries = read_torch_state_dict(path)?;
+    if vene_type != "noise" {
+        return Ok(Vec::new());
+    }
+    Ok(entries
+        .into_iter()
+        .filter(|(name, _)| name == "noise" || name == "noise_level")
+        .map(|(name, tensor)| (format!("{key}/{name}"), tensor))
+        .collect())
 }
 
 /// One vene type per representation: pyvene writes one class string per intervention (or one for all).

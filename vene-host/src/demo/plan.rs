@@ -17,7 +17,7 @@ use crate::{
     plugins::PluginSet,
     studies::{
         self,
-        output::{format_top, Figure, StudyOutput},
+        output::{format_top, StudyOutput},
         probe, senses,
         steering::{self, SteeringSetup},
         timesteps::{self, Steps, TimestepSetup},
@@ -71,6 +71,13 @@ struct Finding {
     output: StudyOutput,
     key: &'static str,
     result: serde_json::Value,
+}
+
+impl Finding {
+    /// A finding whose numbers in `results.json` are the output's own.
+    fn new(heading: &'static str, subdir: &'static str, key: &'static str, output: StudyOutput) -> Self {
+        Self { heading, subdir, key, result: output.json.clone(), output }
+    }
 }
 
 /// Context every demo step needs.
@@ -193,9 +200,8 @@ fn interchange(demo: &Demo<'_>, model_dir: &Path, tokenizer: &TextTokenizer) -> 
         format_top(&found.parallel),
         format_top(&found.serial)
     );
-    let result = serde_json::to_value(&found).map_err(|e| VeneError::Config(e.to_string()))?;
-    let output = StudyOutput { json_name: None, json: result.clone(), figures: Vec::new(), summary };
-    Ok(Finding { heading: "Multi-source interchange", subdir: ".", output, key: "interchange", result })
+    let output = StudyOutput::combined(&found, Vec::new(), summary)?;
+    Ok(Finding::new("Multi-source interchange", ".", "interchange", output))
 }
 
 /// DAS versus a linear probe on "NAME walked because" → he / she.
@@ -211,9 +217,8 @@ fn das_versus_probe(demo: &mut Demo<'_>, model_dir: &Path, tokenizer: &TextToken
         "\"NAME walked because\" -> he / she; rows: positions, columns: layers\nDAS IIA: {:?}\nprobe accuracy: {:?}",
         found.das_iia, found.probe_accuracy
     );
-    let result = serde_json::to_value(&found).map_err(|e| VeneError::Config(e.to_string()))?;
-    let output = StudyOutput { json_name: None, json: result.clone(), figures, summary };
-    Ok(Finding { heading: "DAS versus a linear probe", subdir: "das_probe", output, key: "das_probe", result })
+    let output = StudyOutput::combined(&found, figures, summary)?;
+    Ok(Finding::new("DAS versus a linear probe", "das_probe", "das_probe", output))
 }
 
 /// The GRU language model: timestep interventions on "the capital of spain is".
@@ -224,9 +229,8 @@ fn gru_text(demo: &mut Demo<'_>, tokenizer: &TextTokenizer) -> Result<Finding> {
     let (study, _) = timesteps::timestep_study(demo.load(&dir)?, demo.plugins, tokenizer, &TimestepSetup::default())?;
     let figure = study.effect_lines("effects", "GRU: |h_intervened - h| per step (last layer)");
     let summary = format!("base: {} -> {}\n{}", study.tokens.join(" "), format_top(&study.plain), study.summary());
-    let result = serde_json::to_value(&study).map_err(|e| VeneError::Config(e.to_string()))?;
-    let output = StudyOutput { json_name: None, json: result.clone(), figures: vec![figure], summary };
-    Ok(Finding { heading: "GRU timestep interventions", subdir: "gru", output, key: "gru", result })
+    let output = StudyOutput::combined(&study, vec![figure], summary)?;
+    Ok(Finding::new("GRU timestep interventions", "gru", "gru", output))
 }
 
 /// The demo's GRU classifier study: what it learned, and the timestep interventions on one test image.
@@ -294,9 +298,8 @@ fn gru_images(demo: &mut Demo<'_>) -> Result<Finding> {
         found.study.summary()
     );
     let figure = found.study.effect_lines("image_effects", "GRU on images: |h_intervened - h| per step");
-    let result = serde_json::to_value(&found).map_err(|e| VeneError::Config(e.to_string()))?;
-    let output = StudyOutput { json_name: None, json: result.clone(), figures: vec![figure], summary };
-    Ok(Finding { heading, subdir: "gru", output, key: "gru_images", result })
+    let output = StudyOutput::combined(&found, vec![figure], summary)?;
+    Ok(Finding::new(heading, "gru", "gru_images", output))
 }
 
 /// The Backpack GPT-2: scaling one sense vector of "spain".
@@ -331,9 +334,8 @@ fn backpack_senses(demo: &mut Demo<'_>, tokenizer: &TextTokenizer) -> Result<Fin
         rows.join("\n")
     );
     let figure = study.lines("senses", "Backpack: p(madrid) with one sense of 'spain' scaled");
-    let result = serde_json::to_value(&study).map_err(|e| VeneError::Config(e.to_string()))?;
-    let output = StudyOutput { json_name: None, json: result.clone(), figures: vec![figure], summary };
-    Ok(Finding { heading: "Backpack sense vectors", subdir: "backpack", output, key: "backpack", result })
+    let output = StudyOutput::combined(&study, vec![figure], summary)?;
+    Ok(Finding::new("Backpack sense vectors", "backpack", "backpack", output))
 }
 
 /// The ResNet on Fashion-MNIST: zeroing each channel of its first block. Skipped without the data set.
@@ -355,9 +357,8 @@ fn cnn_channels(demo: &mut Demo<'_>) -> Result<Finding> {
         study.zeroed.iter().map(|p| (p * 1000.0).round() / 1000.0).collect::<Vec<_>>()
     );
     let figure = study.lines("channels", "ResNet: mean p(true class), one channel of block 0 zeroed");
-    let result = serde_json::to_value(&study).map_err(|e| VeneError::Config(e.to_string()))?;
-    let output = StudyOutput { json_name: None, json: result.clone(), figures: vec![figure], summary };
-    Ok(Finding { heading, subdir: "cnn", output, key: "cnn", result })
+    let output = StudyOutput::combined(&study, vec![figure], summary)?;
+    Ok(Finding::new(heading, "cnn", "cnn", output))
 }
 
 /// Steering "the capital of spain is" towards "italy" at every MLP output, every decoding step.
@@ -376,14 +377,13 @@ fn steering_study(demo: &Demo<'_>, model_dir: &Path, tokenizer: &TextTokenizer) 
         "prompt: {}\nunsteered: {}\nsteered (+{} x embedding of \"{}\" at every MLP output, every step): {}",
         found.prompt, found.unsteered, found.coefficient, found.word, found.steered
     );
-    let result = serde_json::to_value(&found).map_err(|e| VeneError::Config(e.to_string()))?;
-    let output = StudyOutput { json_name: None, json: result.clone(), figures: Vec::<Figure>::new(), summary };
-    Ok(Finding { heading: "Steering during generation", subdir: ".", output, key: "steering", result })
+    let output = StudyOutput::combined(&found, Vec::new(), summary)?;
+    Ok(Finding::new("Steering during generation", ".", "steering", output))
 }
 
 /// A study that needs Fashion-MNIST, when it is not installed.
 fn skipped(heading: &'static str, subdir: &'static str, key: &'static str) -> Finding {
     let summary = "skipped: Fashion-MNIST is not installed (scripts/datasets.sh installs it)".to_string();
     let output = StudyOutput { json_name: None, json: serde_json::Value::Null, figures: Vec::new(), summary };
-    Finding { heading, subdir, output, key, result: serde_json::Value::Null }
+    Finding::new(heading, subdir, key, output)
 }

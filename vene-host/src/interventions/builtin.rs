@@ -251,6 +251,32 @@ impl Intervention for NoiseIntervention {
         InterventionTraits::default()
     }
 
+    /// pyvene's saved `noise` table and `noise_level`, for the table form only.
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> PluginResult<()> {
+        for (name, tensor) in state {
+            match (name.as_str(), &mut self.source) {
+                ("noise", NoiseSource::PyveneTable { table, width }) => {
+                    if tensor.size() != [1, 4, *width] {
+                        return Err(PluginError::invalid_config(format!(
+                            "the saved noise table has shape {:?} (valid: [1, 4, {width}])",
+                            tensor.size()
+                        )));
+                    }
+                    *table = Vec::<f64>::try_from(&tensor.to_kind(tch::Kind::Double).flatten(0, -1))
+                        .map_err(|e| PluginError::invalid_config(e.to_string()))?;
+                }
+                ("noise_level", NoiseSource::PyveneTable { .. }) => self.level = tensor.double_value(&[]),
+                _ => {
+                    return Err(PluginError::invalid_config(format!(
+                        "this noise intervention has no state entry '{name}' (pyvene's table form has noise and \
+                         noise_level)"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn apply(
         &mut self,
         base: &Tensor,

@@ -63,6 +63,12 @@ impl StudyOutput {
         Ok(Self { json_name: Some(json_name.to_string()), json, figures, summary })
     }
 
+    /// A study's output whose numbers go into a combined file (the demo's `results.json`), not a file of their own.
+    pub fn combined(result: &impl Serialize, figures: Vec<Figure>, summary: String) -> Result<Self> {
+        let json = serde_json::to_value(result).map_err(|e| VeneError::Config(e.to_string()))?;
+        Ok(Self { json_name: None, json, figures, summary })
+    }
+
     /// Writes the figures and the JSON into `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| VeneError::Io { path: dir.to_path_buf(), source })?;
