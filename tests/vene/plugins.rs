@@ -263,5 +263,11 @@ fn plugins_lists_what_the_scan_skipped_and_why() {
     assert!(stdout.contains(&skipped) && stdout.contains("--plugin PATH"), "{stdout}");
     assert!(stdout.contains(&format!("{}: cannot read the directory", missing.display())), "{stdout}");
     assert!(!stdout.contains("notes.txt"), "{stdout}");
+    // Any command warns about what a directory it was pointed at holds but does not load.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("warning: skipped {}", dir.join("libdirectional_ablation.so").display())),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

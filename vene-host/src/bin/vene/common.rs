@@ -35,6 +35,12 @@ impl PluginArgs {
         for warning in plugins.warnings() {
             eprintln!("warning: {warning}");
         }
+        // A library that a directory named with --plugin-dir holds but that is not taken for a plugin is most likely
+        // one the user meant to load.
+        let named = |path: &Path| self.plugin_dirs.iter().any(|dir| path == dir || path.parent() == Some(dir));
+        for skipped in plugins.skipped().iter().filter(|skipped| named(&skipped.path)) {
+            eprintln!("warning: skipped {}: {}", skipped.path.display(), skipped.reason);
+        }
         Ok(plugins)
     }
 }
