@@ -139,7 +139,7 @@ impl IntervenableModel {
                 skip_input,
             });
         }
-        Ok(Self { model, config, reps, instances, groups })
+        Ok(Self { model, config, reps, instances, groups, finite_checks: false })
     }
 }
 

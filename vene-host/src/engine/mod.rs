@@ -36,13 +36,14 @@ pub struct RunOutput {
     pub collected: Vec<Tensor>,
     /// The key/value cache, when the base inputs asked for it.
     pub present: Vec<Tensor>,
-    /// Per intervened site of the base pass, in the order they acted: its description and whether every value it
-    /// wrote was finite (a 0-d bool tensor, read only when asked).
+    /// With [`IntervenableModel::check_finite_writes`] on, per intervened site of the base pass in the order they
+    /// acted: its description and whether every value it wrote was finite (a 0-d bool tensor, read only when asked).
     finite_writes: Vec<(String, Tensor)>,
 }
 
 impl RunOutput {
-    /// The first intervened site whose output has a NaN or an infinite value (say `noise` with a huge level).
+    /// The first intervened site whose output has a NaN or an infinite value (say `noise` with a huge level); always
+    /// `None` unless the run was made with [`IntervenableModel::check_finite_writes`] on.
     pub fn first_non_finite_site(&self) -> Option<&str> {
         self.finite_writes.iter().find(|(_, finite)| finite.int64_value(&[]) == 0).map(|(site, _)| site.as_str())
     }
@@ -62,6 +63,8 @@ pub struct IntervenableModel {
     reps: Vec<Bound>,
     instances: Vec<Box<dyn Intervention>>,
     groups: Vec<Vec<usize>>,
+    /// Whether runs record if each intervened site wrote finite values (off: no tensor work for it).
+    finite_checks: bool,
 }
 
 impl IntervenableModel {
@@ -72,6 +75,12 @@ impl IntervenableModel {
     /// Gives the model back, dropping the interventions.
     pub fn into_model(self) -> LoadedModel {
         self.model
+    }
+
+    /// Makes the following runs record, per intervened site, whether what it wrote was finite, for
+    /// [`RunOutput::first_non_finite_site`]; off by default, so runs do no extra tensor work.
+    pub fn check_finite_writes(&mut self, on: bool) {
+        self.finite_checks = on;
     }
 
     pub fn config(&self) -> &IntervenableConfig {

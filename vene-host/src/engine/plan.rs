@@ -128,6 +128,7 @@ impl IntervenableModel {
         state: &mut RunState,
     ) -> Result<Option<ForwardOutput>> {
         state.hits = vec![0; plan.slots.len()];
+        state.finite_checks = self.finite_checks;
         state.getters_left = if plan.stop_when_read { plan.single_getters() } else { None };
         let result = if plan.is_empty() {
             self.model.forward(inputs, Hooks::none())

@@ -34,6 +34,8 @@ pub(super) struct RunState {
     pub(super) base_batch: i64,
     /// In a pass that stops early: getters still to run.
     pub(super) getters_left: Option<usize>,
+    /// Whether this pass records `finite_writes`.
+    pub(super) finite_checks: bool,
     /// Each intervened site's description and whether what it wrote was all finite.
     pub(super) finite_writes: Vec<(String, Tensor)>,
 }
@@ -61,6 +63,7 @@ impl RunState {
             hits: Vec::new(),
             base_batch: 0,
             getters_left: None,
+            finite_checks: false,
             finite_writes: Vec::new(),
         }
     }
@@ -282,7 +285,9 @@ impl RunSink<'_> {
             return Ok(Outcome::Collected(output));
         }
         let output = if bound.traits.distributed { unflatten_units(&output, &selected.size()) } else { output };
-        self.state.finite_writes.push((bound.description.clone(), output.detach().isfinite().all()));
+        if self.state.finite_checks {
+            self.state.finite_writes.push((bound.description.clone(), output.detach().isfinite().all()));
+        }
         if output.size() != selected.size() {
             return Err(fail(format!(
                 "the intervention returned shape {:?}, expected {:?}",

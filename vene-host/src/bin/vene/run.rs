@@ -50,6 +50,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let is_language_model = model.catalog().vocab_size > 0;
     let plain = is_language_model.then(|| model.forward_plain(&inputs.base)).transpose()?;
     let mut intervenable = bind_saved(model, &plugins, &args.config, args.seed)?;
+    intervenable.check_finite_writes(true);
     let _guard = tch::no_grad_guard();
     let result = intervenable.run(&inputs.base, &inputs.sources, &inputs.unit_locations, &inputs.subspaces)?;
     if let Some(site) = result.first_non_finite_site() {
@@ -67,6 +68,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     println!("wrote {} ({} tensor(s))", args.out.display(), tensors.len());
     if let Some(repeat) = args.repeat {
+        // Timed as the library runs by default: without the finite checks.
+        intervenable.check_finite_writes(false);
         let mut times = Vec::with_capacity(repeat);
         for _ in 0..repeat {
             let start = Instant::now();
