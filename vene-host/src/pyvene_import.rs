@@ -12,22 +12,22 @@ use crate::{
     error::{Result, VeneError},
 };
 
-/// pyvene class name → vene built-in type.
-const TYPE_MAP: &[(&str, &str)] = &[
-    ("RotatedSpaceIntervention", "rotated_space"),
-    ("LowRankRotatedSpaceIntervention", "low_rank_rotated_space"),
-    ("BoundlessRotatedSpaceIntervention", "boundless_rotated_space"),
-    ("SigmoidMaskRotatedSpaceIntervention", "sigmoid_mask_rotated_space"),
-    ("SigmoidMaskIntervention", "sigmoid_mask"),
-    ("AutoencoderIntervention", "autoencoder"),
-    ("JumpReLUAutoencoderIntervention", "jumprelu_sae"),
-    ("VanillaIntervention", "vanilla"),
-    ("AdditionIntervention", "addition"),
-    ("SubtractionIntervention", "subtraction"),
-    ("ZeroIntervention", "zero"),
-    ("CollectIntervention", "collect"),
-    ("SkipIntervention", "skip"),
-    ("NoiseIntervention", "noise"),
+/// pyvene class name → vene type, and what pyvene keeps in the type's `intkey_*.bin`.
+const TYPE_MAP: &[(&str, &str, SavedState)] = &[
+    ("RotatedSpaceIntervention", "rotated_space", SavedState::Trained),
+    ("LowRankRotatedSpaceIntervention", "low_rank_rotated_space", SavedState::Trained),
+    ("BoundlessRotatedSpaceIntervention", "boundless_rotated_space", SavedState::Trained),
+    ("SigmoidMaskRotatedSpaceIntervention", "sigmoid_mask_rotated_space", SavedState::Trained),
+    ("SigmoidMaskIntervention", "sigmoid_mask", SavedState::Trained),
+    ("AutoencoderIntervention", "autoencoder", SavedState::Trained),
+    ("JumpReLUAutoencoderIntervention", "jumprelu_sae", SavedState::Trained),
+    ("VanillaIntervention", "vanilla", SavedState::ConstantSource),
+    ("AdditionIntervention", "addition", SavedState::ConstantSource),
+    ("SubtractionIntervention", "subtraction", SavedState::ConstantSource),
+    ("ZeroIntervention", "zero", SavedState::Nothing),
+    ("CollectIntervention", "collect", SavedState::Nothing),
+    ("SkipIntervention", "skip", SavedState::Nothing),
+    ("NoiseIntervention", "noise", SavedState::Nothing),
 ];
 
 #[derive(Deserialize)]
@@ -55,10 +55,10 @@ pub fn is_pyvene_config(text: &str) -> bool {
 /// `"<class 'pyvene.models.interventions.VanillaIntervention'>"` → `vanilla`.
 fn vene_type(class: &str) -> Result<&'static str> {
     let name = class.trim_end_matches("'>").rsplit('.').next().unwrap_or(class);
-    TYPE_MAP.iter().find(|(py, _)| *py == name).map(|(_, vene)| *vene).ok_or_else(|| {
+    TYPE_MAP.iter().find(|(py, _, _)| *py == name).map(|(_, vene, _)| *vene).ok_or_else(|| {
         VeneError::Config(format!(
             "pyvene intervention type '{name}' is not supported by this vene (supported: {})",
-            TYPE_MAP.iter().map(|(py, _)| *py).collect::<Vec<_>>().join(", ")
+            TYPE_MAP.iter().map(|(py, _, _)| *py).collect::<Vec<_>>().join(", ")
         ))
     })
 }
@@ -79,11 +79,7 @@ enum SavedState {
 }
 
 fn saved_state(vene_type: &str) -> SavedState {
-    match vene_type {
-        "zero" | "collect" | "noise" | "skip" => SavedState::Nothing,
-        "vanilla" | "addition" | "subtraction" => SavedState::ConstantSource,
-        _ => SavedState::Trained,
-    }
+    TYPE_MAP.iter().find(|(_, name, _)| *name == vene_type).map_or(SavedState::Trained, |(_, _, kept)| *kept)
 }
 
 /// The intervention config of an imported representation: pyvene's noise means its fixed table, and its
