@@ -5,7 +5,9 @@
 //! The model is GPT-2-small shaped (12 layers, 768 wide, 50257 words; batch 8 × 64 tokens) unless
 //! `VENE_BENCH_SHAPE=tiny` asks for a 4-layer, 64-wide one (quick runs). It is written once to the temporary directory
 //! in Hugging Face layout and loaded through the GPT-2 adapter plugin, so the benches measure the real loading and
-//! plugin paths. Build the plugins first: `cargo build --workspace --release`, then `cargo bench --bench engine`.
+//! plugin paths. `VENE_BENCH_SHAPE=gemma3-270m` runs the same workloads (batch 8 × 32 tokens) on the real model, its
+//! GGUF through the Llama-family adapter, and times loading it.
+//! Build the plugins first: `cargo build --workspace --release`, then `cargo bench --bench engine`.
 
 use std::path::{Path, PathBuf};
 
@@ -41,17 +43,56 @@ struct Shape {
     vocab: i64,
     batch: i64,
     tokens: i64,
+    /// The real Gemma 3 270M rather than a random GPT-2.
+    real: bool,
 }
 
 impl Shape {
     fn tiny() -> Self {
-        Shape { name: "tiny", layers: 4, width: 64, heads: 4, vocab: 1000, batch: 8, tokens: 64 }
+        Shape { name: "tiny", layers: 4, width: 64, heads: 4, vocab: 1000, batch: 8, tokens: 64, real: false }
     }
 
     fn from_env() -> Self {
         match std::env::var("VENE_BENCH_SHAPE").as_deref() {
             Ok("tiny") => Shape::tiny(),
-            _ => Shape { name: "gpt2-small", layers: 12, width: 768, heads: 12, vocab: 50257, batch: 8, tokens: 64 },
+            Ok("gemma3-270m") => Shape {
+                name: "gemma3-270m",
+                layers: 18,
+                width: 640,
+                heads: 4,
+                vocab: 262144,
+                batch: 8,
+                tokens: 32,
+                real: true,
+            },
+            _ => Shape {
+                name: "gpt2-small",
+                layers: 12,
+                width: 768,
+                heads: 12,
+                vocab: 50257,
+                batch: 8,
+                tokens: 64,
+                real: false,
+            },
+        }
+    }
+
+    /// The adapter plugin that loads this shape's model.
+    fn adapter(&self) -> &'static str {
+        if self.real {
+            "vene_llama"
+        } else {
+            "vene_gpt2"
+        }
+    }
+
+    /// The model: the installed GGUF of the real one, else a random GPT-2 written once.
+    fn model_path(&self) -> PathBuf {
+        if self.real {
+            vene_host::real_model::gemma3_270m().unwrap_or_else(|e| panic!("{e}"))
+        } else {
+            random_gpt2(self)
         }
     }
 }
@@ -112,28 +153,44 @@ fn locations(shape: &Shape, positions: Vec<i64>, sites: usize, with_source: bool
     UnitLocations::parse(Some(&value)).expect("unit locations parse")
 }
 
+/// GPT-2's body called directly, with no plugin boundary and no engine.
+fn direct_gpt2(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    shape: &Shape,
+    dir: &Path,
+    ids: &Tensor,
+) {
+    let mut weights = vene_checkpoint::Weights::load(dir, Device::Cpu, Kind::Float).expect("weights load");
+    let config = vene_checkpoint::read_config(dir).expect("config reads");
+    let body = Gpt2Body::load(&mut weights, config, 0).expect("GPT-2 body loads");
+    group.bench_function("direct_tch", |b| {
+        b.iter(|| {
+            let inputs = ModelInputs::token_ids(ids);
+            let tokens = TokenBatch::from_inputs(&inputs, shape.vocab, POSITIONS, body.layers(), Device::Cpu).unwrap();
+            let (hidden, _) = body.forward(&tokens, &mut Hooks::none()).unwrap();
+            hidden.matmul(&body.wte().tr())
+        })
+    });
+}
+
 fn forward(c: &mut Criterion) {
     let shape = Shape::from_env();
-    let dir = random_gpt2(&shape);
-    let plugins = plugins(&["vene_gpt2", "vene_das"]);
+    let dir = shape.model_path();
+    let plugins = plugins(&[shape.adapter(), "vene_das"]);
     let base = ForwardInputs::from_ids(token_ids(&shape, 1));
     let source = ForwardInputs::from_ids(token_ids(&shape, 2));
     let _no_grad = tch::no_grad_guard();
     let mut group = c.benchmark_group(format!("forward/{}", shape.name));
     group.sample_size(10);
 
-    let mut weights = vene_checkpoint::Weights::load(&dir, Device::Cpu, Kind::Float).expect("weights load");
-    let config = vene_checkpoint::read_config(&dir).expect("config reads");
-    let body = Gpt2Body::load(&mut weights, config, 0).expect("GPT-2 body loads");
     let ids = base.input_ids.as_ref().expect("token ids").shallow_clone();
-    group.bench_function("direct_tch", |b| {
-        b.iter(|| {
-            let inputs = ModelInputs::token_ids(&ids);
-            let tokens = TokenBatch::from_inputs(&inputs, shape.vocab, POSITIONS, body.layers(), Device::Cpu).unwrap();
-            let (hidden, _) = body.forward(&tokens, &mut Hooks::none()).unwrap();
-            hidden.matmul(&body.wte().tr())
-        })
-    });
+    if !shape.real {
+        direct_gpt2(&mut group, &shape, &dir, &ids);
+    }
+    // The adapter's own forward with no site active: the plugin boundary, but not the engine.
+    let loaded = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F32).expect("bench model loads");
+    group.bench_function("adapter_forward", |b| b.iter(|| loaded.forward_plain(&base).unwrap().output));
+    drop(loaded);
 
     let mut plain = intervenable(&dir, &plugins, json!({"representations": []}));
     let none = UnitLocations::parse(None).expect("no locations");
@@ -204,8 +261,8 @@ fn forward(c: &mut Criterion) {
 /// cross-entropy of the last token's logits against fixed labels, backward into the rotation, one Adam step.
 fn das_training_step(c: &mut Criterion) {
     let shape = Shape::from_env();
-    let dir = random_gpt2(&shape);
-    let plugins = plugins(&["vene_gpt2", "vene_das"]);
+    let dir = shape.model_path();
+    let plugins = plugins(&[shape.adapter(), "vene_das"]);
     // Only the last position's logits are read, as `vene train` asks of the adapter.
     let base = ForwardInputs::from_ids(token_ids(&shape, 1)).reading_last_position();
     let sources = [Some(ForwardInputs::from_ids(token_ids(&shape, 2)))];
@@ -241,8 +298,8 @@ fn das_training_step(c: &mut Criterion) {
 /// MLP output on the prompt and on every step (ITI-style steering).
 fn generation(c: &mut Criterion) {
     let shape = Shape::from_env();
-    let dir = random_gpt2(&shape);
-    let plugins = plugins(&["vene_gpt2"]);
+    let dir = shape.model_path();
+    let plugins = plugins(&[shape.adapter()]);
     let vector: Vec<f32> = (0..shape.width).map(|i| (i % 5) as f32 * 0.01).collect();
     let steer: Vec<_> = (0..shape.layers)
         .map(|layer| {
@@ -268,7 +325,7 @@ fn generation(c: &mut Criterion) {
 /// One call into an intervention: the built-in `addition` runs in the host, `steering` in its plugin; both add a
 /// vector to a 1 × 8 tensor, so the difference is the cost of crossing the boundary.
 fn boundary(c: &mut Criterion) {
-    let shape = Shape { name: "tiny", layers: 4, width: 64, heads: 4, vocab: 1000, batch: 1, tokens: 1 };
+    let shape = Shape { batch: 1, tokens: 1, ..Shape::tiny() };
     let dir = random_gpt2(&shape);
     let plugins = plugins(&["vene_gpt2", "vene_steering"]);
     let vector: Vec<f32> = (0..shape.width).map(|i| i as f32).collect();
@@ -319,5 +376,22 @@ fn tracing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, boundary, forward, das_training_step, generation, tracing);
+/// Loading the real model: reading the GGUF, dequantizing every tensor to f32, building the decoder (only with
+/// `VENE_BENCH_SHAPE=gemma3-270m`; scripts/compare_gemma3.py also reports the peak memory of a load).
+fn loading(c: &mut Criterion) {
+    let shape = Shape::from_env();
+    if !shape.real {
+        return;
+    }
+    let path = shape.model_path();
+    let plugins = plugins(&[shape.adapter()]);
+    let mut group = c.benchmark_group(format!("loading/{}", shape.name));
+    group.sample_size(10);
+    group.bench_function("gguf_to_f32", |b| {
+        b.iter(|| LoadedModel::load(&plugins, &path, DeviceSpec::CPU, DTypeSpec::F32).expect("the model loads"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, boundary, forward, das_training_step, generation, tracing, loading);
 criterion_main!(benches);

@@ -11,7 +11,7 @@ export LD_LIBRARY_PATH="$PWD/.deps/libtorch-py/torch/lib${LD_LIBRARY_PATH:+:$LD_
 export RUSTC_BOOTSTRAP=1
 # Seeds from the test fixtures: real configs and inputs, a real safetensors file, real pickled checkpoints.
 seeds=fuzz/seeds
-rm -rf "$seeds" && mkdir -p "$seeds"/{config,unit_locations,safetensors,pickle}
+rm -rf "$seeds" && mkdir -p "$seeds"/{config,unit_locations,safetensors,pickle,gguf}
 for case in tests/fixtures/gpt2/cases/*/; do
   name=$(basename "$case")
   cp "$case/config.json" "$seeds/config/$name.json" 2>/dev/null || true
@@ -19,7 +19,8 @@ for case in tests/fixtures/gpt2/cases/*/; do
 done
 cp tests/fixtures/gpt2/model/model.safetensors "$seeds/safetensors/gpt2.safetensors"
 cp tests/fixtures/checkpoints/pickles/*.bin "$seeds/pickle/"
-for target in config unit_locations safetensors pickle; do
+cp tests/fixtures/gguf/*.gguf "$seeds/gguf/"
+for target in config unit_locations safetensors pickle gguf; do
   mkdir -p "fuzz/corpus/$target"
   cargo fuzz run --sanitizer none "$target" "fuzz/corpus/$target" "$seeds/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb=4096 -max_len=262144

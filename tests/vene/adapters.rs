@@ -67,6 +67,10 @@ fn every_adapter_runs_in_half_precision() {
         ("vene_gru", "gru"),
         ("vene_mlp", "mlp"),
         ("vene_resnet", "resnet"),
+        ("vene_llama", "llama/llama"),
+        ("vene_llama", "llama/qwen3"),
+        ("vene_llama", "llama/gemma2"),
+        ("vene_llama", "llama/gemma3_text"),
     ];
     for (plugin, family) in cases {
         let plugins = plugins(&[plugin]);
@@ -121,6 +125,8 @@ fn output_positions_give_the_full_outputs_rows() {
         ("vene_gpt2", gpt2_dir()),
         ("vene_gpt_neox", fixtures().join("gpt_neox/model")),
         ("vene_backpack", fixtures().join("backpack/model")),
+        ("vene_llama", fixtures().join("llama/gemma3_text/model")),
+        ("vene_llama", fixtures().join("llama/mistral/model")),
     ];
     let _no_grad = tch::no_grad_guard();
     for (plugin, dir) in cases {

@@ -32,7 +32,11 @@ fn cached_decoding_equals_recomputation() {
         ("vene_gpt2", gpt2_dir()),
         ("vene_gpt_neox", fixtures().join("gpt_neox/model")),
         ("vene_backpack", fixtures().join("backpack/model")),
-    ] {
+    ]
+    .into_iter()
+    // Sliding windows of 4 (Mistral, Qwen 2, Gemma 2/3) are passed within the 12 tokens.
+    .chain(crate::llama::FAMILIES.map(|family| ("vene_llama", crate::llama::family_dir(family).join("model"))))
+    {
         let plugins = plugins(&[plugin]);
         let mut model = intervenable(&plugins, &dir, json!([]));
         let cached =

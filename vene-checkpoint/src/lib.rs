@@ -1,10 +1,12 @@
-//! Reading Hugging Face model directories: `config.json` and weights from `model.safetensors` or sharded
-//! `model.safetensors.index.json`, PyTorch zip checkpoints read as data only ([`pickle`]), and atomic safetensors
-//! writing. Used by model adapters and by the host.
+//! Reading checkpoints made elsewhere: Hugging Face model directories (`config.json` and weights from
+//! `model.safetensors` or sharded `model.safetensors.index.json`, PyTorch zip checkpoints read as data only
+//! ([`pickle`])), llama.cpp GGUF files ([`gguf`]), and atomic safetensors writing. Used by model adapters and by
+//! the host.
 //!
 //! Every failure names the file and, where there is one, the weight, so a user can tell a wrong directory from a
 //! truncated download.
 
+pub mod gguf;
 pub mod pickle;
 
 use std::{
@@ -106,6 +108,19 @@ impl Weights {
             .map(|(name, tensor)| {
                 let stripped = prefixes.iter().find_map(|p| name.strip_prefix(p)).map(str::to_string);
                 (stripped.unwrap_or(name), tensor)
+            })
+            .collect();
+    }
+
+    /// Replaces the first matching `from` prefix of each name with its `to` (`language_model.model.` → `model.`).
+    pub fn rename_prefixes(&mut self, renames: &[(&str, &str)]) {
+        let tensors = std::mem::take(&mut self.tensors);
+        self.tensors = tensors
+            .into_iter()
+            .map(|(name, tensor)| {
+                let renamed =
+                    renames.iter().find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")));
+                (renamed.unwrap_or(name), tensor)
             })
             .collect();
     }

@@ -38,16 +38,21 @@ fn is_repo_id(spec: &str) -> bool {
         })
 }
 
-/// A directory holding the model: `spec` itself if it is one, else the cached (or downloaded) snapshot of the hub
-/// repo `spec`.
+/// Where the model is: `spec` itself if it is a directory or a GGUF file, else the cached (or downloaded) snapshot
+/// of the hub repo `spec`.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     let path = Path::new(spec);
-    if path.is_dir() {
+    if path.is_dir() || vene_checkpoint::gguf::is_gguf(path) {
         return Ok(path.to_path_buf());
+    }
+    if path.is_file() {
+        return Err(VeneError::Config(format!(
+            "model '{spec}' is a file but not a GGUF (.gguf) file: give a .gguf file, a model directory or a hub repo id"
+        )));
     }
     if !is_repo_id(spec) {
         return Err(VeneError::Config(format!(
-            "model '{spec}' is neither a directory nor a hub repo id such as gpt2 or EleutherAI/pythia-70m"
+            "model '{spec}' is neither a directory, a .gguf file nor a hub repo id such as gpt2 or EleutherAI/pythia-70m"
         )));
     }
     let cache_path = cache_dir();

@@ -26,6 +26,7 @@ pub mod optim;
 pub mod outputs;
 pub mod plugins;
 pub mod pyvene_import;
+pub mod real_model;
 pub mod runtime;
 pub mod saved;
 pub mod studies;

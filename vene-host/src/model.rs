@@ -126,13 +126,36 @@ struct ModelKind {
     architectures: Vec<String>,
 }
 
+/// A GGUF file stands for itself; so does a directory with a config.json. A directory with no config.json and
+/// exactly one `.gguf` file stands for that file.
+fn model_location(path: &Path) -> PathBuf {
+    if path.is_dir() && !path.join("config.json").exists() {
+        if let Some(file) = vene_checkpoint::gguf::find_in_dir(path) {
+            return file;
+        }
+    }
+    path.to_path_buf()
+}
+
+/// The model type (and architectures) of a Hugging Face directory or a GGUF file.
+fn model_kind(path: &Path) -> Result<ModelKind> {
+    if !vene_checkpoint::gguf::is_gguf(path) {
+        return Ok(vene_checkpoint::read_config(path)?);
+    }
+    let file = vene_checkpoint::gguf::GgufFile::open(path)?;
+    let model_type = vene_checkpoint::gguf::model_type(&file)?;
+    Ok(ModelKind { model_type: Some(model_type.to_string()), architectures: Vec::new() })
+}
+
 impl LoadedModel {
-    /// Loads the Hugging Face directory `dir` with the adapter that provides one of its `architectures` or else its
-    /// `model_type`.
-    pub fn load(plugins: &PluginSet, dir: &Path, device: DeviceSpec, dtype: DTypeSpec) -> Result<Self> {
+    /// Loads the model at `path`: a Hugging Face directory, with the adapter that provides one of its
+    /// `architectures` or else its `model_type`; a GGUF file (or a directory holding one and no config.json), with
+    /// the adapter of the `model_type` its architecture stands for.
+    pub fn load(plugins: &PluginSet, path: &Path, device: DeviceSpec, dtype: DTypeSpec) -> Result<Self> {
         crate::runtime::check_loaded_libtorch()?;
         check_device(device)?;
-        let config: ModelKind = vene_checkpoint::read_config(dir)?;
+        let dir = model_location(path);
+        let config = model_kind(&dir)?;
         let model_type = config
             .model_type
             .ok_or_else(|| VeneError::Config(format!("{} has no \"model_type\"", dir.join("config.json").display())))?;
@@ -145,6 +168,7 @@ impl LoadedModel {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
         })?;
+        let dir = dir.as_path();
         let dir_text = dir.to_string_lossy();
         let request = LoadRequest { dir: RStr::from(dir_text.as_ref()), device, dtype };
         let inner = adapter
@@ -169,6 +193,7 @@ impl LoadedModel {
         &self.catalog
     }
 
+    /// Where the model was loaded from: its directory, or its GGUF file.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -1,5 +1,5 @@
-//! Text in, text out: a model directory's `tokenizer.json` (tokenizers crate), or GPT-2's BPE built in (tiktoken-rs
-//! `r50k_base`) for GPT-2-style models without a tokenizer file.
+//! Text in, text out: a model directory's `tokenizer.json` or the tokenizer in a GGUF file's metadata (tokenizers
+//! crate), or GPT-2's BPE built in (tiktoken-rs `r50k_base`) for GPT-2-style models without a tokenizer file.
 
 use std::path::Path;
 
@@ -15,12 +15,24 @@ const GPT2_STYLE: [&str; 2] = ["gpt2", "backpack-gpt2"];
 
 pub enum TextTokenizer {
     HuggingFace(Box<tokenizers::Tokenizer>),
+    /// A GGUF file's tokenizer, with the end-of-text id its metadata names.
+    Gguf {
+        tokenizer: Box<tokenizers::Tokenizer>,
+        end_of_text: Option<i64>,
+    },
     Gpt2Bpe(&'static tiktoken_rs::CoreBPE),
 }
 
 impl TextTokenizer {
-    /// The tokenizer of the model in `dir`: its `tokenizer.json`, else GPT-2's BPE for GPT-2-style models.
+    /// The tokenizer of the model at `dir`: a GGUF file's own, a directory's `tokenizer.json`, else GPT-2's BPE
+    /// for GPT-2-style models.
     pub fn for_model(dir: &Path, model_type: &str) -> Result<Option<Self>> {
+        if vene_checkpoint::gguf::is_gguf(dir) {
+            let file = vene_checkpoint::gguf::GgufFile::open(dir)?;
+            let end_of_text = file.integer("tokenizer.ggml.eos_token_id")?;
+            let tokenizer = vene_checkpoint::gguf::tokenizer(&file)?;
+            return Ok(tokenizer.map(|t| TextTokenizer::Gguf { tokenizer: Box::new(t), end_of_text }));
+        }
         let file = dir.join("tokenizer.json");
         if file.exists() {
             let tokenizer = tokenizers::Tokenizer::from_file(&file)
@@ -33,9 +45,16 @@ impl TextTokenizer {
         Ok(None)
     }
 
+    fn huggingface(&self) -> Option<&tokenizers::Tokenizer> {
+        match self {
+            TextTokenizer::HuggingFace(tokenizer) | TextTokenizer::Gguf { tokenizer, .. } => Some(tokenizer),
+            TextTokenizer::Gpt2Bpe(_) => None,
+        }
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
         match self {
-            TextTokenizer::HuggingFace(tokenizer) => tokenizer
+            TextTokenizer::HuggingFace(tokenizer) | TextTokenizer::Gguf { tokenizer, .. } => tokenizer
                 .encode(text, true)
                 .map(|encoding| encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
                 .map_err(|e| VeneError::Inputs(format!("cannot tokenize {text:?}: {e}"))),
@@ -46,7 +65,9 @@ impl TextTokenizer {
     pub fn decode(&self, ids: &[i64]) -> String {
         let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
         match self {
-            TextTokenizer::HuggingFace(tokenizer) => tokenizer.decode(&ids, false).unwrap_or_default(),
+            TextTokenizer::HuggingFace(tokenizer) | TextTokenizer::Gguf { tokenizer, .. } => {
+                tokenizer.decode(&ids, false).unwrap_or_default()
+            }
             TextTokenizer::Gpt2Bpe(bpe) => bpe.decode(&ids).unwrap_or_default(),
         }
     }
@@ -54,6 +75,7 @@ impl TextTokenizer {
     /// The end-of-text token, where the tokenizer has one.
     pub fn end_of_text(&self) -> Option<i64> {
         match self {
+            TextTokenizer::Gguf { end_of_text, .. } => *end_of_text,
             TextTokenizer::HuggingFace(tokenizer) => {
                 ["<|endoftext|>", "</s>", "<eos>"].iter().find_map(|t| tokenizer.token_to_id(t)).map(i64::from)
             }
@@ -63,16 +85,12 @@ impl TextTokenizer {
 
     /// The id used to pad shorter texts of a batch (masked out by the attention mask).
     pub fn pad_id(&self) -> i64 {
-        match self {
-            TextTokenizer::HuggingFace(tokenizer) => tokenizer
-                .get_padding()
-                .map(|p| i64::from(p.pad_id))
-                .or_else(|| {
-                    ["<|endoftext|>", "</s>", "<pad>"].iter().find_map(|t| tokenizer.token_to_id(t)).map(i64::from)
-                })
-                .unwrap_or(0),
-            TextTokenizer::Gpt2Bpe(_) => GPT2_END_OF_TEXT,
-        }
+        let Some(tokenizer) = self.huggingface() else { return GPT2_END_OF_TEXT };
+        tokenizer
+            .get_padding()
+            .map(|p| i64::from(p.pad_id))
+            .or_else(|| ["<|endoftext|>", "</s>", "<pad>"].iter().find_map(|t| tokenizer.token_to_id(t)).map(i64::from))
+            .unwrap_or(0)
     }
 
     /// Token ids `(batch, longest)` right-padded, and the attention mask (1 for real tokens).

@@ -2,6 +2,7 @@
 //! may be held by the host, so nothing here writes into its inputs.
 
 pub mod backpack;
+pub mod decoder;
 pub mod gpt2;
 pub mod gru;
 pub mod resnet;
@@ -10,8 +11,8 @@ use tch::{Kind, Tensor};
 use vene_api::{ModelInputs, PluginError, PluginResult};
 use vene_checkpoint::{Result, Weights};
 
-/// The hook sites of the GPT-style transformers (GPT-2, GPT-NeoX), in catalog order: pyvene's components plus
-/// q/k/v and per-head q/k/v.
+/// The hook sites of the transformers (GPT-2, GPT-NeoX, the Llama family), in catalog order: pyvene's components,
+/// q/k/v and per-head q/k/v, then Gemma 2/3's post-norm outputs (listed only by models that have them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum TransformerSite {
@@ -31,6 +32,8 @@ pub enum TransformerSite {
     HeadQueryOutput,
     HeadKeyOutput,
     HeadValueOutput,
+    AttentionPostNormOutput,
+    MlpPostNormOutput,
 }
 
 /// A dense layer. The weight is kept as the checkpoint stores it: `(out, in)` for torch's `nn.Linear`, `(in, out)`
@@ -184,13 +187,17 @@ pub fn additive_causal_mask(seq: i64, past: i64, padding: Option<&Tensor>, like:
         let batch = mask.size()[0];
         allowed = allowed.logical_and(&mask.view([batch, 1, 1, total]));
     }
-    let lowest = match like.kind() {
+    Tensor::zeros([1], (like.kind(), device)).masked_fill(&allowed.logical_not(), lowest_value(like.kind()))
+}
+
+/// The lowest finite value of a float dtype: what masked attention scores are set to, as transformers does.
+pub fn lowest_value(kind: Kind) -> f64 {
+    match kind {
         Kind::Half => -65504.0,
         Kind::BFloat16 => -3.3895313892515355e38,
         Kind::Double => f64::MIN,
         _ => f64::from(f32::MIN),
-    };
-    Tensor::zeros([1], (like.kind(), device)).masked_fill(&allowed.logical_not(), lowest)
+    }
 }
 
 /// Scaled dot-product attention probabilities, returned in `q`'s dtype. Half-precision scores are normalised in
@@ -215,6 +222,17 @@ impl Rotary {
         let exponents = Tensor::arange_start_step(0, dims, 2, (Kind::Float, device)) / dims as f64;
         let inv_freq = Tensor::from(base as f32).to_device(device).pow(&exponents).reciprocal();
         Self { inv_freq, dims }
+    }
+
+    /// Rotary embeddings with precomputed inverse frequencies (rescaled ones), on `2 · len` features.
+    pub fn from_inv_freq(inv_freq: Tensor) -> Self {
+        let dims = 2 * inv_freq.size()[0];
+        Self { inv_freq: inv_freq.to_kind(Kind::Float), dims }
+    }
+
+    /// The inverse frequency of each rotated pair.
+    pub fn inv_freq(&self) -> Tensor {
+        self.inv_freq.shallow_clone()
     }
 
     /// Rotates the first `dims` features of `x` `(b, h, s, d)` for absolute positions `positions` `(s)`.

@@ -47,9 +47,10 @@ impl PluginArgs {
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A model directory in Hugging Face layout (config.json + weights), or a hub repo id (`gpt2`,
-    /// `EleutherAI/pythia-70m`) resolved through the Hugging Face cache (downloaded unless HF_HUB_OFFLINE=1).
-    #[arg(long, value_name = "DIR|REPO")]
+    /// A model directory in Hugging Face layout (config.json + weights), a llama.cpp GGUF file (or a directory
+    /// holding one), or a hub repo id (`gpt2`, `EleutherAI/pythia-70m`) resolved through the Hugging Face cache
+    /// (downloaded unless HF_HUB_OFFLINE=1).
+    #[arg(long, value_name = "DIR|FILE.gguf|REPO")]
     pub model: String,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -64,6 +65,7 @@ impl ModelArgs {
         let device = parse_device(&self.device)?;
         let dtype = parse_dtype(&self.dtype)?;
         let dir = hub::resolve_model(&self.model)?;
+        vene_host::real_model::note_terms_on_first_use(&dir);
         Ok(LoadedModel::load(plugins, &dir, device, dtype)?)
     }
 }

@@ -1,0 +1,56 @@
+//! The one real pretrained model these machines reach: Gemma 3 270M (`google/gemma-3-270m`, llama.cpp's GGUF,
+//! Q4_K_M), installed by `scripts/real-model.sh` (part of `scripts/setup.sh`) into the user's cache. It is under the
+//! Gemma Terms of Use; vene fetches it for the user and never redistributes it.
+
+use std::path::PathBuf;
+
+use crate::error::{Result, VeneError};
+
+/// The environment variable that points at a copy of the model elsewhere.
+pub const GEMMA3_270M_VARIABLE: &str = "VENE_GEMMA3_270M";
+/// Whose terms apply, for the first run that uses the model to say.
+pub const GEMMA_TERMS: &str =
+    "Gemma 3 270M is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms)";
+
+/// Where the set-up step puts the model: `$XDG_CACHE_HOME/vene/models/` (or `~/.cache/vene/models/`).
+pub fn default_gemma3_270m_path() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("vene").join("models").join("gemma-3-270m-q4_k_m.gguf")
+}
+
+/// The installed model file: `$VENE_GEMMA3_270M`, else the cache path; an error naming the set-up step if absent.
+pub fn gemma3_270m() -> Result<PathBuf> {
+    let path = std::env::var_os(GEMMA3_270M_VARIABLE)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(default_gemma3_270m_path);
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(VeneError::Config(format!(
+        "the real model (Gemma 3 270M GGUF) is not at {}: install it with scripts/setup.sh (or scripts/real-model.sh), \
+         or set {GEMMA3_270M_VARIABLE} to a copy of gemma-3-270m-q4_k_m.gguf",
+        path.display()
+    )))
+}
+
+/// The first time the installed real model is used, the note of whose terms apply (on stderr); later runs stay
+/// quiet. `path` is the model a command was given; anything other than the installed real model says nothing.
+pub fn note_terms_on_first_use(path: &std::path::Path) {
+    let Ok(installed) = gemma3_270m() else { return };
+    let same = |a: &std::path::Path, b: &std::path::Path| a.canonicalize().ok() == b.canonicalize().ok();
+    if !same(path, &installed) {
+        return;
+    }
+    let marker = installed.with_extension("terms-noted");
+    if marker.exists() {
+        return;
+    }
+    eprintln!("note: {GEMMA_TERMS}; vene fetched it for you and never redistributes it.");
+    // Best effort: a read-only cache only means the note is shown again next time.
+    let _ = std::fs::write(&marker, GEMMA_TERMS);
+}
