@@ -94,3 +94,62 @@ fn real_gemma3_greedy_continuation_matches_transformers() {
         assert_eq!(new, expected, "greedy continuation of {:?}", case["prompt"]);
     }
 }
+
+/// Meng et al.'s position classes: a one-token subject is its first and last token; a subject right before the last
+/// token has no subsequent tokens; middle and further tokens are the ones in between.
+#[test]
+fn facts_position_classes_follow_meng_et_al() {
+    use vene_host::studies::facts::position_classes;
+    assert_eq!(position_classes(10, (1, 4)), [vec![1], vec![2], vec![3], vec![4], vec![5, 6, 7, 8], vec![9]]);
+    assert_eq!(position_classes(5, (2, 3)), [vec![2], vec![], vec![2], vec![3], vec![], vec![4]]);
+    assert_eq!(position_classes(4, (1, 3)), [vec![1], vec![], vec![2], vec![], vec![], vec![3]]);
+}
+
+/// Causal tracing on the real model (one noise sample, window 6): the Eiffel Tower fact is known, its clean
+/// p(" Paris") is transformers', restoring the last token's final block output gives back exactly the clean
+/// probability, and corrupting the subject loses most of it; with zero noise every restoration is the clean value.
+#[test]
+fn real_gemma3_causal_trace_of_a_known_fact() {
+    use vene_host::studies::{facts, tracing::TraceOptions};
+    let (model, tokenizer) = gemma3();
+    let plugins = plugins(&["vene_llama"]);
+    let eiffel = facts::Fact {
+        prompt: "The Eiffel Tower is located in the city of".to_string(),
+        subject: "The Eiffel Tower".to_string(),
+        target: " Paris".to_string(),
+    };
+    let unknown = facts::Fact { target: " Madrid".to_string(), ..eiffel.clone() };
+    let options = TraceOptions { samples: 1, window: 6, ..TraceOptions::default() };
+    let (result, model) =
+        facts::trace_facts(model, &plugins, &tokenizer, &[eiffel.clone(), unknown], &options, |_, _| {}).unwrap();
+    assert_eq!((result.traced.len(), result.skipped.len()), (1, 1), "Paris is known, Madrid is not its top-1");
+    assert!(result.skipped[0].reason.contains("\" Paris\""), "{}", result.skipped[0].reason);
+    let trace = &result.traced[0].trace;
+    let expected = reference()["prompts"][0]["p_target"].as_f64().unwrap();
+    assert!((trace.clean - expected).abs() < 1e-3, "clean p(Paris) {} vs transformers' {expected}", trace.clean);
+    assert_eq!(trace.subject, (1, 4), "subject tokens The ▁Eiffel ▁Tower after BOS");
+    let (last, top) = (trace.tokens.len() - 1, trace.block_output[0].len() - 1);
+    assert!((trace.block_output[last][top] - trace.clean).abs() < 1e-5, "restoring the output's last block");
+    assert!(trace.corrupted < 0.5 * trace.clean, "corrupted {} vs clean {}", trace.corrupted, trace.clean);
+    // What this model shows (seen: 0.42, 0.55, 0.88; a hand-over at layer 12): the fact sits at the subject
+    // ("▁Eiffel") through the early and middle layers, its early MLPs write it there, and late attention moves it to
+    // the last token, whose block output carries it from layer 12 on.
+    let peak = |grid: &[Vec<f64>], positions: std::ops::Range<usize>, layers: std::ops::Range<usize>| {
+        positions.flat_map(|p| grid[p][layers.clone()].to_vec()).fold(0.0, f64::max)
+    };
+    assert!(peak(&trace.block_output, 1..4, 0..12) > 0.3, "block output at the subject, layers 0-11");
+    assert!(peak(&trace.mlp_output, 1..4, 0..9) > 0.3, "MLP output at the subject, layers 0-8");
+    assert!(peak(&trace.attention_output, last..last + 1, 9..18) > 0.5, "attention at the last token, layers 9-17");
+    assert!(peak(&trace.block_output, last..last + 1, 0..11) < 0.1, "the last token before the hand-over");
+    let after = trace.block_output[last][12..].iter().copied().fold(1.0, f64::min);
+    assert!(after > 0.5, "the last token's block output from layer 12 on: {after}");
+
+    let quiet = TraceOptions { noise_scale: 0.0, ..options };
+    let (result, _) = facts::trace_facts(model, &plugins, &tokenizer, &[eiffel], &quiet, |_, _| {}).unwrap();
+    let trace = &result.traced[0].trace;
+    assert!((trace.corrupted - trace.clean).abs() < 1e-5);
+    for (sweep, grid) in trace.sweeps() {
+        let worst = grid.iter().flatten().map(|p| (p - trace.clean).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "{sweep}: with no noise a restoration moved p by {worst}");
+    }
+}

@@ -64,7 +64,7 @@ fn traces_average_cell_by_cell() {
     assert!(average(&[]).unwrap_err().to_string().contains("no traces"));
 }
 
-/// `vene trace` writes the JSON and three heatmaps as PNG and SVG.
+/// `vene trace` writes the JSON and three heatmaps as PNG and SVG, the SVG cells carrying their values.
 #[test]
 fn trace_command_writes_figures() {
     let dir = scratch("trace");
@@ -87,6 +87,14 @@ fn trace_command_writes_figures() {
         serde_json::from_str(&std::fs::read_to_string(out.join("trace.json")).unwrap()).unwrap();
     assert_eq!(trace["subject"], serde_json::json!([1, 3]));
     assert_eq!(trace["mlp_output"].as_array().unwrap().len(), 6);
+    // The SVG reads by hovering: every cell's value in a tooltip, and a colour bar saying what it measures.
+    let svg = std::fs::read_to_string(out.join("mlp_output.svg")).unwrap();
+    let layers = trace["mlp_output"][0].as_array().unwrap().len();
+    assert_eq!(svg.matches("<title>").count(), 6 * layers, "one tooltip per cell");
+    let value = trace["mlp_output"][1][0].as_f64().unwrap();
+    let tooltip = format!("<title>w17*, layer 0: restored p(target) {value:.4}</title>");
+    assert!(svg.contains(&tooltip), "no {tooltip} in mlp_output.svg");
+    assert!(svg.matches("restored p(target)").count() > 6 * layers, "the colour bar's label");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -62,6 +62,18 @@ impl TextTokenizer {
         }
     }
 
+    /// The ids of `text` without the special tokens a tokenizer adds around a whole text (Gemma's BOS): for a word,
+    /// a subject or a target inside a prompt.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<i64>> {
+        match self {
+            TextTokenizer::HuggingFace(tokenizer) | TextTokenizer::Gguf { tokenizer, .. } => tokenizer
+                .encode(text, false)
+                .map(|encoding| encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
+                .map_err(|e| VeneError::Inputs(format!("cannot tokenize {text:?}: {e}"))),
+            TextTokenizer::Gpt2Bpe(_) => self.encode(text),
+        }
+    }
+
     pub fn decode(&self, ids: &[i64]) -> String {
         let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
         match self {

@@ -153,10 +153,10 @@ fn causal_tracing(demo: &mut Demo<'_>, model_dir: &Path, tokenizer: &TextTokeniz
         .map(|place| {
             let tokens = tokenizer.encode(&format!("the capital of {} is", place.name_text()))?;
             let subject =
-                tracing::locate_subject(&tokens, &[tokenizer.encode(&place.name_text())?]).ok_or_else(|| {
+                tracing::locate_subject(&tokens, &[tokenizer.encode_plain(&place.name_text())?]).ok_or_else(|| {
                     VeneError::Config(format!("the place {} is not in its own prompt", place.name_text()))
                 })?;
-            Ok(TracePrompt { tokens, subject, target: tokenizer.encode(place.capital)?[0] })
+            Ok(TracePrompt { tokens, subject, target: tokenizer.encode_plain(place.capital)?[0] })
         })
         .collect::<Result<Vec<_>>>()?;
     let model = demo.load(model_dir)?;

@@ -2,6 +2,7 @@
 //! [`output::StudyOutput`] (PNG + SVG figures and a JSON of its numbers) written by one writer.
 
 pub mod channels;
+pub mod facts;
 pub mod interchange;
 pub mod output;
 pub mod plot;

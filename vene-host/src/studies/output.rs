@@ -17,6 +17,8 @@ pub enum Figure {
         title: String,
         row_labels: Vec<String>,
         column_label: String,
+        /// What the values measure, beside the colour bar.
+        scale_label: String,
         values: Vec<Vec<f64>>,
         max: f64,
     },
@@ -35,8 +37,8 @@ impl Figure {
 
     fn draw(&self, dir: &Path) -> Result<()> {
         match self {
-            Figure::Heatmap { name, title, row_labels, column_label, values, max } => {
-                let map = plot::Heatmap { title, row_labels, column_label, values, max: *max };
+            Figure::Heatmap { name, title, row_labels, column_label, scale_label, values, max } => {
+                let map = plot::Heatmap { title, row_labels, column_label, scale_label, values, max: *max };
                 plot::heatmap(dir, name, &map)
             }
             Figure::Lines { name, title, x_label, series } => plot::lines(dir, name, title, x_label, series),

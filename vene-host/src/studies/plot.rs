@@ -24,13 +24,30 @@ fn plot_error(path: &Path, error: impl std::fmt::Display) -> VeneError {
     VeneError::Config(format!("cannot draw {}: {error}", path.display()))
 }
 
-/// A heatmap: `values[row][column]` in `[0, max]`, rows labelled top to bottom, columns left to right.
+/// A heatmap: `values[row][column]` in `[0, max]`, rows labelled top to bottom, columns left to right, with a colour
+/// bar saying what the values measure (`scale_label`).
 pub struct Heatmap<'a> {
     pub title: &'a str,
     pub row_labels: &'a [String],
     pub column_label: &'a str,
+    pub scale_label: &'a str,
     pub values: &'a [Vec<f64>],
     pub max: f64,
+}
+
+/// Width of the colour bar beside a heatmap, its labels included.
+const COLOUR_BAR_WIDTH: u32 = 96;
+
+/// A heatmap cell's colour: white at 0, deep red-pink at `max`.
+fn shade_of(value: f64, max: f64) -> RGBColor {
+    let shade = (value / max.max(1e-12)).clamp(0.0, 1.0);
+    RGBColor(255, (255.0 * (1.0 - shade)) as u8, (255.0 * (1.0 - 0.8 * shade)) as u8)
+}
+
+/// One cell in pixels (`x0, y0, x1, y1`) with the text its SVG tooltip shows.
+struct Cell {
+    corners: (i32, i32, i32, i32),
+    tooltip: String,
 }
 
 /// Draws a figure into a hidden file beside `path` (same extension: plotters picks the format by it) and renames it
@@ -48,30 +65,34 @@ fn write_figure(
     std::fs::rename(&staging, path).map_err(|source| VeneError::Io { path: path.to_path_buf(), source })
 }
 
-/// Writes `stem.png` and `stem.svg` in `dir`.
+/// Writes `stem.png` and `stem.svg` in `dir`; in the SVG every cell carries its value as a tooltip (`<title>`).
 pub fn heatmap(dir: &Path, stem: &str, map: &Heatmap<'_>) -> Result<()> {
     ensure_font();
-    // Wide enough for the cells and for the title (about 8 pixels per character at 16 px).
+    // Wide enough for the cells and for the title (about 8 pixels per character at 16 px), then the colour bar.
     let cells = 160 + 28 * map.values.first().map_or(1, Vec::len) as u32;
-    let width = cells.max(40 + 8 * map.title.chars().count() as u32);
+    let width = cells.max(40 + 8 * map.title.chars().count() as u32) + COLOUR_BAR_WIDTH;
     let height = 90 + 24 * map.row_labels.len() as u32;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
-    write_figure(&png, |to| draw_heatmap(BitMapBackend::new(to, (width, height)).into_drawing_area(), map))?;
-    write_figure(&svg, |to| draw_heatmap(SVGBackend::new(to, (width, height)).into_drawing_area(), map))
+    write_figure(&png, |to| draw_heatmap(BitMapBackend::new(to, (width, height)).into_drawing_area(), map).map(drop))?;
+    write_figure(&svg, |to| {
+        let cells = draw_heatmap(SVGBackend::new(to, (width, height)).into_drawing_area(), map)?;
+        add_tooltips(to, &cells)
+    })
 }
 
 fn draw_heatmap<B: DrawingBackend>(
     area: DrawingArea<B, Shift>,
     map: &Heatmap<'_>,
-) -> std::result::Result<(), Box<dyn std::error::Error>>
+) -> std::result::Result<Vec<Cell>, Box<dyn std::error::Error>>
 where
     B::ErrorType: 'static,
 {
     area.fill(&WHITE)?;
+    let (main, bar) = area.split_horizontally(area.dim_in_pixel().0 - COLOUR_BAR_WIDTH);
     let rows = map.row_labels.len();
     let columns = map.values.first().map_or(0, Vec::len);
-    let mut chart = ChartBuilder::on(&area)
+    let mut chart = ChartBuilder::on(&main)
         .caption(map.title, ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(32)
@@ -98,22 +119,81 @@ where
         })
         .label_style(("sans-serif", 12))
         .draw()?;
+    let corner = |x: usize, y: usize| (SegmentValue::Exact(x), SegmentValue::Exact(y));
     chart.draw_series(map.values.iter().enumerate().flat_map(|(row, line)| {
         let y = rows - 1 - row;
         line.iter().enumerate().map(move |(x, &value)| {
-            let shade = (value / map.max.max(1e-12)).clamp(0.0, 1.0);
-            let color = RGBColor(255, (255.0 * (1.0 - shade)) as u8, (255.0 * (1.0 - 0.8 * shade)) as u8);
-            Rectangle::new(
-                [
-                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
-                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
-                ],
-                color.filled(),
-            )
+            Rectangle::new([corner(x, y), corner(x + 1, y + 1)], shade_of(value, map.max).filled())
         })
     }))?;
+    let mut cells = Vec::new();
+    for (row, line) in map.values.iter().enumerate() {
+        let y = rows - 1 - row;
+        for (x, &value) in line.iter().enumerate() {
+            let (x0, y0) = chart.backend_coord(&corner(x, y + 1));
+            let (x1, y1) = chart.backend_coord(&corner(x + 1, y));
+            let label = map.row_labels.get(row).map_or("", String::as_str);
+            let tooltip = format!("{label}, {} {x}: {} {value:.4}", map.column_label, map.scale_label);
+            cells.push(Cell { corners: (x0, y0, x1, y1), tooltip });
+        }
+    }
+    draw_colour_bar(&bar, map)?;
     area.present()?;
+    Ok(cells)
+}
+
+/// The scale beside a heatmap: the colours from 0 to `max`, with ticks and what the values measure.
+fn draw_colour_bar<B: DrawingBackend>(
+    area: &DrawingArea<B, Shift>,
+    map: &Heatmap<'_>,
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    B::ErrorType: 'static,
+{
+    let max = map.max.max(1e-12);
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(32)
+        .margin_bottom(40)
+        .margin_right(8)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..1.0, 0f64..max)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_labels(5)
+        .y_desc(map.scale_label)
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .label_style(("sans-serif", 11))
+        .draw()?;
+    let steps = 48;
+    chart.draw_series((0..steps).map(|i| {
+        let (low, high) = (max * i as f64 / steps as f64, max * (i + 1) as f64 / steps as f64);
+        Rectangle::new([(0.0, low), (1.0, high)], shade_of((low + high) / 2.0, max).filled())
+    }))?;
     Ok(())
+}
+
+/// Appends to the SVG at `path` a transparent rectangle over every cell whose `<title>` is its tooltip.
+fn add_tooltips(path: &Path, cells: &[Cell]) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let svg = std::fs::read_to_string(path)?;
+    let end = svg.rfind("</svg>").ok_or("the SVG backend wrote no closing tag")?;
+    let mut overlay = String::from("<g class=\"cell-values\">\n");
+    for Cell { corners: (x0, y0, x1, y1), tooltip } in cells {
+        overlay.push_str(&format!(
+            "<rect x=\"{x0}\" y=\"{y0}\" width=\"{}\" height=\"{}\" fill=\"transparent\"><title>{}</title></rect>\n",
+            x1 - x0,
+            y1 - y0,
+            escape_xml(tooltip)
+        ));
+    }
+    overlay.push_str("</g>\n");
+    std::fs::write(path, format!("{}{overlay}{}", &svg[..end], &svg[end..]))?;
+    Ok(())
+}
+
+fn escape_xml(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A line chart of several named series over the same x values; writes `stem.png` and `stem.svg`.

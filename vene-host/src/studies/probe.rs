@@ -60,7 +60,11 @@ pub fn das_vs_probe(
         .classes
         .iter()
         .map(|(word, _)| {
-            tokenizer.encode(word)?.first().copied().ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))
+            tokenizer
+                .encode_plain(word)?
+                .first()
+                .copied()
+                .ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))
         })
         .collect::<Result<Vec<i64>>>()?;
     let layers = model.catalog().num_layers as usize;
@@ -207,16 +211,20 @@ fn probe(
 impl DasProbe {
     /// The two heatmaps, `das_iia` and `probe_accuracy`, with the given titles.
     pub fn heatmaps(&self, das_title: &str, probe_title: &str) -> Vec<Figure> {
-        [("das_iia", &self.das_iia, das_title), ("probe_accuracy", &self.probe_accuracy, probe_title)]
-            .into_iter()
-            .map(|(name, values, title)| Figure::Heatmap {
-                name: name.to_string(),
-                title: title.to_string(),
-                row_labels: self.tokens.clone(),
-                column_label: "layer".to_string(),
-                values: values.clone(),
-                max: 1.0,
-            })
-            .collect()
+        [
+            ("das_iia", &self.das_iia, das_title, "held-out IIA"),
+            ("probe_accuracy", &self.probe_accuracy, probe_title, "held-out accuracy"),
+        ]
+        .into_iter()
+        .map(|(name, values, title, scale)| Figure::Heatmap {
+            name: name.to_string(),
+            title: title.to_string(),
+            row_labels: self.tokens.clone(),
+            column_label: "layer".to_string(),
+            scale_label: scale.to_string(),
+            values: values.clone(),
+            max: 1.0,
+        })
+        .collect()
     }
 }

@@ -61,8 +61,8 @@ pub fn sense_study(
     let device = model.device();
     let inputs = ids(tokenizer, prompt, device)?;
     let tokens = tokenizer.encode(prompt)?;
-    let word_tokens = tokenizer.encode(word)?;
-    let spaced = tokenizer.encode(&format!(" {word}"))?;
+    let word_tokens = tokenizer.encode_plain(word)?;
+    let spaced = tokenizer.encode_plain(&format!(" {word}"))?;
     let position = [word_tokens, spaced]
         .iter()
         .filter(|w| !w.is_empty())
@@ -70,7 +70,7 @@ pub fn sense_study(
             tokens.windows(w.len()).position(|window| window == w.as_slice()).map(|start| start + w.len() - 1)
         })
         .ok_or_else(|| VeneError::Inputs(format!("{word:?} is not a token span of {prompt:?}")))?;
-    let target_id = tokenizer.encode(target)?[0];
+    let target_id = tokenizer.encode_plain(target)?[0];
     if model.catalog().component_index("sense_network_output").is_none() {
         return Err(VeneError::Config("the sense study needs a Backpack model".to_string()));
     }

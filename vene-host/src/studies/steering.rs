@@ -64,7 +64,8 @@ pub fn steering(
     let steered =
         generate(&mut steered_model, &tokens, &[], &UnitLocations::whole(), &Subspaces::None, &sampling, |_| {})?;
     // p(word) after each position of each continuation, under the model that produced it.
-    let word_id = *tokenizer.encode(word)?.first().ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))?;
+    let word_id =
+        *tokenizer.encode_plain(word)?.first().ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))?;
     let device = steered_model.model().device();
     let _no_grad = tch::no_grad_guard();
     let along = |model: &mut IntervenableModel, generated: &[i64]| -> Result<Vec<f64>> {

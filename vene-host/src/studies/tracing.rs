@@ -117,16 +117,26 @@ fn probability(logits: &Tensor, target: i64) -> Tensor {
     logits.select(1, -1).to_kind(Kind::Float).softmax(-1, Kind::Float).select(1, target)
 }
 
-/// Standard deviation of the model's input embedding values.
+/// Standard deviation of what the first block receives from the embedding (where the noise is added): the input
+/// embedding's values, times √hidden for Gemma, which scales its embeddings before the first block.
 pub fn embedding_std(model: &LoadedModel) -> Result<f64> {
-    let weights = vene_checkpoint::Weights::load(model.dir(), tch::Device::Cpu, Kind::Float)?;
-    let name = weights
-        .names()
-        .find(|n| ["wte.weight", "embed_in.weight", "embed_tokens.weight"].iter().any(|s| n.ends_with(s)))
-        .map(str::to_string)
-        .ok_or_else(|| VeneError::Config("the checkpoint has no input embedding to scale the noise by".to_string()))?;
-    let mut weights = weights;
-    Ok(weights.take_any(&name)?.std(true).double_value(&[]))
+    let path = model.dir();
+    let embedding = if vene_checkpoint::gguf::is_gguf(path) {
+        vene_checkpoint::gguf::GgufFile::open(path)?.dequantize("token_embd.weight", Kind::Float, tch::Device::Cpu)?
+    } else {
+        let mut weights = vene_checkpoint::Weights::load(path, tch::Device::Cpu, Kind::Float)?;
+        let name = weights
+            .names()
+            .find(|n| ["wte.weight", "embed_in.weight", "embed_tokens.weight"].iter().any(|s| n.ends_with(s)))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                VeneError::Config("the checkpoint has no input embedding to scale the noise by".to_string())
+            })?;
+        weights.take_any(&name)?
+    };
+    let catalog = model.catalog();
+    let scale = if catalog.model_type.starts_with("gemma") { f64::from(catalog.hidden_size).sqrt() } else { 1.0 };
+    Ok(embedding.std(true).double_value(&[]) * scale)
 }
 
 /// One prompt to trace: its tokens, the subject's positions `[start, end)` and the target token.
@@ -383,6 +393,7 @@ pub fn heatmaps(sweeps: Sweeps<'_>, labels: &[String], title: impl Fn(&str) -> S
             title: title(name),
             row_labels: labels.to_vec(),
             column_label: "layer".to_string(),
+            scale_label: "restored p(target)".to_string(),
             values: values.to_vec(),
             max,
         })

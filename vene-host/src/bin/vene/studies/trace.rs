@@ -1,12 +1,14 @@
-//! `vene trace`: causal tracing (Meng et al.) of one prompt.
+//! `vene trace`: causal tracing (Meng et al.) of one prompt, or of every fact in a facts file that the model knows,
+//! averaged by position class as in Meng et al.'s Figure 2.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use clap::Args;
 use vene_host::{
     outputs,
     studies::{
+        facts,
         output::StudyOutput,
         tracing::{self, TraceOptions},
     },
@@ -19,14 +21,18 @@ pub struct TraceArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The factual prompt, e.g. "The Eiffel Tower is in the city of".
-    #[arg(long)]
-    prompt: String,
+    #[arg(long, required_unless_present = "facts", requires_all = ["subject", "target"])]
+    prompt: Option<String>,
     /// The subject's text within the prompt, e.g. "The Eiffel Tower".
     #[arg(long)]
-    subject: String,
+    subject: Option<String>,
     /// The target continuation (its first token is scored), e.g. " Paris".
     #[arg(long)]
-    target: String,
+    target: Option<String>,
+    /// A JSON-lines file of facts, one `{"prompt": …, "subject": …, "target": …}` per line: every fact the model
+    /// knows (its top-1 next token is the target) is traced, and the sweeps are averaged by position class.
+    #[arg(long, value_name = "FACTS.jsonl", conflicts_with_all = ["prompt", "subject", "target"])]
+    facts: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     samples: usize,
     /// Noise standard deviation in units of the embeddings' standard deviation.
@@ -45,16 +51,24 @@ pub struct TraceArgs {
 
 pub fn run(args: TraceArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
+    let options = TraceOptions { samples: args.samples, noise_scale: args.noise, window: args.window, seed: args.seed };
+    match (&args.facts, &args.prompt, &args.subject, &args.target) {
+        (Some(facts), ..) => run_facts(&args, facts, &options),
+        (None, Some(prompt), Some(subject), Some(target)) => run_single(&args, prompt, subject, target, &options),
+        _ => Err(anyhow!("give --facts FILE, or --prompt with --subject and --target")),
+    }
+}
+
+fn run_single(args: &TraceArgs, prompt: &str, subject: &str, target: &str, options: &TraceOptions) -> Result<()> {
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
-    let tokens = tokenizer.encode(&args.prompt)?;
-    let candidates = [tokenizer.encode(&args.subject)?, tokenizer.encode(&format!(" {}", args.subject))?];
+    let tokens = tokenizer.encode(prompt)?;
+    let candidates = [tokenizer.encode_plain(subject)?, tokenizer.encode_plain(&format!(" {subject}"))?];
     let span = tracing::locate_subject(&tokens, &candidates)
-        .ok_or_else(|| anyhow!("the subject {:?} is not a token span of the prompt {:?}", args.subject, args.prompt))?;
-    let target_id = *tokenizer.encode(&args.target)?.first().ok_or_else(|| anyhow!("the target is empty"))?;
-    let options = TraceOptions { samples: args.samples, noise_scale: args.noise, window: args.window, seed: args.seed };
+        .ok_or_else(|| anyhow!("the subject {subject:?} is not a token span of the prompt {prompt:?}"))?;
+    let target_id = *tokenizer.encode_plain(target)?.first().ok_or_else(|| anyhow!("the target is empty"))?;
     let bar = progress_bar("{bar:40} {pos}/{len} passes  [{elapsed} < {eta}]");
-    let (trace, _) = tracing::trace(model, &plugins, &tokens, span, target_id, &options, |done, total| {
+    let (trace, _) = tracing::trace(model, &plugins, &tokens, span, target_id, options, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
@@ -67,7 +81,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             format!("{}{marker}", tokenizer.decode(&[t]).trim())
         })
         .collect();
-    let target = args.target.trim();
+    let target = target.trim();
     let title = |name: &str| format!("restored p({target}) — {name}");
     let figures = tracing::heatmaps(trace.sweeps(), &labels, title, trace.clean.max(1e-9));
     let summary = format!(
@@ -78,4 +92,35 @@ pub fn run(args: TraceArgs) -> Result<()> {
         args.out.display()
     );
     finish_study(&StudyOutput::new("trace.json", &trace, figures, summary)?, &args.out)
+}
+
+fn run_facts(args: &TraceArgs, path: &Path, options: &TraceOptions) -> Result<()> {
+    let facts = facts::read_facts(path)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
+    let tokenizer = model_tokenizer(&model)?;
+    let bar = progress_bar("{bar:40} {pos}/{len} facts traced  [{elapsed} < {eta}]");
+    let (result, _) = facts::trace_facts(model, &plugins, &tokenizer, &facts, options, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let means = &result.by_class;
+    let title = |name: &str| format!("restored p(target), mean over {} known facts — {name}", result.traced.len());
+    let figures = tracing::heatmaps(means.sweeps(), &means.classes, title, means.clean.max(1e-9));
+    let peaks: Vec<String> = means
+        .peaks()
+        .iter()
+        .map(|(sweep, class, layer, value)| format!("{sweep} peaks at the {class}, layer {layer} ({value:.3})"))
+        .collect();
+    let summary = format!(
+        "{} of {} facts known and traced (clean p {:.3}, corrupted {:.3} on average); {}; wrote trace.json and the \
+         averaged heatmaps to {}",
+        result.traced.len(),
+        facts.len(),
+        means.clean,
+        means.corrupted,
+        peaks.join("; "),
+        args.out.display()
+    );
+    finish_study(&StudyOutput::new("trace.json", &result, figures, summary)?, &args.out)
 }

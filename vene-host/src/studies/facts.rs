@@ -1,0 +1,228 @@
+//! Causal tracing over many facts, averaged the way Meng et al. (2022) average their Figure 2: each fact's restored
+//! probabilities grouped by position class (first / middle / last subject token, first token after the subject,
+//! further tokens, last token) × layer, then the mean over the facts that have the class. Only facts the model knows
+//! (its top-1 next token is the target's first token) are traced; the others are listed with their top-1.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::tracing::{self, Trace, TraceOptions, TracePrompt};
+use crate::{
+    error::{Result, VeneError},
+    model::{ForwardInputs, LoadedModel},
+    plugins::PluginSet,
+    text::TextTokenizer,
+};
+
+/// One line of a facts file: `{"prompt": …, "subject": …, "target": …}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fact {
+    pub prompt: String,
+    pub subject: String,
+    pub target: String,
+}
+
+/// The position classes of Meng et al.'s averaged figures, in row order.
+pub const POSITION_CLASSES: [&str; 6] = [
+    "first subject token",
+    "middle subject tokens",
+    "last subject token",
+    "first subsequent token",
+    "further tokens",
+    "last token",
+];
+
+/// A fact that was traced, with its trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct TracedFact {
+    #[serde(flatten)]
+    pub fact: Fact,
+    pub trace: Trace,
+}
+
+/// A fact that was not traced, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedFact {
+    #[serde(flatten)]
+    pub fact: Fact,
+    pub reason: String,
+}
+
+/// The mean over facts of one class × layer grid per sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassMeans {
+    pub classes: Vec<String>,
+    /// How many facts have each class (a one-token subject has no middle tokens).
+    pub facts_per_class: Vec<usize>,
+    pub clean: f64,
+    pub corrupted: f64,
+    pub block_output: Vec<Vec<f64>>,
+    pub mlp_output: Vec<Vec<f64>>,
+    pub attention_output: Vec<Vec<f64>>,
+}
+
+/// Everything `vene trace --facts` writes to trace.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct FactsTrace {
+    pub by_class: ClassMeans,
+    pub traced: Vec<TracedFact>,
+    pub skipped: Vec<SkippedFact>,
+}
+
+/// Reads a JSON-lines facts file; a bad line is an error naming its number.
+pub fn read_facts(path: &Path) -> Result<Vec<Fact>> {
+    let text = std::fs::read_to_string(path).map_err(|source| VeneError::Io { path: path.to_path_buf(), source })?;
+    let facts = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str::<Fact>(line).map_err(|e| {
+                VeneError::Inputs(format!(
+                    "{} line {}: {e} (each line is {{\"prompt\": …, \"subject\": …, \"target\": …}})",
+                    path.display(),
+                    index + 1
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if facts.is_empty() {
+        return Err(VeneError::Inputs(format!("{} holds no facts", path.display())));
+    }
+    Ok(facts)
+}
+
+/// The positions of each class in a `seq`-token prompt whose subject is `[start, end)`. A one-token subject is both
+/// its first and its last token; a subject followed directly by the last token has no subsequent tokens.
+pub fn position_classes(seq: usize, (start, end): (usize, usize)) -> [Vec<usize>; 6] {
+    let last = seq - 1;
+    let after: Vec<usize> = (end..last).collect();
+    [
+        vec![start],
+        (start + 1..end.saturating_sub(1)).collect(),
+        vec![end - 1],
+        after.first().copied().into_iter().collect(),
+        after.iter().skip(1).copied().collect(),
+        vec![last],
+    ]
+}
+
+/// A fact as a prompt to trace: its tokens, the subject's span and the target's first token; or why it cannot be.
+fn prepare(tokenizer: &TextTokenizer, fact: &Fact) -> Result<std::result::Result<TracePrompt, String>> {
+    let tokens = tokenizer.encode(&fact.prompt)?;
+    let candidates = [tokenizer.encode_plain(&fact.subject)?, tokenizer.encode_plain(&format!(" {}", fact.subject))?];
+    let Some(subject) = tracing::locate_subject(&tokens, &candidates) else {
+        return Ok(Err(format!("the subject {:?} is not a token span of the prompt", fact.subject)));
+    };
+    let Some(&target) = tokenizer.encode_plain(&fact.target)?.first() else {
+        return Ok(Err("the target is empty".to_string()));
+    };
+    Ok(Ok(TracePrompt { tokens, subject, target }))
+}
+
+/// Traces every fact the model knows; `progress(done, total)` after each traced fact.
+pub fn trace_facts(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    facts: &[Fact],
+    options: &TraceOptions,
+    progress: impl FnMut(usize, usize),
+) -> Result<(FactsTrace, LoadedModel)> {
+    let mut known = Vec::new();
+    let mut skipped = Vec::new();
+    for fact in facts {
+        let prompt = match prepare(tokenizer, fact)? {
+            Ok(prompt) => prompt,
+            Err(reason) => {
+                skipped.push(SkippedFact { fact: fact.clone(), reason });
+                continue;
+            }
+        };
+        let top = top_token(&model, &prompt.tokens)?;
+        if top == prompt.target {
+            known.push((fact.clone(), prompt));
+        } else {
+            let reason = format!("the model's top-1 next token is {:?}, not the target", tokenizer.decode(&[top]));
+            skipped.push(SkippedFact { fact: fact.clone(), reason });
+        }
+    }
+    if known.is_empty() {
+        return Err(VeneError::Inputs(format!("the model knows none of the {} facts (top-1 ≠ target)", facts.len())));
+    }
+    let prompts: Vec<TracePrompt> = known.iter().map(|(_, p)| p.clone()).collect();
+    let (traces, model) = tracing::trace_all(model, plugins, &prompts, options, progress)?;
+    let by_class = class_means(&traces);
+    let traced = known.into_iter().zip(traces).map(|((fact, _), trace)| TracedFact { fact, trace }).collect();
+    Ok((FactsTrace { by_class, traced, skipped }, model))
+}
+
+fn top_token(model: &LoadedModel, tokens: &[i64]) -> Result<i64> {
+    let _no_grad = tch::no_grad_guard();
+    let ids = tch::Tensor::from_slice(tokens).view([1, -1]).to_device(model.device());
+    let output = model.forward_plain(&ForwardInputs::from_ids(ids).reading_last_position())?.output;
+    Ok(output.view([-1]).argmax(0, false).int64_value(&[]))
+}
+
+/// Each trace's cells averaged within each position class, then over the traces that have the class.
+pub fn class_means(traces: &[Trace]) -> ClassMeans {
+    let layers = traces.first().map_or(0, |t| t.block_output.first().map_or(0, Vec::len));
+    let count = traces.len().max(1) as f64;
+    let mut facts_per_class = vec![0; POSITION_CLASSES.len()];
+    let mut sums = vec![vec![vec![0.0; layers]; POSITION_CLASSES.len()]; 3];
+    for trace in traces {
+        let classes = position_classes(trace.tokens.len(), trace.subject);
+        for (class, positions) in classes.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+            facts_per_class[class] += 1;
+            for (sweep, (_, grid)) in trace.sweeps().iter().enumerate() {
+                for (layer, sum) in sums[sweep][class].iter_mut().enumerate() {
+                    *sum += positions.iter().map(|&p| grid[p][layer]).sum::<f64>() / positions.len() as f64;
+                }
+            }
+        }
+    }
+    for grids in &mut sums {
+        for (class, row) in grids.iter_mut().enumerate() {
+            row.iter_mut().for_each(|cell| *cell /= facts_per_class[class].max(1) as f64);
+        }
+    }
+    let attention_output = sums.pop().unwrap_or_default();
+    let mlp_output = sums.pop().unwrap_or_default();
+    let block_output = sums.pop().unwrap_or_default();
+    ClassMeans {
+        classes: POSITION_CLASSES.iter().map(|c| c.to_string()).collect(),
+        facts_per_class,
+        clean: traces.iter().map(|t| t.clean).sum::<f64>() / count,
+        corrupted: traces.iter().map(|t| t.corrupted).sum::<f64>() / count,
+        block_output,
+        mlp_output,
+        attention_output,
+    }
+}
+
+impl ClassMeans {
+    pub fn sweeps(&self) -> tracing::Sweeps<'_> {
+        [
+            ("block_output", &self.block_output),
+            ("mlp_output", &self.mlp_output),
+            ("attention_output", &self.attention_output),
+        ]
+    }
+
+    /// Per sweep, where the mean restoration peaks: `(sweep, class, layer, value)`.
+    pub fn peaks(&self) -> Vec<(&'static str, &str, usize, f64)> {
+        self.sweeps()
+            .iter()
+            .map(|(sweep, grid)| {
+                let (class, layer, value) = grid
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, row)| row.iter().enumerate().map(move |(l, &v)| (c, l, v)))
+                    .filter(|&(c, _, _)| self.facts_per_class[c] > 0)
+                    .fold((0, 0, f64::MIN), |best, cell| if cell.2 > best.2 { cell } else { best });
+                (*sweep, self.classes[class].as_str(), layer, value)
+            })
+            .collect()
+    }
+}
