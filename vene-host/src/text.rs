@@ -52,25 +52,24 @@ impl TextTokenizer {
         }
     }
 
+    /// The ids of a whole text, with the special tokens the tokenizer adds around one (Gemma's BOS).
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        self.encode_with(text, true)
+    }
+
+    /// The ids of `text` without the special tokens a tokenizer adds around a whole text: for a word, a subject or
+    /// a target inside a prompt.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<i64>> {
+        self.encode_with(text, false)
+    }
+
+    fn encode_with(&self, text: &str, special_tokens: bool) -> Result<Vec<i64>> {
         match self {
             TextTokenizer::HuggingFace(tokenizer) | TextTokenizer::Gguf { tokenizer, .. } => tokenizer
-                .encode(text, true)
+                .encode(text, special_tokens)
                 .map(|encoding| encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
                 .map_err(|e| VeneError::Inputs(format!("cannot tokenize {text:?}: {e}"))),
             TextTokenizer::Gpt2Bpe(bpe) => Ok(bpe.encode_ordinary(text).into_iter().map(i64::from).collect()),
-        }
-    }
-
-    /// The ids of `text` without the special tokens a tokenizer adds around a whole text (Gemma's BOS): for a word,
-    /// a subject or a target inside a prompt.
-    pub fn encode_plain(&self, text: &str) -> Result<Vec<i64>> {
-        match self {
-            TextTokenizer::HuggingFace(tokenizer) | TextTokenizer::Gguf { tokenizer, .. } => tokenizer
-                .encode(text, false)
-                .map(|encoding| encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
-                .map_err(|e| VeneError::Inputs(format!("cannot tokenize {text:?}: {e}"))),
-            TextTokenizer::Gpt2Bpe(_) => self.encode(text),
         }
     }
 
