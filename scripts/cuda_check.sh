@@ -35,7 +35,13 @@ for inputs in $(find "$fixtures" -name inputs.json | sort); do
   case_dir=$(dirname "$inputs")
   family=$(echo "${case_dir#"$fixtures"/}" | cut -d/ -f1)
   group=$(echo "${case_dir#"$fixtures"/}" | cut -d/ -f2)
-  if [ "$family" = das ]; then model="$fixtures/$group/model"; else model="$fixtures/$family/${group/cases/model}"; fi
+  if [ "$family" = das ]; then
+    model="$fixtures/$group/model"
+  elif [ "$family" = llama ]; then
+    model="$fixtures/llama/$group/model"  # tests/fixtures/llama/<family>/cases/<case>
+  else
+    model="$fixtures/$family/${group/cases/model}"
+  fi
   # A case saved by pyvene's IntervenableModel.save() is a directory; the others are vene config files.
   if [ -f "$case_dir/config.json" ]; then config="$case_dir/config.json"; else config="$case_dir/pyvene_saved"; fi
   cases+=("$case_dir|$model|$config")
