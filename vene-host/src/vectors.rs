@@ -17,13 +17,15 @@ use crate::{
 /// Checkpoint names of input embedding matrices across model families.
 const EMBEDDING_NAMES: [&str; 4] = ["wte.weight", "embed_in.weight", "embed_tokens.weight", "word_embeddings.weight"];
 
-/// The mean input embedding of the tokens of `text`.
-pub fn token_embedding(model: &LoadedModel, tokenizer: &TextTokenizer, text: &str) -> Result<Tensor> {
-    let ids = tokenizer.encode(text)?;
-    if ids.is_empty() {
-        return Err(VeneError::Inputs(format!("{text:?} tokenizes to nothing")));
+/// The model's input embedding matrix `(vocab, hidden)` in f32 on the CPU, read from its checkpoint: a GGUF's
+/// `token_embd`, or the Hugging Face weight whose name ends in one of [`EMBEDDING_NAMES`].
+pub fn input_embedding(model: &LoadedModel) -> Result<Tensor> {
+    let path = model.dir();
+    if vene_checkpoint::gguf::is_gguf(path) {
+        let file = vene_checkpoint::gguf::GgufFile::open(path)?;
+        return Ok(file.dequantize("token_embd.weight", Kind::Float, tch::Device::Cpu)?);
     }
-    let weights = vene_checkpoint::Weights::load(model.dir(), tch::Device::Cpu, Kind::Float)?;
+    let mut weights = vene_checkpoint::Weights::load(path, tch::Device::Cpu, Kind::Float)?;
     let name = weights
         .names()
         .find(|name| EMBEDDING_NAMES.iter().any(|suffix| name.ends_with(suffix)))
@@ -31,12 +33,20 @@ pub fn token_embedding(model: &LoadedModel, tokenizer: &TextTokenizer, text: &st
         .ok_or_else(|| {
             VeneError::Config(format!(
                 "{} has no input embedding (looked for names ending in {})",
-                model.dir().display(),
+                path.display(),
                 EMBEDDING_NAMES.join(", ")
             ))
         })?;
-    let mut weights = weights;
-    let matrix = weights.take_any(&name)?;
+    Ok(weights.take_any(&name)?)
+}
+
+/// The mean input embedding of the tokens of `text` (without the BOS a tokenizer adds to whole texts).
+pub fn token_embedding(model: &LoadedModel, tokenizer: &TextTokenizer, text: &str) -> Result<Tensor> {
+    let ids = tokenizer.encode_plain(text)?;
+    if ids.is_empty() {
+        return Err(VeneError::Inputs(format!("{text:?} tokenizes to nothing")));
+    }
+    let matrix = input_embedding(model)?;
     let vocab = matrix.size()[0];
     if let Some(bad) = ids.iter().find(|&&id| id < 0 || id >= vocab) {
         return Err(VeneError::Inputs(format!("token id {bad} of {text:?} is outside the embedding's {vocab} rows")));

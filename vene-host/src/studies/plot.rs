@@ -196,15 +196,21 @@ fn escape_xml(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// A line chart of several named series over the same x values; writes `stem.png` and `stem.svg`.
+/// Width of the legend column beside a line chart: the longest series name at about 7 pixels per character, plus
+/// the line sample.
+fn legend_width(series: &[(String, Vec<f64>)]) -> u32 {
+    40 + 7 * series.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0) as u32
+}
+
+/// A line chart of several named series over the same x values, its legend in a column of its own beside the plot
+/// (never over the data); writes `stem.png` and `stem.svg`.
 pub fn lines(dir: &Path, stem: &str, title: &str, x_label: &str, series: &[(String, Vec<f64>)]) -> Result<()> {
     ensure_font();
+    let size = (640 + legend_width(series), 400);
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
-    write_figure(&png, |to| {
-        draw_lines(BitMapBackend::new(to, (640, 400)).into_drawing_area(), title, x_label, series)
-    })?;
-    write_figure(&svg, |to| draw_lines(SVGBackend::new(to, (640, 400)).into_drawing_area(), title, x_label, series))
+    write_figure(&png, |to| draw_lines(BitMapBackend::new(to, size).into_drawing_area(), title, x_label, series))?;
+    write_figure(&svg, |to| draw_lines(SVGBackend::new(to, size).into_drawing_area(), title, x_label, series))
 }
 
 fn draw_lines<B: DrawingBackend>(
@@ -217,30 +223,33 @@ where
     B::ErrorType: 'static,
 {
     area.fill(&WHITE)?;
+    let (plot, legend) = area.split_horizontally(area.dim_in_pixel().0 - legend_width(series));
     let length = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
     let (low, high) = series
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (low, high) = if low.is_finite() && high > low { (low, high) } else { (0.0, 1.0) };
-    let mut chart = ChartBuilder::on(&area)
+    let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(32)
         .y_label_area_size(48)
         .build_cartesian_2d(0f64..(length - 1) as f64, low..high)?;
     chart.configure_mesh().x_desc(x_label).label_style(("sans-serif", 12)).draw()?;
-    for (index, (name, values)) in series.iter().enumerate() {
+    for (index, (_, values)) in series.iter().enumerate() {
         let color = Palette99::pick(index).to_rgba();
-        chart
-            .draw_series(LineSeries::new(
-                values.iter().enumerate().map(|(x, &y)| (x as f64, y)),
-                color.stroke_width(2),
-            ))?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(LineSeries::new(
+            values.iter().enumerate().map(|(x, &y)| (x as f64, y)),
+            color.stroke_width(2),
+        ))?;
     }
-    chart.configure_series_labels().label_font(("sans-serif", 12)).background_style(WHITE.mix(0.8)).draw()?;
+    for (index, (name, _)) in series.iter().enumerate() {
+        let color = Palette99::pick(index).to_rgba();
+        let y = 44 + 20 * index as i32;
+        legend.draw(&PathElement::new(vec![(4, y), (24, y)], color.stroke_width(2)))?;
+        legend.draw(&Text::new(name.as_str(), (30, y - 7), ("sans-serif", 12)))?;
+    }
     area.present()?;
     Ok(())
 }

@@ -120,20 +120,7 @@ fn probability(logits: &Tensor, target: i64) -> Tensor {
 /// Standard deviation of what the first block receives from the embedding (where the noise is added): the input
 /// embedding's values, times √hidden for Gemma, which scales its embeddings before the first block.
 pub fn embedding_std(model: &LoadedModel) -> Result<f64> {
-    let path = model.dir();
-    let embedding = if vene_checkpoint::gguf::is_gguf(path) {
-        vene_checkpoint::gguf::GgufFile::open(path)?.dequantize("token_embd.weight", Kind::Float, tch::Device::Cpu)?
-    } else {
-        let mut weights = vene_checkpoint::Weights::load(path, tch::Device::Cpu, Kind::Float)?;
-        let name = weights
-            .names()
-            .find(|n| ["wte.weight", "embed_in.weight", "embed_tokens.weight"].iter().any(|s| n.ends_with(s)))
-            .map(str::to_string)
-            .ok_or_else(|| {
-                VeneError::Config("the checkpoint has no input embedding to scale the noise by".to_string())
-            })?;
-        weights.take_any(&name)?
-    };
+    let embedding = crate::vectors::input_embedding(model)?;
     let catalog = model.catalog();
     let scale = if catalog.model_type.starts_with("gemma") { f64::from(catalog.hidden_size).sqrt() } else { 1.0 };
     Ok(embedding.std(true).double_value(&[]) * scale)
