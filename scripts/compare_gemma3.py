@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import pyvene as pv  # noqa: E402
 import pyvene.models.intervenable_modelcard as cards  # noqa: E402
 import transformers  # noqa: E402
-from compare_pyvene import intervenable, median_seconds  # noqa: E402
+from compare_pyvene import das_training_step, intervenable, median_seconds, steered_generation  # noqa: E402
 from pyvene.models.gemma2.modelings_intervenable_gemma2 import (  # noqa: E402
     gemma2_lm_type_to_dimension_mapping,
     gemma2_lm_type_to_module_mapping,
@@ -61,30 +61,9 @@ def pyvene_times(model, repeats):
         times["adapter_forward"] = median_seconds(lambda: model(**base), repeats)
         times["vanilla_interchange_with_source_pass"] = median_seconds(
             lambda: vanilla(base, [source], unit_locations={"sources->base": (every, every)}), repeats)
-        vector = torch.tensor([(i % 5) * 0.01 for i in range(WIDTH)])
-        steer = intervenable(model, [pv.RepresentationConfig(layer=layer, component="mlp_output",
-                                                             intervention_type=pv.AdditionIntervention,
-                                                             source_representation=vector)
-                                     for layer in range(LAYERS)])
-        prompt = {"input_ids": torch.tensor([[(i * 131 + 7) % VOCAB for i in range(8)]])}
         times["greedy_32_tokens_steered_every_layer"] = median_seconds(
-            lambda: steer.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False,
-                                   intervene_on_prompt=True, pad_token_id=0), repeats)
-    das = intervenable(model, [pv.RepresentationConfig(layer=middle, component="block_output", unit="pos",
-                                                       max_number_of_units=1, low_rank_dimension=1,
-                                                       intervention_type=pv.LowRankRotatedSpaceIntervention)])
-    das.disable_model_gradients()
-    optimizer = torch.optim.Adam(das.get_trainable_parameters(), lr=1e-3)
-    labels = torch.randint(VOCAB, (BATCH,), generator=torch.Generator().manual_seed(3))
-
-    def step():
-        optimizer.zero_grad()
-        _, output = das(base, [source], unit_locations={"sources->base": (last, last)})
-        loss = torch.nn.functional.cross_entropy(output.logits[:, -1], labels)
-        loss.backward()
-        optimizer.step()
-
-    times["das_rank1_step"] = median_seconds(step, repeats)
+            steered_generation(model, LAYERS, WIDTH, VOCAB), repeats)
+    times["das_rank1_step"] = median_seconds(das_training_step(model, middle, VOCAB, base, source, last), repeats)
     return times
 
 

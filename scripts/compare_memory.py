@@ -56,7 +56,7 @@ if {workload!r} == "interchange":
         vanilla(base, [source], unit_locations={{"sources->base": (every, every)}})
 else:
     last = [[[{tokens} - 1]] * {batch}]
-    c.das_training_step(model, {{"vocab": model.config.vocab_size}}, base, source, last)()
+    c.das_training_step(model, model.config.n_layer // 2, model.config.vocab_size, base, source, last)()
 """
 
 

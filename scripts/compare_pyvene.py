@@ -94,10 +94,11 @@ def pyvene_times(model_dir, shape, repeats):
     }
     with torch.no_grad():
         times = {name: timed(name, fn, repeats) for name, fn in workloads.items()}
-    times["das_rank1_step"] = timed("das_rank1_step", das_training_step(model, shape, base, source, last), repeats)
+    step = das_training_step(model, layers // 2, shape["vocab"], base, source, last)
+    times["das_rank1_step"] = timed("das_rank1_step", step, repeats)
     with torch.no_grad():
         times["greedy_32_tokens_steered_every_layer"] = timed(
-            "greedy_32_tokens_steered_every_layer", steered_generation(model, shape), repeats)
+            "greedy_32_tokens_steered_every_layer", steered_generation(model, layers, width, shape["vocab"]), repeats)
     return times
 
 
@@ -110,16 +111,15 @@ def timed(name, fn, repeats):
         return None
 
 
-def das_training_step(model, shape, base, source, last):
-    """One rank-1 DAS step as the bench runs it: source and base passes, cross-entropy of the last token's logits,
-    backward into the rotation, one Adam step."""
-    layers = model.config.n_layer
-    das = intervenable(model, [pv.RepresentationConfig(layer=layers // 2, component="block_output", unit="pos",
+def das_training_step(model, layer, vocab, base, source, last):
+    """One rank-1 DAS step as the bench runs it at `layer`'s block output: source and base passes, cross-entropy of
+    the last token's logits, backward into the rotation, one Adam step."""
+    das = intervenable(model, [pv.RepresentationConfig(layer=layer, component="block_output", unit="pos",
                                                        max_number_of_units=1, low_rank_dimension=1,
                                                        intervention_type=pv.LowRankRotatedSpaceIntervention)])
     das.disable_model_gradients()
     optimizer = torch.optim.Adam(das.get_trainable_parameters(), lr=1e-3)
-    labels = torch.randint(shape["vocab"], (BATCH,), generator=torch.Generator().manual_seed(3))
+    labels = torch.randint(vocab, (BATCH,), generator=torch.Generator().manual_seed(3))
 
     def step():
         optimizer.zero_grad()
@@ -132,15 +132,14 @@ def das_training_step(model, shape, base, source, last):
     return step
 
 
-def steered_generation(model, shape):
+def steered_generation(model, layers, width, vocab):
     """Greedy decoding of 32 tokens after an 8-token prompt, a vector added to every layer's MLP output on the prompt
     and every step (pyvene without unit locations)."""
-    layers, width = model.config.n_layer, model.config.n_embd
     vector = torch.tensor([(i % 5) * 0.01 for i in range(width)])
     steer = intervenable(model, [pv.RepresentationConfig(layer=layer, component="mlp_output",
                                                          intervention_type=pv.AdditionIntervention,
                                                          source_representation=vector) for layer in range(layers)])
-    prompt = {"input_ids": torch.tensor([[(i * 131 + 7) % shape["vocab"] for i in range(8)]])}
+    prompt = {"input_ids": torch.tensor([[(i * 131 + 7) % vocab for i in range(8)]])}
     return lambda: steer.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False,
                                   intervene_on_prompt=True, pad_token_id=0)
 

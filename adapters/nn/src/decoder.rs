@@ -76,14 +76,17 @@ pub struct DecoderSpec {
 
 /// Root-mean-square normalisation over the last axis, computed in f32 as transformers does.
 pub struct RmsNorm {
-    weight: Tensor,
+    /// The checkpoint's weight; for Gemma, `1 + w` in f32, computed once at load.
+    gain: Tensor,
     eps: f64,
     offset: bool,
 }
 
 impl RmsNorm {
     pub fn load(weights: &mut Weights, name: &str, dim: i64, eps: f64, offset: bool) -> vene_checkpoint::Result<Self> {
-        Ok(Self { weight: weights.take(&format!("{name}.weight"), &[dim])?, eps, offset })
+        let weight = weights.take(&format!("{name}.weight"), &[dim])?;
+        let gain = if offset { weight.to_kind(Kind::Float) + 1.0 } else { weight };
+        Ok(Self { gain, eps, offset })
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -94,10 +97,10 @@ impl RmsNorm {
         let normed = &wide * (wide.square().mean_dim(-1, true, wide.kind()) + self.eps).rsqrt();
         if self.offset {
             // Gemma: (x̂ · (1 + w)) in f32, then cast.
-            (normed * (self.weight.to_kind(wide.kind()) + 1.0)).to_kind(x.kind())
+            (normed * &self.gain).to_kind(x.kind())
         } else {
             // Llama: w · cast(x̂).
-            &self.weight * normed.to_kind(x.kind())
+            &self.gain * normed.to_kind(x.kind())
         }
     }
 }

@@ -11,7 +11,6 @@ mod names;
 mod tokenizer;
 
 use std::{
-    collections::HashMap,
     fs::File,
     path::{Path, PathBuf},
 };
@@ -206,7 +205,7 @@ impl GgufFile {
         let row_bytes = row / block * block_bytes;
         let start = self.content.tensor_data_offset.checked_add(info.offset).map(|s| s as usize);
         let end = start.and_then(|s| rows.checked_mul(row_bytes).and_then(|n| s.checked_add(n)));
-        let (Some(start), Some(end)) = (start, end.filter(|&e| e <= self.map.len())) else {
+        let (Some(start), true) = (start, end.is_some_and(|e| e <= self.map.len())) else {
             return Err(invalid(
                 &self.path,
                 format!(
@@ -228,8 +227,7 @@ impl GgufFile {
             let mut target = flat.narrow(0, first as i64, count as i64);
             target.f_copy_(&Tensor::from_slice(&values).view([count as i64, row as i64]))?;
         }
-        debug_assert_eq!(start + rows * row_bytes, end);
-        Ok(if device == Device::Cpu { out } else { out.to_device(device) })
+        Ok(out.to_device(device))
     }
 
     /// One chunk of rows decoded by candle's block decoders. The bytes are copied into an 8-byte-aligned buffer
@@ -260,13 +258,6 @@ impl GgufFile {
         decode().map_err(|e| {
             invalid(&self.path, format!("cannot dequantize tensor '{name}' ({dtype:?}): {}", candle_message(&e)))
         })
-    }
-
-    /// Every tensor dequantized, under its GGUF name.
-    pub fn all_tensors(&self, kind: Kind, device: Device) -> Result<HashMap<String, Tensor>> {
-        let mut names: Vec<&str> = self.tensor_names().collect();
-        names.sort_unstable();
-        names.into_iter().map(|n| Ok((n.to_string(), self.dequantize(n, kind, device)?))).collect()
     }
 }
 

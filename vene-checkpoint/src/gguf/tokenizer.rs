@@ -49,7 +49,7 @@ pub fn tokenizer(file: &GgufFile) -> Result<Option<Tokenizer>> {
     let gemma = file.architecture()?.starts_with("gemma");
     let fail =
         |e: String| super::invalid(file.path(), format!("its tokenizer metadata does not make a tokenizer: {e}"));
-    let (mut built, vocab) = match kind {
+    let mut built = match kind {
         "llama" if gemma => gemma_tokenizer(&tokens).map_err(fail)?,
         "llama" => sentencepiece_tokenizer(file, &tokens)?,
         "gpt2" => byte_level_tokenizer(file, &tokens)?,
@@ -64,36 +64,31 @@ pub fn tokenizer(file: &GgufFile) -> Result<Option<Tokenizer>> {
     let control = of_type(CONTROL).map(|i| AddedToken::from(tokens[i], true).normalized(false));
     built.add_special_tokens(control.collect::<Vec<_>>()).map_err(|e| fail(e.to_string()))?;
     let user_defined = of_type(USER_DEFINED)
-        .filter(|&i| vocab.contains_key(tokens[i]))
-        .map(|i| AddedToken::from(tokens[i], false).normalized(false));
-    built.add_tokens(user_defined.collect::<Vec<_>>()).map_err(|e| fail(e.to_string()))?;
+        .filter(|&i| built.token_to_id(tokens[i]).is_some())
+        .map(|i| AddedToken::from(tokens[i], false).normalized(false))
+        .collect::<Vec<_>>();
+    built.add_tokens(user_defined).map_err(|e| fail(e.to_string()))?;
     let bos = id("bos_token_id")?;
     if let (true, Some(bos)) = (file.boolean("tokenizer.ggml.add_bos_token")?.unwrap_or(kind == "llama"), bos) {
-        let template: PostProcessorWrapper = component(bos_template(&vocab_name(&vocab, bos), bos)).map_err(fail)?;
+        let template: PostProcessorWrapper =
+            component(bos_template(&built.id_to_token(bos).unwrap_or_default(), bos)).map_err(fail)?;
         built.with_post_processor(Some(template));
     }
     if let Some(pad) = id("padding_token_id")? {
-        built.with_padding(Some(tokenizers::PaddingParams {
-            pad_id: pad,
-            pad_token: vocab_name(&vocab, pad),
-            ..Default::default()
-        }));
+        let pad_token = built.id_to_token(pad).unwrap_or_default();
+        built.with_padding(Some(tokenizers::PaddingParams { pad_id: pad, pad_token, ..Default::default() }));
     }
     Ok(Some(built))
 }
 
-fn vocab_name(vocab: &Vocab, id: u32) -> String {
-    vocab.iter().find(|(_, &i)| i == id).map(|(t, _)| t.clone()).unwrap_or_default()
-}
-
 /// Gemma: runs of spaces respelled as `▁`s, merges in file order, spaces to `▁` before a split on spaces.
-fn gemma_tokenizer(tokens: &[&str]) -> std::result::Result<(Tokenizer, Vocab), String> {
+fn gemma_tokenizer(tokens: &[&str]) -> std::result::Result<Tokenizer, String> {
     let respelled: Vec<String> = tokens
         .iter()
         .map(|t| if t.contains(' ') && t.trim().is_empty() { SPACE.repeat(t.chars().count()) } else { t.to_string() })
         .collect();
     let positions: Vec<f64> = (0..respelled.len()).map(|i| -(i as f64)).collect();
-    let (mut tokenizer, vocab) = bpe(&respelled, &positions, Some("<unk>"))?;
+    let mut tokenizer = bpe(&respelled, &positions, Some("<unk>"))?;
     tokenizer.with_normalizer(Some(component::<NormalizerWrapper>(replace(" ", SPACE))?)).map_err(|e| e.to_string())?;
     tokenizer.with_pre_tokenizer(Some(component::<PreTokenizerWrapper>(
         json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false}),
@@ -101,11 +96,11 @@ fn gemma_tokenizer(tokens: &[&str]) -> std::result::Result<(Tokenizer, Vocab), S
     tokenizer.with_decoder(Some(component::<DecoderWrapper>(
         json!({"type": "Sequence", "decoders": [replace(SPACE, " "), {"type": "ByteFallback"}, {"type": "Fuse"}]}),
     )?));
-    Ok((tokenizer, vocab))
+    Ok(tokenizer)
 }
 
 /// SentencePiece Llama / Mistral: merges ranked by score, `▁` prepended to the text (unless the file says not).
-fn sentencepiece_tokenizer(file: &GgufFile, tokens: &[&str]) -> Result<(Tokenizer, Vocab)> {
+fn sentencepiece_tokenizer(file: &GgufFile, tokens: &[&str]) -> Result<Tokenizer> {
     let scores = file
         .floats("tokenizer.ggml.scores")?
         .ok_or_else(|| super::invalid(file.path(), "has a 'llama' tokenizer without tokenizer.ggml.scores"))?;
@@ -120,7 +115,7 @@ fn sentencepiece_tokenizer(file: &GgufFile, tokens: &[&str]) -> Result<(Tokenize
         |e: String| super::invalid(file.path(), format!("its tokenizer metadata does not make a tokenizer: {e}"));
     let owned: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
     let scores: Vec<f64> = scores.iter().map(|&s| f64::from(s)).collect();
-    let (mut tokenizer, vocab) = bpe(&owned, &scores, None).map_err(fail)?;
+    let mut tokenizer = bpe(&owned, &scores, None).map_err(fail)?;
     let scheme = if prefix_space { "first" } else { "never" };
     let metaspace = json!({"type": "Metaspace", "replacement": SPACE, "prepend_scheme": scheme, "split": false});
     tokenizer.with_pre_tokenizer(Some(component::<PreTokenizerWrapper>(metaspace).map_err(fail)?));
@@ -130,11 +125,11 @@ fn sentencepiece_tokenizer(file: &GgufFile, tokens: &[&str]) -> Result<(Tokenize
     }
     let decoder = json!({"type": "Sequence", "decoders": decoders});
     tokenizer.with_decoder(Some(component::<DecoderWrapper>(decoder).map_err(fail)?));
-    Ok((tokenizer, vocab))
+    Ok(tokenizer)
 }
 
 /// Llama 3 / Qwen: byte-level BPE with the file's merges.
-fn byte_level_tokenizer(file: &GgufFile, tokens: &[&str]) -> Result<(Tokenizer, Vocab)> {
+fn byte_level_tokenizer(file: &GgufFile, tokens: &[&str]) -> Result<Tokenizer> {
     let fail =
         |e: String| super::invalid(file.path(), format!("its tokenizer metadata does not make a tokenizer: {e}"));
     let merges: Vec<(String, String)> = file
@@ -145,7 +140,7 @@ fn byte_level_tokenizer(file: &GgufFile, tokens: &[&str]) -> Result<(Tokenizer, 
         .collect::<Option<_>>()
         .ok_or_else(|| super::invalid(file.path(), "has a merge that is not two pieces separated by a space"))?;
     let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
-    let model = BPE::builder().vocab_and_merges(vocab.clone(), merges).build().map_err(|e| fail(e.to_string()))?;
+    let model = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| fail(e.to_string()))?;
     let mut tokenizer = Tokenizer::new(model);
     let split = match file.string("tokenizer.ggml.pre")? {
         Some("llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" | "dbrx") => Some(LLAMA3_SPLIT),
@@ -162,18 +157,19 @@ fn byte_level_tokenizer(file: &GgufFile, tokens: &[&str]) -> Result<(Tokenizer, 
     tokenizer.with_pre_tokenizer(Some(component::<PreTokenizerWrapper>(pre_tokenizer).map_err(fail)?));
     let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
     tokenizer.with_decoder(Some(component::<DecoderWrapper>(decoder).map_err(fail)?));
-    Ok((tokenizer, vocab))
+    Ok(tokenizer)
 }
 
 /// A byte-fallback BPE over `tokens` with merges recovered from them, best `scores` first.
-fn bpe(tokens: &[String], scores: &[f64], unk: Option<&str>) -> std::result::Result<(Tokenizer, Vocab), String> {
+fn bpe(tokens: &[String], scores: &[f64], unk: Option<&str>) -> std::result::Result<Tokenizer, String> {
     let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let merges = recovered_merges(tokens, scores, &vocab);
-    let mut builder = BPE::builder().vocab_and_merges(vocab.clone(), merges).byte_fallback(true).fuse_unk(true);
-    if let Some(unk) = unk.filter(|u| vocab.contains_key(*u)) {
-        builder = builder.unk_token(unk.to_string());
+    let unk = unk.filter(|u| vocab.contains_key(*u)).map(str::to_string);
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk);
     }
-    Ok((Tokenizer::new(builder.build().map_err(|e| e.to_string())?), vocab))
+    Ok(Tokenizer::new(builder.build().map_err(|e| e.to_string())?))
 }
 
 /// Every split of a token into two tokens, for every token, ordered as transformers orders them: by the whole
