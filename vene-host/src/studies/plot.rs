@@ -196,10 +196,10 @@ fn escape_xml(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Width of the legend column beside a line chart: the longest series name at about 7 pixels per character, plus
+/// Width of the legend column beside a line chart: the longest series name at about 6 pixels per character, plus
 /// the line sample.
 fn legend_width(series: &[(String, Vec<f64>)]) -> u32 {
-    40 + 7 * series.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0) as u32
+    40 + 6 * series.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0) as u32
 }
 
 /// A line chart of several named series over the same x values, its legend in a column of its own beside the plot
