@@ -120,6 +120,20 @@ fn damaged_ggufs_are_refused_with_the_reason() {
     let error = load_error("missing.gguf", &missing);
     assert!(error.contains("model.layers.1.mlp.up_proj.weight"), "{error}");
 
+    // A norm's one dimension of 2^62 values: its byte length overflows, and is refused rather than wrapped.
+    let mut width = good.clone();
+    let at = find(&width, b"blk.0.attn_norm.weight") + "blk.0.attn_norm.weight".len() + 4;
+    width[at..at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    let error = load_error("width.gguf", &width);
+    assert!(error.contains("blk.0.attn_norm.weight") && error.contains("runs past the end"), "{error}");
+
+    // llama.block_count: key, value type (u32), then the value.
+    let mut blocks = good.clone();
+    let at = find(&blocks, b"llama.block_count") + "llama.block_count".len() + 4;
+    blocks[at..at + 4].copy_from_slice(&0xF200_0001u32.to_le_bytes());
+    let error = load_error("blocks.gguf", &blocks);
+    assert!(error.contains("llama.block_count = 4060086273") && error.contains("hold 2 blocks"), "{error}");
+
     // tokenizer.ggml.tokens: key, value type (array), element type (string), then the element count.
     let mut array = good.clone();
     let at = find(&array, b"tokenizer.ggml.tokens") + "tokenizer.ggml.tokens".len() + 8;

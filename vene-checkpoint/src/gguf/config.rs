@@ -45,6 +45,13 @@ pub fn hf_config(file: &GgufFile) -> Result<Value> {
     if heads <= 0 || layers <= 0 || hidden <= 0 {
         return Err(super::invalid(file.path(), "declares a model with no layers, heads or width"));
     }
+    let blocks = blocks_with_tensors(file);
+    if layers > blocks {
+        return Err(super::invalid(
+            file.path(),
+            format!("declares {} = {layers} but its tensors hold {blocks} blocks (blk.0 … blk.N)", key("block_count")),
+        ));
+    }
     let head_dim = match file.integer(&key("attention.key_length"))? {
         Some(length) => length,
         None => file.integer(&key("rope.dimension_count"))?.unwrap_or(hidden / heads),
@@ -100,6 +107,15 @@ pub fn hf_config(file: &GgufFile) -> Result<Value> {
         set("layer_types", json!(alternating(layers, 6)));
     }
     Ok(Value::Object(config))
+}
+
+/// One more than the highest `N` in the file's `blk.N.*` tensor names: the blocks whose weights the file holds.
+fn blocks_with_tensors(file: &GgufFile) -> i64 {
+    file.tensor_names()
+        .filter_map(|name| name.strip_prefix("blk.")?.split('.').next()?.parse::<i64>().ok())
+        .map(|block| block + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Sliding-window layers with every `period`-th layer global, as Gemma 2 (2) and Gemma 3 (6) are built.

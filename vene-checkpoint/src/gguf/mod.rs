@@ -202,10 +202,10 @@ impl GgufFile {
             ));
         }
         let rows = elements / row;
-        let row_bytes = row / block * block_bytes;
+        let row_bytes = (row / block).checked_mul(block_bytes);
         let start = self.content.tensor_data_offset.checked_add(info.offset).map(|s| s as usize);
-        let end = start.and_then(|s| rows.checked_mul(row_bytes).and_then(|n| s.checked_add(n)));
-        let (Some(start), true) = (start, end.is_some_and(|e| e <= self.map.len())) else {
+        let end = start.zip(row_bytes).and_then(|(s, r)| rows.checked_mul(r).and_then(|n| s.checked_add(n)));
+        let (Some(start), Some(row_bytes), true) = (start, row_bytes, end.is_some_and(|e| e <= self.map.len())) else {
             return Err(invalid(
                 &self.path,
                 format!(

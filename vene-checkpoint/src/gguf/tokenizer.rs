@@ -196,8 +196,13 @@ fn recovered_merges(tokens: &[String], scores: &[f64], vocab: &Vocab) -> Vec<(St
         }
         merges[start..].sort_by_key(|(l, r, _)| (vocab[*l], vocab[*r]));
     }
-    let key = |m: &(&str, &str, f64)| (m.2, m.0.chars().count(), m.1.chars().count());
-    merges.sort_by(|a, b| key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal));
+    // Highest score first, then longer left and right parts. `+ 0.0` makes -0 equal 0 as Python compares them; a
+    // NaN score (damaged files only) still sorts somewhere fixed, so the order stays total.
+    let key = |m: &(&str, &str, f64)| (m.2 + 0.0, m.0.chars().count(), m.1.chars().count());
+    merges.sort_by(|a, b| {
+        let (a, b) = (key(a), key(b));
+        b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2))
+    });
     merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
 }
 
