@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# vene's main job on its embedded default model: installs libtorch (idempotent), builds vene and its plugins, then
-# `vene demo` trains the small demo GPT-2 once (cached under ~/.cache/vene) and runs causal tracing, the multi-source
-# interchange and steering during generation on it, writing vene-demo/report.html with figures and numbers.
+# vene's main job: installs libtorch and the real model (Gemma 3 270M; idempotent), builds vene and its plugins, then
+# `vene demo` runs the paper's studies on Gemma 3 270M (causal tracing of known facts, the multi-source interchange,
+# steering story continuations, DAS versus a probe) and, on toy models it trains once and caches under ~/.cache/vene,
+# the GRU, Backpack and CNN studies, writing vene-demo/report.html with figures, tables and the commands.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh

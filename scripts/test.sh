@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
 ./scripts/datasets.sh
+./scripts/browser.sh
 cargo build --release --workspace --all-targets
 cargo test --release --workspace
 ./scripts/fuzz.sh 20

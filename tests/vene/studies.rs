@@ -98,201 +98,103 @@ fn trace_command_writes_figures() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// `vene demo` trains its language model (once; two concurrent runs share one build) and the studies show real
-/// effects on it: corrupting the subject destroys the fact, tracing finds it at the subject in the first layer and at
-/// the last token after the last layer, the multi-source
-/// interchange yields the language of the mixed country, steering changes the continuation, and DAS finds the
-/// pronoun's causal site where a probe finds gender everywhere.
+/// `vene demo --small` on the real model (Gemma 3 270M, installed by the set-up) and the vene-trained toy models
+/// (built once into a scratch cache): the effects that hold for the real model, which has no training seed; the toy
+/// models' effects that held for every training run; a report that renders in a real browser; and the same studies
+/// as commands.
 #[test]
-fn demo_builds_once_and_shows_real_effects() {
+fn demo_on_the_real_model_shows_its_effects() {
     let root = scratch("demo");
     let cache = root.join("cache");
-    let run = |out: &str| {
-        std::process::Command::new(vene_binary())
-            .args(["demo", "--plugin", "gpt2", "--plugin", "gru", "--plugin", "backpack", "--plugin", "steering"])
-            .args(["--plugin", "das", "--plugin", "resnet", "--out"])
-            .arg(root.join(out))
-            .arg("--cache")
-            .arg(&cache)
-            .spawn()
-            .expect("vene demo starts")
+    let output = std::process::Command::new(vene_binary())
+        .args([
+            "demo", "--small", "--plugin", "llama", "--plugin", "gru", "--plugin", "backpack", "--plugin", "steering",
+        ])
+        .args(["--plugin", "das", "--plugin", "resnet", "--out"])
+        .arg(root.join("a"))
+        .arg("--cache")
+        .arg(&cache)
+        .output()
+        .expect("vene demo starts");
+    assert!(output.status.success(), "vene demo failed: {}", String::from_utf8_lossy(&output.stderr));
+    let read = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join("a").join(path)).unwrap()).unwrap()
     };
-    let (first, second) = (run("a"), run("b"));
-    for child in [first, second] {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "vene demo failed");
-    }
-    let entries: Vec<String> =
-        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(entries.contains(&"gpt2-facts".to_string()), "{entries:?}");
-    assert!(!entries.iter().any(|e| e.contains("building")), "a staging directory was left behind: {entries:?}");
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("a/results.json")).unwrap()).unwrap();
-    let top = |path: &str| -> Vec<String> {
-        results["interchange"][path].as_array().unwrap().iter().map(|e| e[0].as_str().unwrap().to_string()).collect()
-    };
-    assert_eq!(top("base")[0], "madrid");
-    assert!(top("parallel").contains(&"italian".to_string()), "{:?}", top("parallel"));
-    assert!(top("serial").contains(&"italian".to_string()), "{:?}", top("serial"));
-    let (clean, corrupted) =
-        (results["tracing"]["clean"].as_f64().unwrap(), results["tracing"]["corrupted"].as_f64().unwrap());
-    assert!(clean > 0.9 && corrupted < 0.5, "clean {clean}, corrupted {corrupted}");
-    let trace: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("a/tracing/trace.json")).unwrap()).unwrap();
-    // The demo models are trained here, so what is asserted about them must hold for any training run a user gets:
-    // only effects that held for every seed and kernel set of scripts/demo_spread.py (seeds 7, 1, 2, 3, with this
-    // CPU's kernels and with ATen's portable ones, which stand in for a machine of another CPU) are asserted, with
-    // thresholds at about half the smallest value seen (the smallest is quoted with each).
-    // Meng et al.'s two sites, averaged over the 24 invented places: in the first layer the fact comes back from a
-    // subject token; after the last layer only the last token carries it.
-    let block = grid(&trace["block_output"]);
-    let subject = trace["subject"][0].as_u64().unwrap() as usize..trace["subject"][1].as_u64().unwrap() as usize;
-    assert_eq!(subject.len(), 3, "three-word place names");
-    let last = block.last().unwrap();
-    let subject_first_layer = subject.clone().map(|position| block[position][0]).fold(0.0, f64::max);
-    assert!(subject_first_layer >= corrupted + 0.075, "subject at layer 0 (least seen: +0.15): {block:?}, {corrupted}");
-    assert!(*last.last().unwrap() > 0.9, "last token after the last layer (least seen 0.998): {block:?}");
-    assert!(
-        block[subject.end - 1].last().copied().unwrap() < 0.2,
-        "subject after the last layer (most seen 0.08): {block:?}"
-    );
-    // And their split of the work: the MLPs act at the subject in the first layer, attention moves the fact to the
-    // last token later and does far more there than at the subject.
-    let (mlp, attention) = (grid(&trace["mlp_output"]), grid(&trace["attention_output"]));
-    let mlp_subject = subject.clone().map(|position| mlp[position][0]).fold(0.0, f64::max);
-    assert!(mlp_subject >= corrupted + 0.07, "MLP at the subject, layer 0 (least seen: +0.14): {mlp:?}");
-    let attention_last = attention.last().unwrap().iter().copied().fold(0.0, f64::max);
-    assert!(attention_last >= corrupted + 0.25, "attention at the last token (least seen: +0.53): {attention:?}");
-    let attention_subject = attention[subject.clone()].iter().flatten().copied().fold(0.0, f64::max);
-    assert!(
-        attention_last >= attention_subject + 0.24,
-        "attention at the last token versus the subject (least seen: +0.48): {attention:?}"
-    );
-    assert_ne!(results["steering"]["steered"], results["steering"]["unsteered"]);
-    // DAS versus probe: the probe decodes gender at every position and layer, while DAS finds the pronoun's cause in
-    // a few cells only: at the last position by the last layer, and never at the name after the last layer.
-    let (das, probe) = (grid(&results["das_probe"]["das_iia"]), grid(&results["das_probe"]["probe_accuracy"]));
-    assert!(*das.last().unwrap().last().unwrap() >= 0.9, "DAS at the last position, last layer: {das:?}");
-    assert!(das[0].last().copied().unwrap() <= 0.1, "DAS at the name after the last layer: {das:?}");
-    assert!(probe[0].iter().all(|&accuracy| accuracy >= 0.75), "probe at the name: {probe:?}");
-    let cells = |grid: &[Vec<f64>]| grid.iter().flatten().filter(|&&v| v >= 0.9).count();
-    assert!(
-        cells(&probe) >= cells(&das) + 4,
-        "DAS is sparse where the probe is not (seen: 4-5 vs 12): {das:?} {probe:?}"
-    );
-    // GRU timestep interventions act from their step on, never before; swapping the subject's step flips the fact.
-    let gru = results["gru"]["interventions"].as_array().unwrap();
-    for (intervention, first_step) in gru.iter().zip([3usize, 3, 4]) {
-        let effect: Vec<f64> = intervention["effect"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        assert!(effect[..first_step].iter().all(|&e| e == 0.0), "{}: {effect:?}", intervention["name"]);
-        assert!(effect[first_step..].iter().all(|&e| e > 0.1), "{}: {effect:?}", intervention["name"]);
-    }
-    assert_eq!(results["gru"]["plain"][0][0], "madrid");
-    assert_eq!(gru[1]["top"][0][0], "rome", "swapping in italy's step: {}", gru[1]["top"]);
-    // The GRU classifier on Fashion-MNIST (installed by scripts/datasets.sh): it learned, its interventions act from
-    // their step on, and breaking one step of the ankle boot's middle rows changes what it sees.
-    let images = &results["gru_images"];
-    assert!(!images.is_null(), "the GRU image study was skipped: run scripts/datasets.sh to install Fashion-MNIST");
-    assert!(images["accuracy"].as_f64().unwrap() > 0.7, "GRU test accuracy {}", images["accuracy"]);
-    let plain = &images["study"]["plain"][0];
-    assert_eq!(plain[0], images["base_label"], "the base image is classified correctly: {plain}");
-    let interventions = images["study"]["interventions"].as_array().unwrap();
-    for (intervention, first_step) in interventions.iter().zip([7usize, 7, 8]) {
-        let effect: Vec<f64> = intervention["effect"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        assert_eq!(effect.len(), 14, "two pixel rows per step");
-        assert!(effect[..first_step].iter().all(|&e| e == 0.0), "{}: {effect:?}", intervention["name"]);
-        assert!(effect[first_step..].iter().all(|&e| e > 0.1), "{}: {effect:?}", intervention["name"]);
-    }
-    let base_probability = |top: &serde_json::Value| -> f64 {
-        let top = top.as_array().unwrap();
-        top.iter().find(|entry| entry[0] == images["base_label"]).map_or(0.0, |entry| entry[1].as_f64().unwrap())
-    };
-    let before = base_probability(&images["study"]["plain"]);
-    let zeroed = base_probability(&interventions[0]["top"]);
-    assert!(before - zeroed > 0.3, "zeroing step 7: p(base class) {before} -> {zeroed}");
-    // Backpack: it learned the fact, and the study scales each of the 4 senses by each factor. How much one sense
-    // moves p(madrid) depends on the training run (from 0.002 to 1.0 over the spread's runs), so it is shown in the
-    // report, not asserted.
-    let baseline = results["backpack"]["baseline"].as_f64().unwrap();
-    assert!(baseline > 0.9, "p(madrid) {baseline}");
-    let scaled = grid(&results["backpack"]["probabilities"]);
-    assert!(scaled.len() == 2 && scaled.iter().all(|row| row.len() == 4), "factors x senses: {scaled:?}");
-    // The CNN (Fashion-MNIST is installed by scripts/datasets.sh): it learned, and zeroing a channel of its first
-    // block costs probability on the true class.
-    let cnn = &results["cnn"];
-    assert!(!cnn.is_null(), "the CNN study was skipped: run scripts/datasets.sh to install Fashion-MNIST");
-    let (accuracy, baseline) = (cnn["accuracy"].as_f64().unwrap(), cnn["baseline"].as_f64().unwrap());
-    assert!(accuracy > 0.6, "test accuracy {accuracy}");
-    let zeroed: Vec<f64> = cnn["zeroed"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
-    assert!(zeroed.iter().any(|&p| baseline - p > 0.05), "no channel mattered: {zeroed:?} vs {baseline}");
-    let report = std::fs::read_to_string(root.join("a/report.html")).unwrap();
-    assert!(report.contains("<img src=\"tracing/block_output.png\""));
-    assert!(root.join("b/tracing/mlp_output.svg").exists());
+    let results = read("results.json");
+    real_model_effects(&results);
+    toy_model_effects(&results);
+    report_renders_in_chromium(&root.join("a/report.html"));
 
-    // The same studies as commands on any model: here the demo's.
-    let model = cache.join("gpt2-facts");
+    // The same studies as commands on the real model give the demo's numbers.
+    let model = vene_host::real_model::gemma3_270m().unwrap();
     let command = |args: &[&str]| {
         let output = std::process::Command::new(vene_binary())
             .args(args)
             .args(["--model", model.to_str().unwrap(), "--out", root.join("commands").to_str().unwrap()])
-            .args(["--plugin", "gpt2", "--plugin", "steering", "--plugin", "das"])
+            .args(["--plugin", "llama", "--plugin", "steering"])
             .output()
             .unwrap();
         assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_str::<serde_json::Value>(
-            &std::fs::read_to_string(root.join("commands").join(format!("{}.json", args[0].replace('-', "_"))))
-                .unwrap(),
+            &std::fs::read_to_string(root.join("commands").join(format!("{}.json", args[0]))).unwrap(),
         )
         .unwrap()
     };
-    let interchange = command(&[
-        "interchange",
-        "--base",
-        "the capital of spain is",
-        "--source",
-        "the language of spain is@1",
-        "--source",
-        "the capital of italy is@3",
-    ]);
-    assert_eq!(interchange["intervened"][0][0], "italian");
-    // In series: "language" goes into the Italy prompt at layer 0, whose last state then goes into the base; the same
-    // chain as the demo's, so the same answer.
-    let first_hop = [
+    let interchange = &results["interchange"];
+    let best = interchange["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["mode"] == "serial")
+        .max_by(|a, b| a["target_probability"].as_f64().unwrap().total_cmp(&b["target_probability"].as_f64().unwrap()))
+        .unwrap();
+    let wording = best["wording"].as_u64().unwrap() as usize;
+    let [attribute, _, last] = [0, 1, 2].map(|i| interchange["positions"][wording][i].as_u64().unwrap());
+    let text = |key: &str| interchange["wordings"][wording][key].as_str().unwrap().to_string();
+    let hop = |layer: &serde_json::Value| format!("{layer}:block_output");
+    let serial = command(&[
         "interchange",
         "--mode",
         "serial",
         "--base",
-        "the capital of spain is",
+        &text("base"),
         "--source",
-        "the language of spain is@1",
+        &format!("{}@{attribute}", text("attribute_source")),
         "--source",
-        "the capital of italy is@4",
+        &format!("{}@{last}", text("entity_source")),
         "--hop",
-        "0:block_input",
-    ];
-    let serial = command(&[&first_hop[..], &["--hop", "3:block_output"]].concat());
-    assert_eq!(serial["intervened"], results["interchange"]["serial"]);
-    assert_eq!(serial["intervened"][0][0], "italian");
+        &hop(&best["layer"]),
+        "--hop",
+        &hop(&best["second_layer"]),
+    ]);
+    assert_eq!(serial["intervened"], best["top"], "the command's serial interchange is the demo's best");
     let one_hop = std::process::Command::new(vene_binary())
-        .args(first_hop)
-        .args(["--model", model.to_str().unwrap(), "--out", root.join("one_hop").to_str().unwrap(), "--plugin", "gpt2"])
+        .args(["interchange", "--mode", "serial", "--base", "The capital of Spain is", "--source"])
+        .args(["The language of Spain is@2", "--source", "The capital of Italy is@5", "--hop", "3:block_output"])
+        .args(["--model", model.to_str().unwrap(), "--out", root.join("one_hop").to_str().unwrap()])
+        .args(["--plugin", "llama"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&one_hop.stderr);
     assert!(!one_hop.status.success() && stderr.contains("one hop (layer and component) per source"), "{stderr}");
-    let steering = command(&["steer", "--prompt", "the capital of spain is", "--word", "italy", "--coefficient", "3"]);
-    assert_ne!(steering["steered"], steering["unsteered"]);
-    let probe = command(&[
-        "das-probe",
-        "--template",
-        "{name} walked because",
-        "--class",
-        "he=john,james,peter,david",
-        "--class",
-        "she=mary,sarah,anna,emma",
+    let steering = &results["steering"];
+    let sad = steering["sweep"].as_array().unwrap().iter().find(|c| c["word"] == " sad" && c["coefficient"] == 10.0);
+    let steer = command(&[
+        "steer",
+        "--prompt",
+        steering["openings"][0].as_str().unwrap(),
+        "--word",
+        " sad",
+        "--coefficient",
+        "10",
+        "--component",
+        "mlp_post_norm_output",
+        "--max-new-tokens",
+        "8",
     ]);
-    assert_eq!(probe["das_iia"].as_array().unwrap().len(), 3);
-    assert!(root.join("commands/das_iia.svg").exists());
+    let continuation = sad.unwrap()["text"].as_str().unwrap();
+    assert!(steer["steered"].as_str().unwrap().ends_with(continuation), "{} vs {continuation}", steer["steered"]);
+
     let run = |model: &str, plugin: &str, args: &[&str]| {
         let output = std::process::Command::new(vene_binary())
             .args(args)
@@ -328,7 +230,7 @@ fn demo_builds_once_and_shows_real_effects() {
         "gru",
         &["timesteps", "--base-image", "0", "--source-image", "1", "--step", "7", "--to-step", "8"],
     );
-    assert_eq!(image_steps, images["study"]);
+    assert_eq!(image_steps, results["gru_images"]["study"]);
     let senses = run(
         "backpack-facts",
         "backpack",
@@ -339,4 +241,175 @@ fn demo_builds_once_and_shows_real_effects() {
     assert_eq!(channels["zeroed"].as_array().unwrap().len(), 8);
     assert!(root.join("more/channels.svg").exists() && root.join("more/timesteps.png").exists());
     std::fs::remove_dir_all(root).ok();
+}
+
+/// What the real model shows on the demo's small grid. It has no training seed, so these hold on every run; the
+/// thresholds leave room for another CPU's rounding.
+fn real_model_effects(results: &serde_json::Value) {
+    // Causal tracing: the three facts are known; corrupting the subject destroys them; restoring the last token's
+    // final block output gives back exactly the clean probability; the MLPs matter at the last subject token in
+    // early layers and attention at the last token in late ones (the peaks the full run finds: MLP layers 2-5,
+    // attention 11-14).
+    let tracing = &results["tracing"];
+    let traced = tracing["traced"].as_array().unwrap();
+    assert_eq!(traced.len(), 3, "the first three facts are known: {}", tracing["skipped"]);
+    for fact in traced {
+        let trace = &fact["trace"];
+        let clean = trace["clean"].as_f64().unwrap();
+        let restored = grid(&trace["block_output"]).last().unwrap().last().copied().unwrap();
+        assert!((restored - clean).abs() < 1e-4, "{}: restored {restored} vs clean {clean}", fact["prompt"]);
+        assert!(trace["corrupted"].as_f64().unwrap() < 0.2 * clean, "{}", fact["prompt"]);
+    }
+    let means = &tracing["by_class"];
+    let peak = |sweep: &str| {
+        let values = grid(&means[sweep]);
+        let mut best = (0, 0, f64::MIN);
+        for (class, row) in values.iter().enumerate() {
+            for (layer, &value) in row.iter().enumerate() {
+                if value > best.2 {
+                    best = (class, layer, value);
+                }
+            }
+        }
+        best
+    };
+    let (mlp_class, mlp_layer, mlp_value) = peak("mlp_output");
+    assert!(mlp_class == 2 && mlp_layer <= 8, "MLP peak: class {mlp_class}, layer {mlp_layer}");
+    assert!(mlp_value > means["corrupted"].as_f64().unwrap() + 0.1, "MLP peak {mlp_value}");
+    let (attention_class, attention_layer, _) = peak("attention_output");
+    assert!(attention_class == 5 && attention_layer >= 9, "attention peak: {attention_class}, {attention_layer}");
+    // The Eiffel Tower: transformers' p(" Paris") for the same file.
+    let eiffel = &results["eiffel"]["traced"][0]["trace"];
+    assert!((eiffel["clean"].as_f64().unwrap() - 0.7594).abs() < 1e-3, "p(Paris) {}", eiffel["clean"]);
+    // The interchange: the base prompt says " Madrid", and some serial chain puts " Italian" in the top 5.
+    let interchange = &results["interchange"];
+    assert_eq!(interchange["base_top"][1][0][0], " Madrid");
+    let serial_best = interchange["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["mode"] == "serial")
+        .map(|a| a["target_probability"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(serial_best > 0.1, "serial interchange: best p(Italian) {serial_best}");
+    // Steering: at 10 × the embedding, " sad" makes the story sad and " happy" happy, measured on the committed
+    // word lists (which hold the steering words too); at the paper's 0.3 the continuation is the unsteered one.
+    let steering = &results["steering"];
+    let side = steering["side_by_side"].as_array().unwrap();
+    let shift = |c: &serde_json::Value| {
+        let (p, n) = (
+            grid(&serde_json::json!([c["positive"]]))[0].clone(),
+            grid(&serde_json::json!([c["negative"]]))[0].clone(),
+        );
+        p.iter().zip(&n).map(|(p, n)| p - n).sum::<f64>() / p.len() as f64
+    };
+    let (plain, happy, sad) = (shift(&side[0]), shift(&side[1]), shift(&side[2]));
+    assert!(sad < plain && plain < happy, "shifts: sad {sad}, unsteered {plain}, happy {happy}");
+    assert!(side[2]["text"].as_str().unwrap().contains("sad"), "{}", side[2]["text"]);
+    let weak = steering["sweep"].as_array().unwrap().iter().find(|c| c["coefficient"] == 0.3).unwrap();
+    assert_eq!(weak["text"], side[0]["text"], "0.3 x the embedding leaves Gemma's continuation unchanged");
+    // DAS versus the probe at the last position: the probe reads gender at least as well as always answering
+    // "male" everywhere and near perfectly in most layers; DAS finds no causal pronoun variable there in the first
+    // layers, only later.
+    let das = &results["das_probe"];
+    let (iia, probe) = (grid(&das["das_iia"])[0].clone(), grid(&das["probe_accuracy"])[0].clone());
+    let baseline = das["majority_baseline"].as_f64().unwrap();
+    assert!(probe.iter().all(|&a| a >= baseline - 1e-9), "probe {probe:?} vs baseline {baseline}");
+    assert!(probe.iter().filter(|&&a| a >= 0.9).count() >= 12, "probe {probe:?}");
+    assert!(iia[..6].iter().all(|&v| v <= 0.1), "DAS at the last position, layers 0-5: {iia:?}");
+    assert!(iia.iter().copied().fold(0.0, f64::max) >= 0.5, "DAS at the last position: {iia:?}");
+}
+
+/// The vene-trained models' effects that held for every seed and kernel set of scripts/demo_spread.py.
+fn toy_model_effects(results: &serde_json::Value) {
+    // GRU timestep interventions act from their step on, never before; swapping the subject's step flips the fact.
+    let gru = results["gru"]["interventions"].as_array().unwrap();
+    for (intervention, first_step) in gru.iter().zip([3usize, 3, 4]) {
+        let effect: Vec<f64> = intervention["effect"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(effect[..first_step].iter().all(|&e| e == 0.0), "{}: {effect:?}", intervention["name"]);
+        assert!(effect[first_step..].iter().all(|&e| e > 0.1), "{}: {effect:?}", intervention["name"]);
+    }
+    assert_eq!(results["gru"]["plain"][0][0], "madrid");
+    assert_eq!(gru[1]["top"][0][0], "rome", "swapping in italy's step: {}", gru[1]["top"]);
+    // The GRU classifier on Fashion-MNIST (installed by scripts/datasets.sh): it learned, its interventions act from
+    // their step on, and breaking one step of the ankle boot's middle rows changes what it sees.
+    let images = &results["gru_images"];
+    assert!(!images.is_null(), "the GRU image study was skipped: run scripts/datasets.sh to install Fashion-MNIST");
+    assert!(images["accuracy"].as_f64().unwrap() > 0.7, "GRU test accuracy {}", images["accuracy"]);
+    let plain = &images["study"]["plain"][0];
+    assert_eq!(plain[0], images["base_label"], "the base image is classified correctly: {plain}");
+    let interventions = images["study"]["interventions"].as_array().unwrap();
+    for (intervention, first_step) in interventions.iter().zip([7usize, 7, 8]) {
+        let effect: Vec<f64> = intervention["effect"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(effect.len(), 14, "two pixel rows per step");
+        assert!(effect[..first_step].iter().all(|&e| e == 0.0), "{}: {effect:?}", intervention["name"]);
+        assert!(effect[first_step..].iter().all(|&e| e > 0.1), "{}: {effect:?}", intervention["name"]);
+    }
+    let base_probability = |top: &serde_json::Value| -> f64 {
+        let top = top.as_array().unwrap();
+        top.iter().find(|entry| entry[0] == images["base_label"]).map_or(0.0, |entry| entry[1].as_f64().unwrap())
+    };
+    let before = base_probability(&images["study"]["plain"]);
+    let zeroed = base_probability(&interventions[0]["top"]);
+    assert!(before - zeroed > 0.3, "zeroing step 7: p(base class) {before} -> {zeroed}");
+    // Backpack: it learned the fact, and the study scales each of the 4 senses by each factor. How much one sense
+    // moves p(madrid) depends on the training run (from 0.002 to 1.0 over the spread's runs), so it is shown in the
+    // report, not asserted.
+    assert!(results["backpack"]["baseline"].as_f64().unwrap() > 0.9, "p(madrid) {}", results["backpack"]["baseline"]);
+    let scaled = grid(&results["backpack"]["probabilities"]);
+    assert!(scaled.len() == 2 && scaled.iter().all(|row| row.len() == 4), "factors x senses: {scaled:?}");
+    // The CNN: it learned, and zeroing a channel of its first block costs probability on the true class.
+    let cnn = &results["cnn"];
+    assert!(!cnn.is_null(), "the CNN study was skipped: run scripts/datasets.sh to install Fashion-MNIST");
+    let (accuracy, baseline) = (cnn["accuracy"].as_f64().unwrap(), cnn["baseline"].as_f64().unwrap());
+    assert!(accuracy > 0.6, "test accuracy {accuracy}");
+    let zeroed: Vec<f64> = cnn["zeroed"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    assert!(zeroed.iter().any(|&p| baseline - p > 0.05), "no channel mattered: {zeroed:?} vs {baseline}");
+}
+
+/// The report as headless Chromium (Debian's `chromium`) renders it: every figure loaded, every section has its
+/// question, its measurement and its command, and the toy sections are marked. A copy with one figure removed is
+/// caught.
+fn report_renders_in_chromium(report: &std::path::Path) {
+    let dom = rendered_dom(report);
+    let images: usize = body_data(&dom, "data-images");
+    assert!(images >= 15, "{images} figures");
+    assert_eq!(body_data(&dom, "data-broken-images"), 0, "figures that did not load");
+    let sections: Vec<&str> = dom.split("<section").skip(1).map(|s| &s[..s.find("</section>").unwrap()]).collect();
+    assert_eq!(sections.len(), 9, "one section per study");
+    for section in &sections {
+        for part in ["Question.", "Measured here.", "Reproduce", "<pre>vene", "<h2>"] {
+            assert!(
+                section.contains(part) || (part == "<pre>vene" && section.contains("<pre>scripts")),
+                "{part}: {section}"
+            );
+        }
+        let measured = &section[section.find("Measured here.</span>").unwrap() + 21..];
+        assert!(measured.trim_start().len() > 40, "an empty measurement: {section}");
+    }
+    assert_eq!(dom.matches("vene-trained toy model</span>").count(), 4);
+    // The same report beside one figure fewer: the browser sees it, and the page says so.
+    let moved = report.parent().unwrap().join("tracing/block_output.png");
+    let kept = moved.with_extension("png.kept");
+    std::fs::rename(&moved, &kept).unwrap();
+    let dom = rendered_dom(report);
+    std::fs::rename(&kept, &moved).unwrap();
+    assert_eq!(body_data(&dom, "data-broken-images"), 1);
+    assert!(dom.contains("1 figure(s) did not load: tracing/block_output.png"), "no warning on the page");
+}
+
+fn rendered_dom(page: &std::path::Path) -> String {
+    let output = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom"])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (scripts/setup.sh installs Debian's chromium)");
+    assert!(output.status.success(), "chromium: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A `data-…` attribute of `<body>` in a rendered page.
+fn body_data(dom: &str, name: &str) -> usize {
+    let start = dom.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("no {name} on <body>")) + name.len() + 2;
+    dom[start..start + dom[start..].find('"').unwrap()].parse().unwrap()
 }

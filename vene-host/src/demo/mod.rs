@@ -4,6 +4,7 @@
 pub mod corpus;
 pub mod language_model;
 pub mod plan;
+pub mod real_model;
 pub mod recurrent;
 pub mod report;
 pub mod vision;
@@ -108,16 +109,4 @@ pub(crate) fn fit_image_classifier(
         let predicted = logits(&test, false)?.argmax(-1, false);
         Ok(predicted.eq_tensor(&test_labels).to_kind(tch::Kind::Float).mean(tch::Kind::Float).double_value(&[]))
     })
-}
-
-/// The demo's DAS-versus-probe variable: "NAME walked because" → he / she.
-pub fn pronoun_probe() -> crate::studies::probe::ProbeSetup {
-    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect();
-    crate::studies::probe::ProbeSetup {
-        template: "{name} walked because".to_string(),
-        classes: vec![
-            ("he".to_string(), names(&corpus::MALE_NAMES)),
-            ("she".to_string(), names(&corpus::FEMALE_NAMES)),
-        ],
-    }
 }

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::{
-    corpus, ensure_built,
+    ensure_built,
     language_model::{self, Architecture, LmRecipe},
-    model_name, pronoun_probe, recurrent, report, vision,
+    model_name,
+    real_model::{self, RealGrid},
+    recurrent, report, vision,
 };
 use crate::{
     datasets,
@@ -18,13 +20,10 @@ use crate::{
     studies::{
         self,
         output::{format_top, StudyOutput},
-        probe, senses,
-        steering::{self, SteeringSetup},
+        senses,
         timesteps::{self, Steps, TimestepSetup},
-        tracing::{self, TraceOptions, TracePrompt},
     },
     text::TextTokenizer,
-    vectors,
 };
 
 /// Where the demo writes, where its models are cached, and the seed they are trained with.
@@ -33,6 +32,9 @@ pub struct DemoOptions {
     pub out: PathBuf,
     pub cache: PathBuf,
     pub seed: u64,
+    /// The real model's file (Gemma 3 270M GGUF).
+    pub real_model: PathBuf,
+    pub grid: RealGrid,
 }
 
 /// What the demo is doing, for a progress display.
@@ -46,37 +48,60 @@ pub enum Progress<'a> {
     Done,
 }
 
-/// One section of the report: a study's heading, its summary and its figures (paths relative to the report).
+/// One section of the report: a study's heading, what it asks, what the paper found, what vene measured (summary and
+/// table), its figures (paths relative to the report) and the command that reruns it.
 #[derive(Debug, Clone)]
 pub struct Section {
     pub heading: String,
+    pub paper: Paper,
     pub body: String,
     pub figures: Vec<String>,
+}
+
+/// A study's framing in the report.
+#[derive(Debug, Clone)]
+pub struct Paper {
+    pub question: String,
+    /// What the paper the study comes from reports.
+    pub claim: String,
+    /// Key numbers, the first row the header.
+    pub table: Vec<Vec<String>>,
+    pub command: String,
+    /// Run on a model vene trained itself (no real weights exist for the architecture).
+    pub toy: bool,
 }
 
 /// What a demo run produced.
 #[derive(Debug, Clone)]
 pub struct DemoReport {
-    /// The demo GPT-2's directory in the cache.
-    pub model_dir: PathBuf,
+    /// The real model's file.
+    pub model: PathBuf,
     pub sections: Vec<Section>,
     /// The path of `report.html`.
     pub report: PathBuf,
 }
 
-/// A demo study's output, the subdirectory it goes to, its key in `results.json` and the numbers stored there.
-struct Finding {
-    heading: &'static str,
-    subdir: &'static str,
-    output: StudyOutput,
-    key: &'static str,
-    result: serde_json::Value,
+/// A demo study's output, the subdirectory it goes to, its key in `results.json` and how the report frames it.
+pub struct Finding {
+    pub heading: &'static str,
+    pub subdir: &'static str,
+    pub output: StudyOutput,
+    pub key: &'static str,
+    pub paper: Paper,
 }
 
 impl Finding {
-    /// A finding whose numbers in `results.json` are the output's own.
-    fn new(heading: &'static str, subdir: &'static str, key: &'static str, output: StudyOutput) -> Self {
-        Self { heading, subdir, key, result: output.json.clone(), output }
+    /// A finding on a vene-trained model, with its question and the paper's claim.
+    fn toy(
+        heading: &'static str,
+        subdir: &'static str,
+        key: &'static str,
+        output: StudyOutput,
+        paper: [&str; 3],
+    ) -> Self {
+        let [question, claim, command] = paper.map(str::to_string);
+        let paper = Paper { question, claim, table: Vec::new(), command, toy: true };
+        Self { heading, subdir, key, output, paper }
     }
 }
 
@@ -108,129 +133,60 @@ impl Demo<'_> {
     }
 }
 
-/// Builds the demo models (once per cache and seed), runs every study, writes `report.html`, `results.json` and
-/// each study's figures under `options.out`, and returns the report's sections.
+/// Runs the studies on the real model, builds the vene-trained toy models (once per cache and seed) and runs theirs,
+/// writes `report.html`, `results.json` and each study's figures under `options.out`, and returns the report's
+/// sections.
 pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(Progress<'_>)) -> Result<DemoReport> {
     let mut demo = Demo { plugins, options, progress };
-    let seed = options.seed;
-    let model_dir = demo.model("gpt2-facts", |staging, progress| {
-        language_model::train(staging, &LmRecipe { seed, ..Default::default() }, progress).map(|_| ())
-    })?;
-    let tokenizer = TextTokenizer::for_model(&model_dir, "gpt2")?
-        .ok_or_else(|| VeneError::Config("the demo model has no tokenizer".to_string()))?;
-    let tracing = causal_tracing(&mut demo, &model_dir, &tokenizer)?;
-    let interchange = interchange(&demo, &model_dir, &tokenizer)?;
-    let steering = steering_study(&demo, &model_dir, &tokenizer)?;
-    let das_probe = das_versus_probe(&mut demo, &model_dir, &tokenizer)?;
-    let gru = gru_text(&mut demo, &tokenizer)?;
-    let backpack = backpack_senses(&mut demo, &tokenizer)?;
-    let cnn = cnn_channels(&mut demo)?;
+    let grid = &options.grid;
+    let model = demo.load(&options.real_model)?;
+    let tokenizer = TextTokenizer::for_model(&options.real_model, &model.catalog().model_type)?
+        .ok_or_else(|| VeneError::Config("the real model has no tokenizer in its metadata".to_string()))?;
+    let progress = &mut *demo.progress;
+    let (tracing, eiffel, model) = real_model::tracing(model, plugins, &tokenizer, grid, progress)?;
+    let (interchange, model) = real_model::interchange(model, plugins, &tokenizer, grid, progress)?;
+    let (steering, model) = real_model::steering(model, plugins, &tokenizer, grid, progress)?;
+    let (das_probe, model) = real_model::das_versus_probe(model, plugins, &tokenizer, grid, progress)?;
+    drop(model);
+    let gru = gru_text(&mut demo)?;
     let images = gru_images(&mut demo)?;
-    // The report's order: the transformer studies, then the vene-trained recurrent, Backpack and CNN models.
-    let findings = [tracing, interchange, das_probe, gru, images, backpack, cnn, steering];
+    let backpack = backpack_senses(&mut demo)?;
+    let cnn = cnn_channels(&mut demo)?;
+    let findings = [tracing, eiffel, interchange, steering, das_probe, gru, images, backpack, cnn];
     let mut results = serde_json::Map::new();
     let mut sections = Vec::new();
     for finding in findings {
         finding.output.write(&options.out.join(finding.subdir))?;
-        results.insert(finding.key.to_string(), finding.result);
+        results.insert(finding.key.to_string(), finding.output.json.clone());
         sections.push(Section {
             heading: finding.heading.to_string(),
+            paper: finding.paper,
             body: finding.output.summary.clone(),
             figures: finding.output.images(finding.subdir),
         });
     }
-    report::write_report(&options.out, "vene demo", &sections)?;
+    report::write_report(&options.out, "vene demo: the paper's studies on Gemma 3 270M", &sections)?;
     studies::write_json(&options.out, "results.json", &serde_json::Value::Object(results))?;
-    Ok(DemoReport { model_dir, sections, report: options.out.join("report.html") })
+    Ok(DemoReport { model: options.real_model.clone(), sections, report: options.out.join("report.html") })
 }
 
-/// Causal tracing on the invented places' capital questions (three-word subjects), averaged over all of them.
-fn causal_tracing(demo: &mut Demo<'_>, model_dir: &Path, tokenizer: &TextTokenizer) -> Result<Finding> {
-    let places = corpus::places();
-    let options = TraceOptions { samples: 50, window: 2, ..TraceOptions::default() };
-    let prompts = places
-        .iter()
-        .map(|place| {
-            let tokens = tokenizer.encode(&format!("the capital of {} is", place.name_text()))?;
-            let subject =
-                tracing::locate_subject(&tokens, &[tokenizer.encode_plain(&place.name_text())?]).ok_or_else(|| {
-                    VeneError::Config(format!("the place {} is not in its own prompt", place.name_text()))
-                })?;
-            Ok(TracePrompt { tokens, subject, target: tokenizer.encode_plain(place.capital)?[0] })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let model = demo.load(model_dir)?;
-    let progress = &mut *demo.progress;
-    let (traces, _) = tracing::trace_all(model, demo.plugins, &prompts, &options, |done, total| {
-        progress(Progress::Study { study: "causal tracing (places)", done, total })
-    })?;
-    (demo.progress)(Progress::Done);
-    let trace = tracing::average(&traces)?;
-    let subject = trace.subject.0..trace.subject.1;
-    let labels: Vec<String> = prompts[0]
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, &token)| if subject.contains(&i) { "PLACE*".to_string() } else { tokenizer.decode(&[token]) })
-        .collect();
-    let title = |name: &str| format!("restored p(capital), mean of {} places — {name}", places.len());
-    let figures = tracing::heatmaps(trace.sweeps(), &labels, title, trace.clean);
-    let summary = format!(
-        "prompts: \"the capital of PLACE is\" for the {} invented places with three-word names (\"{}\", ...; subject \
-         marked *), target: the place's capital; mean over the places of {} noise samples each\np(capital) clean \
-         {:.4}, corrupted {:.4}",
-        places.len(),
-        places[0].name_text(),
-        options.samples,
-        trace.clean,
-        trace.corrupted
-    );
-    let result = json!({"clean": trace.clean, "corrupted": trace.corrupted});
-    let output = StudyOutput::new("trace.json", &trace, figures, summary)?;
-    Ok(Finding { heading: "Causal tracing", subdir: "tracing", output, key: "tracing", result })
-}
-
-/// The paper's multi-source interchange, in parallel and in series.
-fn interchange(demo: &Demo<'_>, model_dir: &Path, tokenizer: &TextTokenizer) -> Result<Finding> {
-    let (found, _) = report::interchange(demo.load(model_dir)?, demo.plugins, tokenizer)?;
-    let summary = format!(
-        "base: the capital of spain is -> {}\nparallel (\"language\" from \"the language of spain is\", \"italy\" from \
-         \"the capital of italy is\") -> {}\nserial -> {}",
-        format_top(&found.base),
-        format_top(&found.parallel),
-        format_top(&found.serial)
-    );
-    let output = StudyOutput::combined(&found, Vec::new(), summary)?;
-    Ok(Finding::new("Multi-source interchange", ".", "interchange", output))
-}
-
-/// DAS versus a linear probe on "NAME walked because" → he / she.
-fn das_versus_probe(demo: &mut Demo<'_>, model_dir: &Path, tokenizer: &TextTokenizer) -> Result<Finding> {
-    let model = demo.load(model_dir)?;
-    let progress = &mut *demo.progress;
-    let (found, _) = probe::das_vs_probe(model, demo.plugins, tokenizer, &pronoun_probe(), |done, total| {
-        progress(Progress::Study { study: "DAS and probe", done, total })
-    })?;
-    (demo.progress)(Progress::Done);
-    let figures = found.heatmaps("rank-1 DAS held-out IIA (he/she)", "linear probe held-out accuracy (gender)");
-    let summary = format!(
-        "\"NAME walked because\" -> he / she; rows: positions, columns: layers\nDAS IIA: {:?}\nprobe accuracy: {:?}",
-        found.das_iia, found.probe_accuracy
-    );
-    let output = StudyOutput::combined(&found, figures, summary)?;
-    Ok(Finding::new("DAS versus a linear probe", "das_probe", "das_probe", output))
+/// A toy model's tokenizer (its own tokenizer.json).
+fn toy_tokenizer(dir: &Path, model_type: &str) -> Result<TextTokenizer> {
+    TextTokenizer::for_model(dir, model_type)?
+        .ok_or_else(|| VeneError::Config(format!("the demo model {} has no tokenizer", dir.display())))
 }
 
 /// The GRU language model: timestep interventions on "the capital of spain is".
-fn gru_text(demo: &mut Demo<'_>, tokenizer: &TextTokenizer) -> Result<Finding> {
+fn gru_text(demo: &mut Demo<'_>) -> Result<Finding> {
     let seed = demo.options.seed;
     let dir =
         demo.model("gru-facts", |staging, progress| recurrent::train(staging, seed, 800, progress).map(|_| ()))?;
+    let tokenizer = &toy_tokenizer(&dir, "gru")?;
     let (study, _) = timesteps::timestep_study(demo.load(&dir)?, demo.plugins, tokenizer, &TimestepSetup::default())?;
     let figure = study.effect_lines("effects", "GRU: |h_intervened - h| per step (last layer)");
     let summary = format!("base: {} -> {}\n{}", study.tokens.join(" "), format_top(&study.plain), study.summary());
     let output = StudyOutput::combined(&study, vec![figure], summary)?;
-    Ok(Finding::new("GRU timestep interventions", "gru", "gru", output))
+    Ok(Finding::toy("GRU timestep interventions (vene-trained GRU)", "gru", "gru", output, GRU_PAPER))
 }
 
 /// The demo's GRU classifier study: what it learned, and the timestep interventions on one test image.
@@ -251,7 +207,7 @@ struct GruImages {
 fn gru_images(demo: &mut Demo<'_>) -> Result<Finding> {
     let heading = "GRU on Fashion-MNIST (two pixel rows per step)";
     let Some(data) = datasets::dataset_dir() else {
-        return Ok(skipped(heading, "gru", "gru_images"));
+        return Ok(skipped(heading, "gru", "gru_images", GRU_IMAGES_PAPER));
     };
     let (test_images, seed) = (1_000, demo.options.seed);
     let dir = demo.model("gru-fashion-mnist", |staging, progress| {
@@ -299,11 +255,11 @@ fn gru_images(demo: &mut Demo<'_>) -> Result<Finding> {
     );
     let figure = found.study.effect_lines("image_effects", "GRU on images: |h_intervened - h| per step");
     let output = StudyOutput::combined(&found, vec![figure], summary)?;
-    Ok(Finding::new(heading, "gru", "gru_images", output))
+    Ok(Finding::toy(heading, "gru", "gru_images", output, GRU_IMAGES_PAPER))
 }
 
 /// The Backpack GPT-2: scaling one sense vector of "spain".
-fn backpack_senses(demo: &mut Demo<'_>, tokenizer: &TextTokenizer) -> Result<Finding> {
+fn backpack_senses(demo: &mut Demo<'_>) -> Result<Finding> {
     let (count, seed) = (4, demo.options.seed);
     let dir = demo.model("backpack-facts", |staging, progress| {
         let recipe = LmRecipe {
@@ -316,6 +272,7 @@ fn backpack_senses(demo: &mut Demo<'_>, tokenizer: &TextTokenizer) -> Result<Fin
         };
         language_model::train(staging, &recipe, progress).map(|_| ())
     })?;
+    let tokenizer = &toy_tokenizer(&dir, "backpack-gpt2")?;
     let (study, _) = senses::sense_study(demo.load(&dir)?, demo.plugins, tokenizer, &senses::SenseSetup::demo(count))?;
     let rows: Vec<String> = study
         .factors
@@ -335,14 +292,14 @@ fn backpack_senses(demo: &mut Demo<'_>, tokenizer: &TextTokenizer) -> Result<Fin
     );
     let figure = study.lines("senses", "Backpack: p(madrid) with one sense of 'spain' scaled");
     let output = StudyOutput::combined(&study, vec![figure], summary)?;
-    Ok(Finding::new("Backpack sense vectors", "backpack", "backpack", output))
+    Ok(Finding::toy("Backpack sense vectors (vene-trained Backpack)", "backpack", "backpack", output, BACKPACK_PAPER))
 }
 
 /// The ResNet on Fashion-MNIST: zeroing each channel of its first block. Skipped without the data set.
 fn cnn_channels(demo: &mut Demo<'_>) -> Result<Finding> {
     let heading = "CNN channels (ResNet on Fashion-MNIST)";
     let Some(data) = datasets::dataset_dir() else {
-        return Ok(skipped(heading, "cnn", "cnn"));
+        return Ok(skipped(heading, "cnn", "cnn", CNN_PAPER));
     };
     let seed = demo.options.seed;
     let dir = demo.model("resnet-fashion-mnist", |staging, progress| {
@@ -358,32 +315,35 @@ fn cnn_channels(demo: &mut Demo<'_>) -> Result<Finding> {
     );
     let figure = study.lines("channels", "ResNet: mean p(true class), one channel of block 0 zeroed");
     let output = StudyOutput::combined(&study, vec![figure], summary)?;
-    Ok(Finding::new(heading, "cnn", "cnn", output))
-}
-
-/// Steering "the capital of spain is" towards "italy" at every MLP output, every decoding step.
-fn steering_study(demo: &Demo<'_>, model_dir: &Path, tokenizer: &TextTokenizer) -> Result<Finding> {
-    let model = demo.load(model_dir)?;
-    let vector = vectors::token_embedding(&model, tokenizer, "italy")?;
-    let setup = SteeringSetup {
-        prompt: "the capital of spain is".to_string(),
-        word: "italy".to_string(),
-        coefficient: 3.0,
-        component: "mlp_output".to_string(),
-        max_new_tokens: 4,
-    };
-    let (found, _) = steering::steering(model, demo.plugins, tokenizer, &vector, &setup)?;
-    let summary = format!(
-        "prompt: {}\nunsteered: {}\nsteered (+{} x embedding of \"{}\" at every MLP output, every step): {}",
-        found.prompt, found.unsteered, found.coefficient, found.word, found.steered
-    );
-    let output = StudyOutput::combined(&found, Vec::new(), summary)?;
-    Ok(Finding::new("Steering during generation", ".", "steering", output))
+    Ok(Finding::toy(heading, "cnn", "cnn", output, CNN_PAPER))
 }
 
 /// A study that needs Fashion-MNIST, when it is not installed.
-fn skipped(heading: &'static str, subdir: &'static str, key: &'static str) -> Finding {
+fn skipped(heading: &'static str, subdir: &'static str, key: &'static str, paper: [&str; 3]) -> Finding {
     let summary = "skipped: Fashion-MNIST is not installed (scripts/datasets.sh installs it)".to_string();
     let output = StudyOutput { json_name: None, json: serde_json::Value::Null, figures: Vec::new(), summary };
-    Finding::new(heading, subdir, key, output)
+    Finding::toy(heading, subdir, key, output, paper)
 }
+
+// Question, paper's claim and command of each toy study: no real weights exist for these architectures, so they run
+// on models vene trains itself on a generated corpus or on Fashion-MNIST.
+const GRU_PAPER: [&str; 3] = [
+    "Do interventions on a recurrent network act at the timestep they target and only from there on?",
+    "pyvene (Wu et al., 2024) intervenes on a GRU's cell output at chosen timesteps.",
+    "vene demo  (the GRU is trained on the demo corpus and cached)",
+];
+const GRU_IMAGES_PAPER: [&str; 3] = [
+    "The same timestep interventions on a GRU that reads an image two pixel rows per step.",
+    "pyvene's recurrent-model tutorials intervene on sequence classifiers at given steps.",
+    "scripts/datasets.sh; vene demo",
+];
+const BACKPACK_PAPER: [&str; 3] = [
+    "What does scaling one sense vector of a word do to a Backpack language model's prediction?",
+    "Hewitt et al. (2023) edit Backpack sense vectors to change predictions; pyvene intervenes on them by name.",
+    "vene demo  (the Backpack is trained on the demo corpus and cached)",
+];
+const CNN_PAPER: [&str; 3] = [
+    "Which channels of a convolutional network's first block does its classification rely on?",
+    "pyvene intervenes on vision models' channels as on any named module output.",
+    "scripts/datasets.sh; vene demo",
+];

@@ -73,6 +73,11 @@ pub struct FactsTrace {
 /// Reads a JSON-lines facts file; a bad line is an error naming its number.
 pub fn read_facts(path: &Path) -> Result<Vec<Fact>> {
     let text = std::fs::read_to_string(path).map_err(|source| VeneError::Io { path: path.to_path_buf(), source })?;
+    parse_facts(&text, &path.display().to_string())
+}
+
+/// Parses JSON-lines facts; `origin` names where they came from in errors.
+pub fn parse_facts(text: &str, origin: &str) -> Result<Vec<Fact>> {
     let facts = text
         .lines()
         .enumerate()
@@ -80,15 +85,14 @@ pub fn read_facts(path: &Path) -> Result<Vec<Fact>> {
         .map(|(index, line)| {
             serde_json::from_str::<Fact>(line).map_err(|e| {
                 VeneError::Inputs(format!(
-                    "{} line {}: {e} (each line is {{\"prompt\": …, \"subject\": …, \"target\": …}})",
-                    path.display(),
+                    "{origin} line {}: {e} (each line is {{\"prompt\": …, \"subject\": …, \"target\": …}})",
                     index + 1
                 ))
             })
         })
         .collect::<Result<Vec<_>>>()?;
     if facts.is_empty() {
-        return Err(VeneError::Inputs(format!("{} holds no facts", path.display())));
+        return Err(VeneError::Inputs(format!("{origin} holds no facts")));
     }
     Ok(facts)
 }

@@ -4,10 +4,12 @@
 pub mod channels;
 pub mod facts;
 pub mod interchange;
+pub mod interchange_search;
 pub mod output;
 pub mod plot;
 pub mod probe;
 pub mod senses;
+pub mod sentiment;
 pub mod steering;
 pub mod timesteps;
 pub mod tracing;

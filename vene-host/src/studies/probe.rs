@@ -19,7 +19,15 @@ use crate::{
 /// held-out accuracy of a logistic-regression probe on the same activations.
 #[derive(Debug, Clone, Serialize)]
 pub struct DasProbe {
+    /// The prompt's tokens at the positions studied (the name as NAME).
     pub tokens: Vec<String>,
+    /// The positions studied, rows of both grids.
+    pub positions: Vec<usize>,
+    /// Counterfactual pairs DAS was trained on and evaluated on.
+    pub train_pairs: usize,
+    pub eval_pairs: usize,
+    /// The probe's test accuracy of always answering the largest class.
+    pub majority_baseline: f64,
     /// `[position][layer]`.
     pub das_iia: Vec<Vec<f64>>,
     pub probe_accuracy: Vec<Vec<f64>>,
@@ -31,6 +39,23 @@ pub struct ProbeSetup {
     pub template: String,
     /// (target word, names).
     pub classes: Vec<(String, Vec<String>)>,
+    pub budget: DasBudget,
+}
+
+/// How much of the grid DAS trains on: the full one by default; a smaller one where a large model would take hours.
+#[derive(Debug, Clone)]
+pub struct DasBudget {
+    /// Positions studied (default: every position).
+    pub positions: Option<Vec<usize>>,
+    /// Counterfactual pairs drawn (seeded) from all cross-class pairs (default: all).
+    pub pairs: Option<usize>,
+    pub epochs: usize,
+}
+
+impl Default for DasBudget {
+    fn default() -> Self {
+        Self { positions: None, pairs: None, epochs: 8 }
+    }
 }
 
 impl ProbeSetup {
@@ -74,23 +99,58 @@ pub fn das_vs_probe(
     {
         return Err(VeneError::Inputs(format!("every name must give the same number of tokens; {name:?} does not")));
     }
+    let studied = setup.budget.positions.clone().unwrap_or_else(|| (0..positions).collect());
+    if let Some(bad) = studied.iter().find(|&&p| p >= positions) {
+        return Err(VeneError::Inputs(format!("position {bad} is outside the {positions}-token prompt")));
+    }
     let mut model = model;
-    let mut das_iia = vec![vec![0.0; layers]; positions];
-    let mut probe_accuracy = vec![vec![0.0; layers]; positions];
-    for position in 0..positions {
+    let mut das_iia = vec![vec![0.0; layers]; studied.len()];
+    let mut probe_accuracy = vec![vec![0.0; layers]; studied.len()];
+    let mut sizes = (0, 0);
+    for (row, &position) in studied.iter().enumerate() {
         let data = counterfactuals(tokenizer, setup, &names, &targets, position)?;
         let (train_set, eval_set) = crate::train::split(&data, 0.25, 3);
+        sizes = (train_set.len(), eval_set.len());
         for layer in 0..layers {
-            let (iia, returned) = das_iia_at(model, plugins, tokenizer, (&train_set, &eval_set), layer)?;
-            das_iia[position][layer] = iia;
+            let (iia, returned) =
+                das_iia_at(model, plugins, tokenizer, (&train_set, &eval_set), layer, setup.budget.epochs)?;
+            das_iia[row][layer] = iia;
             let (accuracy, returned) = probe(returned, plugins, tokenizer, setup, &names, layer, position)?;
-            probe_accuracy[position][layer] = accuracy;
+            probe_accuracy[row][layer] = accuracy;
             model = returned;
-            progress(position * layers + layer + 1, positions * layers);
+            progress(row * layers + layer + 1, studied.len() * layers);
         }
     }
-    let tokens = setup.prompt("NAME").split_whitespace().map(str::to_string).collect();
-    Ok((DasProbe { tokens, das_iia, probe_accuracy }, model))
+    let labels = token_labels(tokenizer, setup, &names[0].0)?;
+    let tokens = studied.iter().map(|&p| labels[p].clone()).collect();
+    let found = DasProbe {
+        tokens,
+        positions: studied,
+        train_pairs: sizes.0,
+        eval_pairs: sizes.1,
+        majority_baseline: majority_baseline(&names, setup.classes.len()),
+        das_iia,
+        probe_accuracy,
+    };
+    Ok((found, model))
+}
+
+/// The prompt's tokens, with the name's own shown as NAME.
+fn token_labels(tokenizer: &TextTokenizer, setup: &ProbeSetup, name: &str) -> Result<Vec<String>> {
+    let tokens = tokenizer.encode(&setup.prompt(name))?;
+    let name_ids = [tokenizer.encode_plain(name)?, tokenizer.encode_plain(&format!(" {name}"))?];
+    Ok(tokens
+        .iter()
+        .map(|&t| if name_ids.iter().any(|ids| ids.contains(&t)) { "NAME".to_string() } else { tokenizer.decode(&[t]) })
+        .collect())
+}
+
+/// The share of the probe's test names (every third) in their largest class.
+fn majority_baseline(names: &[(String, usize)], classes: usize) -> f64 {
+    let mut counts = vec![0usize; classes];
+    let test: Vec<usize> = names.iter().skip(2).step_by(3).map(|(_, class)| *class).collect();
+    test.iter().for_each(|&class| counts[class] += 1);
+    counts.into_iter().max().unwrap_or(0) as f64 / test.len().max(1) as f64
 }
 
 /// Every ordered pair of names from different classes, swapping `position`: the label is the source name's word.
@@ -118,6 +178,11 @@ fn counterfactuals(
             examples.push(example);
         }
     }
+    if let Some(pairs) = setup.budget.pairs.filter(|&p| p < examples.len()) {
+        use rand::{seq::SliceRandom, SeedableRng};
+        examples.shuffle(&mut rand::rngs::StdRng::seed_from_u64(position as u64));
+        examples.truncate(pairs);
+    }
     Ok(examples)
 }
 
@@ -128,6 +193,7 @@ fn das_iia_at(
     tokenizer: &TextTokenizer,
     (train_set, eval_set): (&[&TrainingExample], &[&TrainingExample]),
     layer: usize,
+    epochs: usize,
 ) -> Result<(f64, LoadedModel)> {
     let mut das = bind(
         model,
@@ -136,7 +202,7 @@ fn das_iia_at(
             "intervention": {"type": "low_rank_rotated_space"}}]}),
     )?;
     let options = TrainOptions {
-        epochs: 8,
+        epochs,
         batch_size: 16,
         learning_rate: 0.05,
         warmup_fraction: 0.05,

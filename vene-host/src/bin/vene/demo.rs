@@ -9,6 +9,7 @@ use vene_host::{
     demo::{
         self,
         plan::{DemoOptions, Progress},
+        real_model::RealGrid,
     },
     outputs,
 };
@@ -23,9 +24,16 @@ pub struct DemoArgs {
     /// Where the built demo models are cached (default: the user's cache dir).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Training seed of the demo models; models of another seed than the default are cached beside them.
+    /// Training seed of the toy models; models of another seed than the default are cached beside them.
     #[arg(long, default_value_t = demo::DEFAULT_SEED)]
     seed: u64,
+    /// The real model's GGUF (default: the Gemma 3 270M that scripts/setup.sh installs).
+    #[arg(long, value_name = "FILE.gguf")]
+    model: Option<PathBuf>,
+    /// The tests' small grid (3 facts, 1 noise sample, DAS at one position, short continuations) instead of the
+    /// demo's; for checking the pipeline, not for reading the numbers.
+    #[arg(long)]
+    small: bool,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -76,11 +84,18 @@ impl Bars {
 pub fn run(args: DemoArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
     let plugins = args.plugins.load()?;
-    let options = DemoOptions { out: args.out, cache: args.cache.unwrap_or_else(demo::cache_dir), seed: args.seed };
+    let real_model = match args.model {
+        Some(path) => path,
+        None => vene_host::real_model::gemma3_270m()?,
+    };
+    vene_host::real_model::note_terms_on_first_use(&real_model);
+    let grid = if args.small { RealGrid::small() } else { RealGrid::demo() };
+    let cache = args.cache.unwrap_or_else(demo::cache_dir);
+    let options = DemoOptions { out: args.out, cache, seed: args.seed, real_model, grid };
     let mut bars = Bars { current: None };
     let report = demo::plan::run(&plugins, &options, &mut |progress| bars.show(progress))?;
     bars.show(Progress::Done);
-    println!("demo model: {}", report.model_dir.display());
+    println!("real model: {}", report.model.display());
     for section in &report.sections {
         println!("== {}\n{}\n", section.heading, section.body);
     }

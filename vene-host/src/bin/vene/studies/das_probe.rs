@@ -8,7 +8,7 @@ use vene_host::{
     outputs,
     studies::{
         output::StudyOutput,
-        probe::{das_vs_probe, ProbeSetup},
+        probe::{das_vs_probe, DasBudget, ProbeSetup},
     },
 };
 
@@ -24,6 +24,15 @@ pub struct DasProbeArgs {
     /// "TARGET=name,name,…" (two or more): names of a class and the word the class predicts.
     #[arg(long = "class", value_name = "TARGET=NAMES", required = true)]
     classes: Vec<String>,
+    /// Token positions to study, e.g. 1,3 (default: every position).
+    #[arg(long, value_delimiter = ',')]
+    positions: Option<Vec<usize>>,
+    /// Counterfactual pairs to draw (seeded) from all cross-class pairs (default: all of them).
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// DAS training epochs per layer × position.
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     #[command(flatten)]
@@ -42,7 +51,8 @@ pub fn run(args: DasProbeArgs) -> Result<()> {
     let classes = args.classes.iter().map(|c| parse_class(c)).collect::<Result<Vec<_>>>()?;
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
-    let setup = ProbeSetup { template: args.template, classes };
+    let budget = DasBudget { positions: args.positions, pairs: args.pairs, epochs: args.epochs };
+    let setup = ProbeSetup { template: args.template, classes, budget };
     let bar = progress_bar("DAS and probe {bar:40} {pos}/{len} sites  [{elapsed} < {eta}]");
     let (result, _) = das_vs_probe(model, &plugins, &tokenizer, &setup, |done, total| {
         bar.set_length(total as u64);

@@ -1,0 +1,247 @@
+//! Steering story continuations towards a sentiment (the paper's TinyStories ITI setup): a word's input embedding ×
+//! a coefficient added to every layer's `component` at every decoding step, and the shift it makes measured as the
+//! summed next-token probability of a list of positive and of negative words at each step of the continuation.
+
+use serde::Serialize;
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use super::{bind, output::Figure};
+use crate::{
+    engine::IntervenableModel,
+    error::{Result, VeneError},
+    generate::{generate, InterveneOn, Sampling},
+    locations::{Subspaces, UnitLocations},
+    model::{ForwardInputs, LoadedModel},
+    plugins::PluginSet,
+    text::TextTokenizer,
+    vectors,
+};
+
+/// What to steer and how to measure it.
+#[derive(Debug, Clone)]
+pub struct SentimentSetup {
+    pub openings: Vec<String>,
+    /// The steering words, e.g. " happy" and " sad".
+    pub words: Vec<String>,
+    /// The coefficient of the side-by-side continuations.
+    pub coefficient: f64,
+    /// The coefficients of the sweep (on the first opening).
+    pub sweep: Vec<f64>,
+    pub positive: Vec<String>,
+    pub negative: Vec<String>,
+    pub component: String,
+    pub max_new_tokens: usize,
+}
+
+/// One continuation: which opening, steered by which word (none: unsteered) at which coefficient, and the positive
+/// and negative word lists' probability at each of its steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct Continuation {
+    pub opening: usize,
+    pub word: Option<String>,
+    pub coefficient: f64,
+    pub text: String,
+    pub positive: Vec<f64>,
+    pub negative: Vec<f64>,
+}
+
+impl Continuation {
+    /// Mean over the steps of p(positive words) − p(negative words).
+    pub fn mean_shift(&self) -> f64 {
+        let steps = self.positive.len().max(1) as f64;
+        self.positive.iter().zip(&self.negative).map(|(p, n)| p - n).sum::<f64>() / steps
+    }
+
+    fn label(&self) -> String {
+        match &self.word {
+            None => "unsteered".to_string(),
+            Some(word) => format!("+{} x \"{}\"", self.coefficient, word.trim()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SentimentSteering {
+    pub openings: Vec<String>,
+    pub component: String,
+    pub positive_words: Vec<String>,
+    pub negative_words: Vec<String>,
+    /// Per opening: unsteered, then each word at the main coefficient.
+    pub side_by_side: Vec<Continuation>,
+    /// The first opening, each word at each coefficient of the sweep.
+    pub sweep: Vec<Continuation>,
+}
+
+/// The first tokens of `words`, each once.
+fn first_tokens(tokenizer: &TextTokenizer, words: &[String]) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for word in words {
+        let first =
+            *tokenizer.encode_plain(word)?.first().ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))?;
+        if !ids.contains(&first) {
+            ids.push(first);
+        }
+    }
+    Ok(ids)
+}
+
+/// Runs the side-by-side continuations and the sweep; `progress(done, total)` after each continuation.
+pub fn sentiment_steering(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &SentimentSetup,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(SentimentSteering, LoadedModel)> {
+    let lists = (first_tokens(tokenizer, &setup.positive)?, first_tokens(tokenizer, &setup.negative)?);
+    let vectors = setup
+        .words
+        .iter()
+        .map(|word| vectors::token_embedding(&model, tokenizer, word))
+        .collect::<Result<Vec<Tensor>>>()?;
+    let mut runs: Vec<(usize, Option<usize>, f64)> = Vec::new();
+    for opening in 0..setup.openings.len() {
+        runs.push((opening, None, 0.0));
+        runs.extend((0..setup.words.len()).map(|w| (opening, Some(w), setup.coefficient)));
+    }
+    let side = runs.len();
+    for &coefficient in &setup.sweep {
+        runs.extend((0..setup.words.len()).map(|w| (0, Some(w), coefficient)));
+    }
+    let mut model = model;
+    let mut continuations = Vec::new();
+    for (done, &(opening, word, coefficient)) in runs.iter().enumerate() {
+        let vector = word.map(|w| (&vectors[w], coefficient));
+        let (continuation, returned) = continue_story(model, plugins, tokenizer, setup, opening, vector, &lists)?;
+        model = returned;
+        continuations.push(Continuation {
+            word: word.map(|w| setup.words[w].clone()),
+            coefficient: if word.is_some() { coefficient } else { 0.0 },
+            ..continuation
+        });
+        progress(done + 1, runs.len());
+    }
+    let sweep = continuations.split_off(side);
+    let found = SentimentSteering {
+        openings: setup.openings.clone(),
+        component: setup.component.clone(),
+        positive_words: setup.positive.clone(),
+        negative_words: setup.negative.clone(),
+        side_by_side: continuations,
+        sweep,
+    };
+    Ok((found, model))
+}
+
+/// One greedy continuation of opening `opening`, steered by `vector` × coefficient at every layer if given, with
+/// the lists' probability at each step under the model that chose the step's token.
+fn continue_story(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &SentimentSetup,
+    opening: usize,
+    vector: Option<(&Tensor, f64)>,
+    (positive, negative): &(Vec<i64>, Vec<i64>),
+) -> Result<(Continuation, LoadedModel)> {
+    let tokens = tokenizer.encode(&setup.openings[opening])?;
+    let representations: Vec<serde_json::Value> = match vector {
+        None => Vec::new(),
+        Some((vector, coefficient)) => {
+            let values = Vec::<f32>::try_from(&vector.to_kind(Kind::Float))?;
+            (0..model.catalog().num_layers)
+                .map(|layer| {
+                    json!({"layer": layer, "component": setup.component,
+                           "intervention": {"type": "steering", "coefficient": coefficient, "vector": values}})
+                })
+                .collect()
+        }
+    };
+    let mut steered = bind(model, plugins, json!({"representations": representations}))?;
+    let sampling =
+        Sampling { max_new_tokens: setup.max_new_tokens, intervene_on: InterveneOn::Both, ..Sampling::default() };
+    let generated = generate(&mut steered, &tokens, &[], &UnitLocations::whole(), &Subspaces::None, &sampling, |_| {})?;
+    let (positive, negative) = list_masses(&mut steered, &tokens, &generated, (positive, negative))?;
+    let continuation =
+        Continuation { opening, word: None, coefficient: 0.0, text: tokenizer.decode(&generated), positive, negative };
+    Ok((continuation, steered.into_model()))
+}
+
+/// p(any of `positive`) and p(any of `negative`) as the next token at each generated step.
+fn list_masses(
+    model: &mut IntervenableModel,
+    prompt: &[i64],
+    generated: &[i64],
+    (positive, negative): (&[i64], &[i64]),
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let _no_grad = tch::no_grad_guard();
+    let device = model.model().device();
+    let sequence: Vec<i64> = prompt.iter().chain(generated).copied().collect();
+    let inputs = ForwardInputs::from_ids(Tensor::from_slice(&sequence).view([1, -1]).to_device(device));
+    let logits = model.run(&inputs, &[], &UnitLocations::whole(), &Subspaces::None)?.output;
+    // The distribution each generated token was chosen from: positions prompt − 1 … end − 2.
+    let steps = logits.select(0, 0).narrow(0, prompt.len() as i64 - 1, generated.len() as i64);
+    let probabilities = steps.to_kind(Kind::Float).softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+    let mass = |ids: &[i64]| -> Result<Vec<f64>> {
+        let summed = probabilities.index_select(1, &Tensor::from_slice(ids)).sum_dim_intlist(-1, false, Kind::Double);
+        Ok(Vec::<f64>::try_from(&summed)?)
+    };
+    Ok((mass(positive)?, mass(negative)?))
+}
+
+impl SentimentSteering {
+    /// Per side-by-side condition, p(positive) − p(negative) at each step, averaged over the openings.
+    pub fn shift_lines(&self, name: &str) -> Figure {
+        let conditions = self.side_by_side.iter().filter(|c| c.opening == 0).map(Continuation::label);
+        let series = conditions
+            .map(|label| {
+                let runs: Vec<&Continuation> = self.side_by_side.iter().filter(|c| c.label() == label).collect();
+                let steps = runs.iter().map(|c| c.positive.len()).min().unwrap_or(0);
+                let mean = (0..steps)
+                    .map(|s| runs.iter().map(|c| c.positive[s] - c.negative[s]).sum::<f64>() / runs.len() as f64)
+                    .collect();
+                (label, mean)
+            })
+            .collect();
+        Figure::Lines {
+            name: name.to_string(),
+            title: format!(
+                "p(positive words) − p(negative words) at each step, mean of {} openings",
+                self.openings.len()
+            ),
+            x_label: "generated token".to_string(),
+            series,
+        }
+    }
+
+    /// Per steering word, the mean shift of the first opening's continuation at each coefficient of the sweep.
+    pub fn sweep_lines(&self, name: &str) -> Figure {
+        let mut words: Vec<&str> = Vec::new();
+        for c in &self.sweep {
+            if let Some(word) = c.word.as_deref().filter(|w| !words.contains(w)) {
+                words.push(word);
+            }
+        }
+        let coefficients: Vec<String> = self
+            .sweep
+            .iter()
+            .filter(|c| c.word.as_deref() == words.first().copied())
+            .map(|c| c.coefficient.to_string())
+            .collect();
+        let series = words
+            .iter()
+            .map(|&word| {
+                let shifts =
+                    self.sweep.iter().filter(|c| c.word.as_deref() == Some(word)).map(Continuation::mean_shift);
+                (format!("\"{}\"", word.trim()), shifts.collect())
+            })
+            .collect();
+        Figure::Lines {
+            name: name.to_string(),
+            title: "mean p(positive) − p(negative) along the continuation, by steering coefficient".to_string(),
+            x_label: format!("coefficient ({})", coefficients.join(", ")),
+            series,
+        }
+    }
+}
