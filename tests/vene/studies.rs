@@ -399,12 +399,18 @@ fn report_renders_in_chromium(report: &std::path::Path) {
 }
 
 fn rendered_dom(page: &std::path::Path) -> String {
+    // No network and no profile of the user's: the flags Chromium needs on a closed machine.
+    let profile = scratch("chromium-profile");
     let output = std::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom"])
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=20000", "--dump-dom"])
         .arg(format!("file://{}", page.display()))
         .output()
         .expect("chromium runs (scripts/setup.sh installs Debian's chromium)");
     assert!(output.status.success(), "chromium: {}", String::from_utf8_lossy(&output.stderr));
+    std::fs::remove_dir_all(profile).ok();
     String::from_utf8(output.stdout).unwrap()
 }
 
