@@ -136,7 +136,8 @@ fn demo_on_the_real_model_shows_its_effects() {
             .unwrap();
         assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_str::<serde_json::Value>(
-            &std::fs::read_to_string(root.join("commands").join(format!("{}.json", args[0]))).unwrap(),
+            &std::fs::read_to_string(root.join("commands").join(format!("{}.json", args[0].replace('-', "_"))))
+                .unwrap(),
         )
         .unwrap()
     };
@@ -194,6 +195,54 @@ fn demo_on_the_real_model_shows_its_effects() {
     ]);
     let continuation = sad.unwrap()["text"].as_str().unwrap();
     assert!(steer["steered"].as_str().unwrap().ends_with(continuation), "{} vs {continuation}", steer["steered"]);
+    // The demo's two searches as commands: the same continuations and the same interchange grid.
+    let examples = fixtures().join("../../examples/steering");
+    let openings = root.join("openings.txt");
+    std::fs::write(&openings, steering["openings"][0].as_str().unwrap()).unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let sentiment = command(&[
+        "steer-sentiment",
+        "--openings",
+        &path(&openings),
+        "--positive",
+        &path(&examples.join("positive_words.txt")),
+        "--negative",
+        &path(&examples.join("negative_words.txt")),
+        "--coefficient",
+        "10",
+        "--sweep",
+        "0.3,10",
+        "--component",
+        "mlp_post_norm_output",
+        "--max-new-tokens",
+        "8",
+    ]);
+    let texts = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(texts(&sentiment["side_by_side"]), texts(&steering["side_by_side"]));
+    assert_eq!(texts(&sentiment["sweep"]), texts(&steering["sweep"]));
+    let wordings = root.join("wordings.jsonl");
+    std::fs::write(&wordings, interchange["wordings"][1].to_string()).unwrap();
+    let searched = command(&[
+        "interchange-search",
+        "--wordings",
+        &path(&wordings),
+        "--target",
+        " Italian",
+        "--serial-stride",
+        "17",
+    ]);
+    let parallel = |v: &serde_json::Value, wording: u64| -> Vec<f64> {
+        let attempts = v["attempts"].as_array().unwrap().iter();
+        attempts
+            .filter(|a| a["mode"] == "parallel" && a["wording"] == wording)
+            .map(|a| a["target_probability"].as_f64().unwrap())
+            .collect()
+    };
+    let (mine, demo) = (parallel(&searched, 0), parallel(interchange, 1));
+    assert_eq!(mine.len(), 18);
+    assert!(mine.iter().zip(&demo).all(|(a, b)| (a - b).abs() < 1e-6), "{mine:?} vs {demo:?}");
 
     let run = |model: &str, plugin: &str, args: &[&str]| {
         let output = std::process::Command::new(vene_binary())

@@ -2,7 +2,7 @@
 //! at some layers and for some wordings, so every combination tried is recorded with its top-5 next tokens, and the
 //! best and a failure are named.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     interchange::{parallel_interchange, serial_interchange, InterchangeSetup, SerialSetup},
@@ -17,7 +17,7 @@ use crate::{
 
 /// One wording of the study: the base prompt, the source giving the attribute ("language") and the source giving
 /// the entity ("Italy"); each source differs from the base in one token.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Wording {
     pub base: String,
     pub attribute_source: String,

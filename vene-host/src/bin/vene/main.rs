@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use studies::{channels, das_probe, interchange, senses, steer, timesteps, trace};
+use studies::{channels, das_probe, interchange, interchange_search, senses, steer, steer_sentiment, timesteps, trace};
 
 #[derive(Parser)]
 #[command(name = "vene", version, about = "Interventions on neural model internals (pyvene semantics, native plugins)")]
@@ -44,9 +44,15 @@ enum Command {
     /// pass along the chain of sources into the base (serial, one --hop per source); prints and saves the top-5 next
     /// tokens.
     Interchange(interchange::InterchangeArgs),
+    /// The multi-source interchange searched over wordings and layers (parallel, and serial over layer pairs), every
+    /// combination's top 5 recorded.
+    InterchangeSearch(interchange_search::InterchangeSearchArgs),
     /// Steering during generation (ITI): a word's embedding × coefficient added to a component of every layer at
     /// every step; the steered and unsteered continuations side by side.
     Steer(steer::SteerArgs),
+    /// Story openings steered towards words at every layer and step, a coefficient sweep, and the positive and
+    /// negative word lists' probability along each continuation.
+    SteerSentiment(steer_sentiment::SteerSentimentArgs),
     /// DAS versus a linear probe per layer × position, for a template with a {name} slot and classes of names.
     DasProbe(das_probe::DasProbeArgs),
     /// Recurrent models: zero a timestep, swap it from a source, and swap it across time, plotting the per-step
@@ -56,7 +62,8 @@ enum Command {
     Senses(senses::SensesArgs),
     /// CNNs on Fashion-MNIST: zero each channel of a feature map and measure the true class's probability.
     Channels(channels::ChannelsArgs),
-    /// Build the embedded demo model (once, cached) and run the studies on it; writes an HTML report.
+    /// The paper's studies on the real model (Gemma 3 270M) and, on toy models built once and cached, the GRU,
+    /// Backpack and CNN studies; writes a paper-style HTML report.
     Demo(demo::DemoArgs),
     /// Causal tracing: corrupt the subject, restore each site, and plot how much of the target comes back.
     Trace(trace::TraceArgs),
@@ -84,7 +91,9 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Vector(args) => vector::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Interchange(args) => interchange::run(args),
+        Command::InterchangeSearch(args) => interchange_search::run(args),
         Command::Steer(args) => steer::run(args),
+        Command::SteerSentiment(args) => steer_sentiment::run(args),
         Command::DasProbe(args) => das_probe::run(args),
         Command::Timesteps(args) => timesteps::run(args),
         Command::Senses(args) => senses::run(args),

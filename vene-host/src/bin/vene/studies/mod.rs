@@ -4,7 +4,9 @@
 pub mod channels;
 pub mod das_probe;
 pub mod interchange;
+pub mod interchange_search;
 pub mod senses;
 pub mod steer;
+pub mod steer_sentiment;
 pub mod timesteps;
 pub mod trace;

@@ -1,0 +1,93 @@
+//! `vene steer-sentiment`: story openings steered towards words (e.g. " happy", " sad") at every layer and every
+//! step, side by side with the unsteered continuations, a coefficient sweep, and the summed probability of a positive
+//! and a negative word list along each continuation (the demo's study, on any model).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use vene_host::{
+    outputs,
+    studies::{
+        output::StudyOutput,
+        sentiment::{sentiment_steering, SentimentSetup},
+    },
+};
+
+use crate::common::{finish_study, load_model, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
+
+#[derive(Args)]
+pub struct SteerSentimentArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Story openings, one per line (e.g. examples/steering/story_openings.txt).
+    #[arg(long, value_name = "FILE")]
+    openings: PathBuf,
+    /// Positive words, one per line (a leading space is added: their first tokens are summed).
+    #[arg(long, value_name = "FILE")]
+    positive: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    negative: PathBuf,
+    /// Steering words (repeatable).
+    #[arg(long = "word", default_values_t = [" happy".to_string(), " sad".to_string()])]
+    words: Vec<String>,
+    /// The side-by-side continuations' coefficient.
+    #[arg(long, default_value_t = 0.3)]
+    coefficient: f64,
+    /// Coefficients tried on the first opening, e.g. 0.3,3,10,30.
+    #[arg(long, value_delimiter = ',', default_value = "0.3,1,3,10")]
+    sweep: Vec<f64>,
+    /// Where the vector is added at every layer (Gemma 2/3: mlp_post_norm_output, after the post-feed-forward norm).
+    #[arg(long, default_value = "mlp_output")]
+    component: String,
+    #[arg(long, default_value_t = 20)]
+    max_new_tokens: usize,
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+fn lines(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    if lines.is_empty() {
+        return Err(anyhow!("{} has no lines", path.display()));
+    }
+    Ok(lines)
+}
+
+pub fn run(args: SteerSentimentArgs) -> Result<()> {
+    outputs::prepare_dir(&args.out)?;
+    let spaced = |path: &Path| -> Result<Vec<String>> { Ok(lines(path)?.iter().map(|w| format!(" {w}")).collect()) };
+    let setup = SentimentSetup {
+        openings: lines(&args.openings)?,
+        words: args.words,
+        coefficient: args.coefficient,
+        sweep: args.sweep,
+        positive: spaced(&args.positive)?,
+        negative: spaced(&args.negative)?,
+        component: args.component,
+        max_new_tokens: args.max_new_tokens,
+    };
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
+    let tokenizer = model_tokenizer(&model)?;
+    let bar = progress_bar("{bar:40} {pos}/{len} continuations  [{elapsed} < {eta}]");
+    let (found, _) = sentiment_steering(model, &plugins, &tokenizer, &setup, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let summary = found
+        .side_by_side
+        .iter()
+        .chain(&found.sweep)
+        .map(|c| {
+            let steer = c.word.as_ref().map_or("unsteered".to_string(), |w| format!("+{} x {w:?}", c.coefficient));
+            format!("opening {} {steer}: {:?} (mean shift {:+.4})", c.opening + 1, c.text.trim(), c.mean_shift())
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let figures = vec![found.shift_lines("shift"), found.sweep_lines("sweep")];
+    finish_study(&StudyOutput::new("steer_sentiment.json", &found, figures, summary)?, &args.out)
+}
