@@ -42,16 +42,28 @@ pub fn input_embedding(model: &LoadedModel) -> Result<Tensor> {
 
 /// The mean input embedding of the tokens of `text` (without the BOS a tokenizer adds to whole texts).
 pub fn token_embedding(model: &LoadedModel, tokenizer: &TextTokenizer, text: &str) -> Result<Tensor> {
-    let ids = tokenizer.encode_plain(text)?;
-    if ids.is_empty() {
-        return Err(VeneError::Inputs(format!("{text:?} tokenizes to nothing")));
-    }
+    Ok(token_embeddings(model, tokenizer, &[text.to_string()])?.remove(0))
+}
+
+/// [`token_embedding`] of each of `texts`, reading the embedding matrix once.
+pub fn token_embeddings(model: &LoadedModel, tokenizer: &TextTokenizer, texts: &[String]) -> Result<Vec<Tensor>> {
     let matrix = input_embedding(model)?;
     let vocab = matrix.size()[0];
-    if let Some(bad) = ids.iter().find(|&&id| id < 0 || id >= vocab) {
-        return Err(VeneError::Inputs(format!("token id {bad} of {text:?} is outside the embedding's {vocab} rows")));
-    }
-    Ok(matrix.index_select(0, &Tensor::from_slice(&ids)).mean_dim(0, false, Kind::Float))
+    texts
+        .iter()
+        .map(|text| {
+            let ids = tokenizer.encode_plain(text)?;
+            if ids.is_empty() {
+                return Err(VeneError::Inputs(format!("{text:?} tokenizes to nothing")));
+            }
+            if let Some(bad) = ids.iter().find(|&&id| id < 0 || id >= vocab) {
+                return Err(VeneError::Inputs(format!(
+                    "token id {bad} of {text:?} is outside the embedding's {vocab} rows"
+                )));
+            }
+            Ok(matrix.index_select(0, &Tensor::from_slice(&ids)).mean_dim(0, false, Kind::Float))
+        })
+        .collect()
 }
 
 /// Mean activation of `component` at `layer` over the last token of each prompt.

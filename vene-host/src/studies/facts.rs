@@ -78,23 +78,7 @@ pub fn read_facts(path: &Path) -> Result<Vec<Fact>> {
 
 /// Parses JSON-lines facts; `origin` names where they came from in errors.
 pub fn parse_facts(text: &str, origin: &str) -> Result<Vec<Fact>> {
-    let facts = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(index, line)| {
-            serde_json::from_str::<Fact>(line).map_err(|e| {
-                VeneError::Inputs(format!(
-                    "{origin} line {}: {e} (each line is {{\"prompt\": …, \"subject\": …, \"target\": …}})",
-                    index + 1
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if facts.is_empty() {
-        return Err(VeneError::Inputs(format!("{origin} holds no facts")));
-    }
-    Ok(facts)
+    super::parse_json_lines(text, origin, "{\"prompt\": …, \"subject\": …, \"target\": …}")
 }
 
 /// The positions of each class in a `seq`-token prompt whose subject is `[start, end)`. A one-token subject is both

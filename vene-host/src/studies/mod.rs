@@ -27,6 +27,24 @@ use crate::{
 };
 
 /// Writes `value` as pretty JSON to `dir/name`, atomically.
+/// One `T` per non-empty line of `text`; a bad line is an error naming `origin`, the line's number and `shape`
+/// (what a line looks like), and a text with no lines is an error too.
+pub fn parse_json_lines<T: serde::de::DeserializeOwned>(text: &str, origin: &str, shape: &str) -> Result<Vec<T>> {
+    let items = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str::<T>(line)
+                .map_err(|e| VeneError::Inputs(format!("{origin} line {}: {e} (each line is {shape})", index + 1)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if items.is_empty() {
+        return Err(VeneError::Inputs(format!("{origin} holds no lines (each line is {shape})")));
+    }
+    Ok(items)
+}
+
 pub fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> Result<()> {
     let path = dir.join(name);
     let text = serde_json::to_string_pretty(value).map_err(|e| VeneError::Config(e.to_string()))?;

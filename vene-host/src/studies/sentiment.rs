@@ -95,11 +95,8 @@ pub fn sentiment_steering(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(SentimentSteering, LoadedModel)> {
     let lists = (first_tokens(tokenizer, &setup.positive)?, first_tokens(tokenizer, &setup.negative)?);
-    let vectors = setup
-        .words
-        .iter()
-        .map(|word| vectors::token_embedding(&model, tokenizer, word))
-        .collect::<Result<Vec<Tensor>>>()?;
+    // One read of the (262,144-row, for Gemma) embedding matrix for every word.
+    let vectors = vectors::token_embeddings(&model, tokenizer, &setup.words)?;
     let mut runs: Vec<(usize, Option<usize>, f64)> = Vec::new();
     for opening in 0..setup.openings.len() {
         runs.push((opening, None, 0.0));

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use vene_host::{
     outputs,
     studies::{
+        self,
         interchange_search::{search, Wording},
         output::{format_top, StudyOutput},
     },
@@ -40,24 +41,8 @@ pub struct InterchangeSearchArgs {
 
 fn read_wordings(path: &PathBuf) -> Result<Vec<Wording>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let wordings = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(index, line)| {
-            serde_json::from_str(line).map_err(|e| {
-                anyhow!(
-                    "{} line {}: {e} (each line is {{\"base\": …, \"attribute_source\": …, \"entity_source\": …}})",
-                    path.display(),
-                    index + 1
-                )
-            })
-        })
-        .collect::<Result<Vec<Wording>>>()?;
-    if wordings.is_empty() {
-        return Err(anyhow!("{} holds no wordings", path.display()));
-    }
-    Ok(wordings)
+    let shape = "{\"base\": …, \"attribute_source\": …, \"entity_source\": …}";
+    Ok(studies::parse_json_lines(&text, &path.display().to_string(), shape)?)
 }
 
 pub fn run(args: InterchangeSearchArgs) -> Result<()> {
