@@ -17,5 +17,6 @@ mod plugins;
 mod real_model;
 mod reference;
 mod robustness;
+mod sharding;
 mod studies;
 mod units;

@@ -38,6 +38,8 @@ pub enum VeneError {
     Hub { repo: String, cache: PathBuf, message: String },
     #[error("{0}")]
     Checkpoint(#[from] vene_checkpoint::CheckpointError),
+    #[error("sharded sweep: {0}")]
+    Sharding(String),
     #[error("libtorch: {0}")]
     Torch(String),
 }

@@ -29,6 +29,7 @@ pub mod pyvene_import;
 pub mod real_model;
 pub mod runtime;
 pub mod saved;
+pub mod sharding;
 pub mod studies;
 pub mod text;
 pub mod train;

@@ -7,7 +7,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::tracing::{self, Trace, TraceOptions, TracePrompt};
+use super::{
+    output::StudyOutput,
+    tracing::{self, Trace, TraceOptions, TracePrompt},
+};
 use crate::{
     error::{Result, VeneError},
     model::{ForwardInputs, LoadedModel},
@@ -109,41 +112,98 @@ fn prepare(tokenizer: &TextTokenizer, fact: &Fact) -> Result<std::result::Result
     Ok(Ok(TracePrompt { tokens, subject, target }))
 }
 
-/// Traces every fact the model knows; `progress(done, total)` after each traced fact.
+/// What became of one fact: traced, or skipped with the reason (the model does not know it, or the subject is not a
+/// token span of the prompt).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactOutcome {
+    Traced(Trace),
+    Skipped(String),
+}
+
+/// Traces `fact` if the model knows it, with noise of standard deviation `level` ([`tracing::noise_level`]).
+pub fn trace_fact(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    fact: &Fact,
+    level: f64,
+    options: &TraceOptions,
+) -> Result<(FactOutcome, LoadedModel)> {
+    let prompt = match prepare(tokenizer, fact)? {
+        Ok(prompt) => prompt,
+        Err(reason) => return Ok((FactOutcome::Skipped(reason), model)),
+    };
+    let top = top_token(&model, &prompt.tokens)?;
+    if top != prompt.target {
+        let reason = format!("the model's top-1 next token is {:?}, not the target", tokenizer.decode(&[top]));
+        return Ok((FactOutcome::Skipped(reason), model));
+    }
+    let (trace, model) = tracing::trace_at_level(model, plugins, &prompt, level, options, |_, _| {})?;
+    Ok((FactOutcome::Traced(trace), model))
+}
+
+/// Traces every fact the model knows; `progress(done, total)` after each fact.
 pub fn trace_facts(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
     facts: &[Fact],
     options: &TraceOptions,
-    progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize),
 ) -> Result<(FactsTrace, LoadedModel)> {
-    let mut known = Vec::new();
+    let level = tracing::noise_level(&model, options)?;
+    let mut model = model;
+    let mut outcomes = Vec::with_capacity(facts.len());
+    for (done, fact) in facts.iter().enumerate() {
+        let (outcome, returned) = trace_fact(model, plugins, tokenizer, fact, level, options)?;
+        model = returned;
+        outcomes.push((fact.clone(), outcome));
+        progress(done + 1, facts.len());
+    }
+    Ok((assemble(outcomes)?, model))
+}
+
+/// The facts' outcomes, in the facts' order, as one result: the traced facts, the skipped ones and the means by
+/// position class. An error if no fact was traced.
+pub fn assemble(outcomes: Vec<(Fact, FactOutcome)>) -> Result<FactsTrace> {
+    let total = outcomes.len();
+    let mut traced = Vec::new();
     let mut skipped = Vec::new();
-    for fact in facts {
-        let prompt = match prepare(tokenizer, fact)? {
-            Ok(prompt) => prompt,
-            Err(reason) => {
-                skipped.push(SkippedFact { fact: fact.clone(), reason });
-                continue;
-            }
-        };
-        let top = top_token(&model, &prompt.tokens)?;
-        if top == prompt.target {
-            known.push((fact.clone(), prompt));
-        } else {
-            let reason = format!("the model's top-1 next token is {:?}, not the target", tokenizer.decode(&[top]));
-            skipped.push(SkippedFact { fact: fact.clone(), reason });
+    for (fact, outcome) in outcomes {
+        match outcome {
+            FactOutcome::Traced(trace) => traced.push(TracedFact { fact, trace }),
+            FactOutcome::Skipped(reason) => skipped.push(SkippedFact { fact, reason }),
         }
     }
-    if known.is_empty() {
-        return Err(VeneError::Inputs(format!("the model knows none of the {} facts (top-1 ≠ target)", facts.len())));
+    if traced.is_empty() {
+        return Err(VeneError::Inputs(format!("the model knows none of the {total} facts (top-1 ≠ target)")));
     }
-    let prompts: Vec<TracePrompt> = known.iter().map(|(_, p)| p.clone()).collect();
-    let (traces, model) = tracing::trace_all(model, plugins, &prompts, options, progress)?;
-    let by_class = class_means(&traces);
-    let traced = known.into_iter().zip(traces).map(|((fact, _), trace)| TracedFact { fact, trace }).collect();
-    Ok((FactsTrace { by_class, traced, skipped }, model))
+    let traces: Vec<Trace> = traced.iter().map(|t| t.trace.clone()).collect();
+    Ok(FactsTrace { by_class: class_means(&traces), traced, skipped })
+}
+
+/// The study's figures (the averaged heatmaps), numbers and summary, for `vene trace --facts` and its merge alike.
+pub fn study_output(result: &FactsTrace, out: &Path) -> Result<StudyOutput> {
+    let means = &result.by_class;
+    let title = |name: &str| format!("restored p(target), mean over {} known facts — {name}", result.traced.len());
+    let figures = tracing::heatmaps(means.sweeps(), &means.classes, title, means.clean.max(1e-9));
+    let peaks: Vec<String> = means
+        .peaks()
+        .iter()
+        .map(|(sweep, class, layer, value)| format!("{sweep} peaks at the {class}, layer {layer} ({value:.3})"))
+        .collect();
+    let summary = format!(
+        "{} of {} facts known and traced (clean p {:.3}, corrupted {:.3} on average); {}; wrote trace.json and the \
+         averaged heatmaps to {}",
+        result.traced.len(),
+        result.traced.len() + result.skipped.len(),
+        means.clean,
+        means.corrupted,
+        peaks.join("; "),
+        out.display()
+    );
+    StudyOutput::new("trace.json", result, figures, summary)
 }
 
 fn top_token(model: &LoadedModel, tokens: &[i64]) -> Result<i64> {

@@ -26,7 +26,6 @@ use crate::{
     text::TextTokenizer,
 };
 
-/// Writes `value` as pretty JSON to `dir/name`, atomically.
 /// One `T` per non-empty line of `text`; a bad line is an error naming `origin`, the line's number and `shape`
 /// (what a line looks like), and a text with no lines is an error too.
 pub fn parse_json_lines<T: serde::de::DeserializeOwned>(text: &str, origin: &str, shape: &str) -> Result<Vec<T>> {
@@ -45,6 +44,7 @@ pub fn parse_json_lines<T: serde::de::DeserializeOwned>(text: &str, origin: &str
     Ok(items)
 }
 
+/// Writes `value` as pretty JSON to `dir/name`, atomically.
 pub fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> Result<()> {
     let path = dir.join(name);
     let text = serde_json::to_string_pretty(value).map_err(|e| VeneError::Config(e.to_string()))?;

@@ -11,7 +11,7 @@
 //! probability, which is what their rows report. The noise is drawn afresh for every example and pass and the sweeps
 //! are averaged over `samples` passes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -44,7 +44,7 @@ impl Default for TraceOptions {
 }
 
 /// The results, probabilities of the target token after the prompt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Trace {
     pub tokens: Vec<i64>,
     /// Subject token positions `[start, end)`.
@@ -144,34 +144,18 @@ pub fn trace(
     options: &TraceOptions,
     progress: impl FnMut(usize, usize),
 ) -> Result<(Trace, LoadedModel)> {
-    let level = options.noise_scale * embedding_std(&model)?;
+    let level = noise_level(&model, options)?;
     let prompt = TracePrompt { tokens: tokens.to_vec(), subject, target };
     trace_at_level(model, plugins, &prompt, level, options, progress)
 }
 
-/// Traces each of `prompts` (the embedding's spread, which scales the noise, read once); `progress(done, total)`
-/// after each prompt.
-pub fn trace_all(
-    model: LoadedModel,
-    plugins: &PluginSet,
-    prompts: &[TracePrompt],
-    options: &TraceOptions,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<(Vec<Trace>, LoadedModel)> {
-    let level = options.noise_scale * embedding_std(&model)?;
-    let mut model = model;
-    let mut traces = Vec::with_capacity(prompts.len());
-    for (done, prompt) in prompts.iter().enumerate() {
-        let (trace, returned) = trace_at_level(model, plugins, prompt, level, options, |_, _| {})?;
-        model = returned;
-        traces.push(trace);
-        progress(done + 1, prompts.len());
-    }
-    Ok((traces, model))
+/// The noise's standard deviation for `options`: its scale times [`embedding_std`].
+pub fn noise_level(model: &LoadedModel, options: &TraceOptions) -> Result<f64> {
+    Ok(options.noise_scale * embedding_std(model)?)
 }
 
 /// [`trace`] with the noise's standard deviation `level` given.
-fn trace_at_level(
+pub fn trace_at_level(
     model: LoadedModel,
     plugins: &PluginSet,
     traced: &TracePrompt,

@@ -12,6 +12,7 @@ use vene_host::{
     model::LoadedModel,
     plugins::{PluginSearch, PluginSet},
     saved::SavedInterventions,
+    sharding::{ShardReport, ShardSpec},
     studies::output::StudyOutput,
     text::TextTokenizer,
 };
@@ -128,5 +129,36 @@ pub fn progress_bar(template: &str) -> ProgressBar {
 pub fn finish_study(output: &StudyOutput, out: &Path) -> Result<()> {
     output.write(out)?;
     println!("{}", output.summary);
+    Ok(())
+}
+
+/// Prints what a shard run did and what comes next.
+pub fn print_shard_report(spec: ShardSpec, report: &ShardReport, out: &Path) {
+    let next = if report.sweep_done == report.sweep_total {
+        format!("every item is finished: `vene merge {}` writes the result", out.display())
+    } else {
+        format!("when every shard is done, `vene merge {}` writes the result", out.display())
+    };
+    println!(
+        "shard {spec}: computed {} items, {} were already stored; {} of the sweep's {} items are finished; {next}",
+        report.computed, report.skipped, report.sweep_done, report.sweep_total
+    );
+}
+
+/// Sets libtorch's CPU threads from VENE_THREADS, or else from the CPUs Slurm gave the task (SLURM_CPUS_PER_TASK),
+/// so tasks sharing a node do not each start a thread per core.
+pub fn configure_threads() -> Result<()> {
+    for variable in ["VENE_THREADS", "SLURM_CPUS_PER_TASK"] {
+        if let Ok(value) = std::env::var(variable) {
+            let threads: i32 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| anyhow!("{variable}={value:?} is not a thread count (valid: a whole number ≥ 1)"))?;
+            tch::set_num_threads(threads);
+            return Ok(());
+        }
+    }
     Ok(())
 }

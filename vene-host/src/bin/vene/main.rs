@@ -6,7 +6,9 @@ mod common;
 mod demo;
 mod generate;
 mod inspect;
+mod merge;
 mod run;
+mod slurm;
 mod studies;
 mod train;
 mod vector;
@@ -69,6 +71,12 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Run an intervened forward pass and save its outputs.
     Run(run::RunArgs),
+    /// Write the result of a sharded sweep (`--shard I/N` runs into one --out) once every shard is done: the same
+    /// files as one process would write.
+    Merge(merge::MergeArgs),
+    /// Run a sweep as a Slurm job array, one task per shard, with the merge as a job after it; `vene slurm status
+    /// OUT` shows the shards' progress.
+    Slurm(slurm::SlurmArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(command: Command) -> Result<()> {
+    common::configure_threads()?;
     match command {
         Command::Plugins(args) => inspect::plugins(args),
         Command::Sites(args) => inspect::sites(args),
@@ -101,6 +110,8 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Run(args) => run::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::Slurm(args) => slurm::run(args),
     }
 }
 

@@ -1,20 +1,27 @@
 //! `vene trace`: causal tracing (Meng et al.) of one prompt, or of every fact in a facts file that the model knows,
 //! averaged by position class as in Meng et al.'s Figure 2.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, Result};
 use clap::Args;
+use serde_json::json;
 use vene_host::{
-    outputs,
+    hub, outputs,
+    sharding::{self, Manifest, ShardSpec, ShardStore, SweepIdentity},
     studies::{
-        facts,
+        facts::{self, Fact, FactOutcome},
         output::StudyOutput,
         tracing::{self, TraceOptions},
     },
 };
 
-use crate::common::{finish_study, load_model, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
+use crate::common::{
+    finish_study, load_model, model_tokenizer, print_shard_report, progress_bar, ModelArgs, PluginArgs,
+};
 
 #[derive(Args)]
 pub struct TraceArgs {
@@ -45,6 +52,11 @@ pub struct TraceArgs {
     /// Directory for trace.json and the heatmaps (PNG + SVG).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// With --facts: compute only shard I of N (`auto/N` reads I from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX), each fact stored under OUT/shards/ as it finishes; `vene merge OUT` writes the
+    /// result once every shard is done.
+    #[arg(long, value_name = "I/N", requires = "facts")]
+    shard: Option<String>,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -53,7 +65,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
     let options = TraceOptions { samples: args.samples, noise_scale: args.noise, window: args.window, seed: args.seed };
     match (&args.facts, &args.prompt, &args.subject, &args.target) {
-        (Some(facts), ..) => run_facts(&args, facts, &options),
+        (Some(facts), ..) => match &args.shard {
+            Some(shard) => run_shard(&args, facts, &options, ShardSpec::parse(shard)?),
+            None => run_facts(&args, facts, &options),
+        },
         (None, Some(prompt), Some(subject), Some(target)) => run_single(&args, prompt, subject, target, &options),
         _ => Err(anyhow!("give --facts FILE, or --prompt with --subject and --target")),
     }
@@ -98,29 +113,66 @@ fn run_facts(args: &TraceArgs, path: &Path, options: &TraceOptions) -> Result<()
     let facts = facts::read_facts(path)?;
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
-    let bar = progress_bar("{bar:40} {pos}/{len} facts traced  [{elapsed} < {eta}]");
+    let bar = progress_bar("{bar:40} {pos}/{len} facts  [{elapsed} < {eta}]");
     let (result, _) = facts::trace_facts(model, &plugins, &tokenizer, &facts, options, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    let means = &result.by_class;
-    let title = |name: &str| format!("restored p(target), mean over {} known facts — {name}", result.traced.len());
-    let figures = tracing::heatmaps(means.sweeps(), &means.classes, title, means.clean.max(1e-9));
-    let peaks: Vec<String> = means
-        .peaks()
-        .iter()
-        .map(|(sweep, class, layer, value)| format!("{sweep} peaks at the {class}, layer {layer} ({value:.3})"))
-        .collect();
-    let summary = format!(
-        "{} of {} facts known and traced (clean p {:.3}, corrupted {:.3} on average); {}; wrote trace.json and the \
-         averaged heatmaps to {}",
-        result.traced.len(),
-        facts.len(),
-        means.clean,
-        means.corrupted,
-        peaks.join("; "),
-        args.out.display()
-    );
-    finish_study(&StudyOutput::new("trace.json", &result, figures, summary)?, &args.out)
+    finish_study(&facts::study_output(&result, &args.out)?, &args.out)
+}
+
+/// The facts as a sweep: one item per fact, `fact-NNNN` by its place in the file.
+fn fact_items(facts: Vec<Fact>) -> Vec<(String, Fact)> {
+    facts.into_iter().enumerate().map(|(i, fact)| (format!("fact-{i:04}"), fact)).collect()
+}
+
+/// The manifest of a sharded trace of `items` into `shards` shards.
+fn manifest(args: &TraceArgs, options: &TraceOptions, items: &[(String, Fact)], shards: usize) -> Result<Manifest> {
+    let model_path = hub::resolve_model(&args.model.model)?;
+    let facts: Vec<&Fact> = items.iter().map(|(_, fact)| fact).collect();
+    let facts_json = serde_json::to_vec(&facts)?;
+    let options = BTreeMap::from([
+        ("--samples".to_string(), json!(options.samples)),
+        ("--noise".to_string(), json!(options.noise_scale)),
+        ("--window".to_string(), json!(options.window)),
+        ("--seed".to_string(), json!(options.seed)),
+        ("the facts' sha256".to_string(), json!(sharding::sha256_hex(&facts_json))),
+        ("--device".to_string(), json!(args.model.device)),
+        ("--dtype".to_string(), json!(args.model.dtype)),
+        // libtorch's CPU kernels split their sums by thread count, which changes the last bits of results.
+        ("libtorch's threads (VENE_THREADS)".to_string(), json!(tch::get_num_threads())),
+    ]);
+    Ok(Manifest {
+        identity: SweepIdentity::new("trace", sharding::model_sha256(&model_path)?, options),
+        model: args.model.model.clone(),
+        shards,
+        items: items.iter().map(|(id, _)| id.clone()).collect(),
+    })
+}
+
+fn run_shard(args: &TraceArgs, path: &Path, options: &TraceOptions, spec: ShardSpec) -> Result<()> {
+    let items = fact_items(facts::read_facts(path)?);
+    let manifest = manifest(args, options, &items, spec.count)?;
+    let store = ShardStore::new(&args.out);
+    store.open(&manifest)?;
+    let (plugins, model) = load_model(&args.model, &args.plugins)?;
+    let tokenizer = model_tokenizer(&model)?;
+    let level = tracing::noise_level(&model, options)?;
+    let bar = progress_bar("{bar:40} {pos}/{len} facts of this shard  [{elapsed} < {eta}]");
+    let compute = |model, fact: &Fact| facts::trace_fact(model, &plugins, &tokenizer, fact, level, options);
+    let (report, _) = sharding::run_shard(&store, &manifest, spec, &items, model, compute, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    print_shard_report(spec, &report, &args.out);
+    Ok(())
+}
+
+/// Writes trace.json, the figures and the summary from a finished sharded sweep's items.
+pub fn merge(out: &Path) -> Result<()> {
+    let (_, outcomes) = sharding::collect::<Fact, FactOutcome>(&ShardStore::new(out))?;
+    let result = facts::assemble(outcomes)?;
+    finish_study(&facts::study_output(&result, out)?, out)
 }
