@@ -250,3 +250,52 @@ fn jobs_on_path() -> bool {
         std::env::split_paths(&path).any(|dir: PathBuf| dir.join("sbatch").is_file() && dir.join("squeue").is_file())
     })
 }
+
+/// `vene das-probe` sharded over its layer × position cells (the fixture GPT-2 with a word tokenizer): the merge
+/// equals the single-process grid byte for byte, a rerun of a finished shard computes nothing, and `vene slurm`
+/// without sbatch on the PATH writes the scripts and says how to submit them.
+#[test]
+fn das_probe_shards_merge_to_the_single_process_grid() {
+    let dir = scratch("sharding-das-probe");
+    let model = dir.join("model");
+    gpt2_with_word_tokenizer(&model);
+    let (single, out) = (dir.join("single"), dir.join("sharded"));
+    let args = |out: &Path| -> Vec<String> {
+        let model = model.to_str().unwrap();
+        let grid = ["das-probe", "--model", model, "--template", "{name} w5 w6", "--class", "w1=w10,w11,w12,w13,w14"];
+        let mut args: Vec<String> = grid.map(String::from).to_vec();
+        args.extend(["--class", "w2=w20,w21,w22", "--epochs", "2", "--out", out.to_str().unwrap()].map(String::from));
+        args
+    };
+    let strs = |args: &[String]| -> Vec<String> { args.to_vec() };
+    let run = |args: Vec<String>| succeeds(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args(&single));
+    for shard in ["2/3", "0/3", "1/3"] {
+        let mut sharded = strs(&args(&out));
+        sharded.extend(["--shard".to_string(), shard.to_string()]);
+        let said = run(sharded);
+        assert!(said.contains(&format!("shard {shard}: computed 3 items, 0 were already stored")), "{said}");
+    }
+    let mut again = args(&out);
+    again.extend(["--shard".to_string(), "0/3".to_string()]);
+    assert!(run(again).contains("computed 0 items, 3 were already stored"));
+    succeeds(&["merge", out.to_str().unwrap()]);
+    for name in ["das_probe.json", "das_iia.svg", "probe_accuracy.svg"] {
+        let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
+        assert!(a == b, "{name}: the merged file differs from the single-process one");
+    }
+
+    let mut submit: Vec<String> = ["slurm", "--array", "3", "--", "vene"].map(String::from).to_vec();
+    submit.extend(args(&dir.join("unsubmitted")));
+    let output = Command::new(vene_binary()).args(&submit).env("PATH", "/nonexistent").output().expect("vene runs");
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("sbatch is not on the PATH") && said.contains("--dependency=afterok:$id"), "{said}");
+    let script = std::fs::read_to_string(dir.join("unsubmitted/slurm/array.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-2") && script.contains("das-probe"), "{script}");
+    fails_with(&["slurm", "--array", "0", "--", "vene", "das-probe"], &["--array 0", "at least one shard"]);
+    fails_with(
+        &["slurm", "--array", "2", "--", "vene", "sites"],
+        &["is not a sweep vene can shard", "vene trace --facts"],
+    );
+}

@@ -64,6 +64,9 @@ pub struct Manifest {
     pub shards: usize,
     /// The items' ids in the sweep's order.
     pub items: Vec<String>,
+    /// What the merge needs besides the items' results (e.g. a grid's labels), derived from the identity.
+    #[serde(default)]
+    pub context: serde_json::Value,
 }
 
 impl Manifest {

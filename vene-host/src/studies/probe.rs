@@ -1,6 +1,6 @@
 //! DAS versus a linear probe: where a variable is decodable versus where it is causal.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -64,14 +64,35 @@ impl ProbeSetup {
     }
 }
 
-/// `progress(done, total)` after each layer × position.
-pub fn das_vs_probe(
-    model: LoadedModel,
-    plugins: &PluginSet,
-    tokenizer: &TextTokenizer,
-    setup: &ProbeSetup,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<(DasProbe, LoadedModel)> {
+/// What every cell of the grid shares, from the setup and the tokenizer alone: the names with their classes, each
+/// class's target token, the positions studied and the prompt's token labels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbePlan {
+    names: Vec<(String, usize)>,
+    targets: Vec<i64>,
+    layers: usize,
+    studied: Vec<usize>,
+    labels: Vec<String>,
+}
+
+/// One cell of the grid: a block output at a layer and a token position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeCell {
+    pub position: usize,
+    pub layer: usize,
+}
+
+/// What one cell measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    pub das_iia: f64,
+    pub probe_accuracy: f64,
+    pub train_pairs: usize,
+    pub eval_pairs: usize,
+}
+
+/// Checks `setup` against the tokenizer and lays out the grid of a model with `layers` layers.
+pub fn plan(tokenizer: &TextTokenizer, setup: &ProbeSetup, layers: usize) -> Result<ProbePlan> {
     if setup.classes.len() < 2 || !setup.template.contains("{name}") {
         return Err(VeneError::Config("DAS vs probe needs two or more classes and a template with {name}".to_string()));
     }
@@ -92,7 +113,6 @@ pub fn das_vs_probe(
                 .ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))
         })
         .collect::<Result<Vec<i64>>>()?;
-    let layers = model.catalog().num_layers as usize;
     let positions = tokenizer.encode(&setup.prompt(&names[0].0))?.len();
     if let Some((name, _)) =
         names.iter().find(|(n, _)| tokenizer.encode(&setup.prompt(n)).map_or(true, |t| t.len() != positions))
@@ -103,36 +123,82 @@ pub fn das_vs_probe(
     if let Some(bad) = studied.iter().find(|&&p| p >= positions) {
         return Err(VeneError::Inputs(format!("position {bad} is outside the {positions}-token prompt")));
     }
-    let mut model = model;
-    let mut das_iia = vec![vec![0.0; layers]; studied.len()];
-    let mut probe_accuracy = vec![vec![0.0; layers]; studied.len()];
-    let mut sizes = (0, 0);
-    for (row, &position) in studied.iter().enumerate() {
-        let data = counterfactuals(tokenizer, setup, &names, &targets, position)?;
-        let (train_set, eval_set) = crate::train::split(&data, 0.25, 3);
-        sizes = (train_set.len(), eval_set.len());
-        for layer in 0..layers {
-            let (iia, returned) =
-                das_iia_at(model, plugins, tokenizer, (&train_set, &eval_set), layer, setup.budget.epochs)?;
-            das_iia[row][layer] = iia;
-            let (accuracy, returned) = probe(returned, plugins, tokenizer, setup, &names, layer, position)?;
-            probe_accuracy[row][layer] = accuracy;
-            model = returned;
-            progress(row * layers + layer + 1, studied.len() * layers);
-        }
-    }
     let labels = token_labels(tokenizer, setup, &names[0].0)?;
-    let tokens = studied.iter().map(|&p| labels[p].clone()).collect();
-    let found = DasProbe {
-        tokens,
-        positions: studied,
-        train_pairs: sizes.0,
-        eval_pairs: sizes.1,
-        majority_baseline: majority_baseline(&names, setup.classes.len()),
-        das_iia,
-        probe_accuracy,
-    };
-    Ok((found, model))
+    Ok(ProbePlan { names, targets, layers, studied, labels })
+}
+
+impl ProbePlan {
+    /// Every cell, position by position and layer by layer within each.
+    pub fn cells(&self) -> Vec<ProbeCell> {
+        self.studied
+            .iter()
+            .flat_map(|&position| (0..self.layers).map(move |layer| ProbeCell { position, layer }))
+            .collect()
+    }
+
+    /// The grid from every cell's result, given in [`ProbePlan::cells`]' order.
+    pub fn assemble(&self, results: &[CellResult]) -> Result<DasProbe> {
+        if results.len() != self.studied.len() * self.layers {
+            return Err(VeneError::Inputs(format!(
+                "{} cell results for a grid of {} positions × {} layers",
+                results.len(),
+                self.studied.len(),
+                self.layers
+            )));
+        }
+        let rows = |value: fn(&CellResult) -> f64| -> Vec<Vec<f64>> {
+            results.chunks(self.layers).map(|row| row.iter().map(value).collect()).collect()
+        };
+        let last = results.last();
+        Ok(DasProbe {
+            tokens: self.studied.iter().map(|&p| self.labels[p].clone()).collect(),
+            positions: self.studied.clone(),
+            train_pairs: last.map_or(0, |r| r.train_pairs),
+            eval_pairs: last.map_or(0, |r| r.eval_pairs),
+            majority_baseline: majority_baseline(&self.names, self.targets.len()),
+            das_iia: rows(|r| r.das_iia),
+            probe_accuracy: rows(|r| r.probe_accuracy),
+        })
+    }
+}
+
+/// Trains and evaluates DAS, and fits and tests the probe, at one cell.
+pub fn measure_cell(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &ProbeSetup,
+    plan: &ProbePlan,
+    cell: ProbeCell,
+) -> Result<(CellResult, LoadedModel)> {
+    let data = counterfactuals(tokenizer, setup, &plan.names, &plan.targets, cell.position)?;
+    let (train_set, eval_set) = crate::train::split(&data, 0.25, 3);
+    let splits = (&train_set[..], &eval_set[..]);
+    let (das_iia, model) = das_iia_at(model, plugins, tokenizer, splits, cell.layer, setup.budget.epochs)?;
+    let (probe_accuracy, model) = probe(model, plugins, tokenizer, setup, &plan.names, cell.layer, cell.position)?;
+    let result = CellResult { das_iia, probe_accuracy, train_pairs: train_set.len(), eval_pairs: eval_set.len() };
+    Ok((result, model))
+}
+
+/// The whole grid in one process; `progress(done, total)` after each layer × position.
+pub fn das_vs_probe(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &ProbeSetup,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(DasProbe, LoadedModel)> {
+    let plan = plan(tokenizer, setup, model.catalog().num_layers as usize)?;
+    let cells = plan.cells();
+    let mut model = model;
+    let mut results = Vec::with_capacity(cells.len());
+    for (done, &cell) in cells.iter().enumerate() {
+        let (result, returned) = measure_cell(model, plugins, tokenizer, setup, &plan, cell)?;
+        model = returned;
+        results.push(result);
+        progress(done + 1, cells.len());
+    }
+    Ok((plan.assemble(&results)?, model))
 }
 
 /// The prompt's tokens, with the name's own shown as NAME.

@@ -12,7 +12,7 @@ use vene_host::{
     model::LoadedModel,
     plugins::{PluginSearch, PluginSet},
     saved::SavedInterventions,
-    sharding::{ShardReport, ShardSpec},
+    sharding::{self, Manifest, ShardSpec, ShardStore, SweepIdentity},
     studies::output::StudyOutput,
     text::TextTokenizer,
 };
@@ -132,17 +132,80 @@ pub fn finish_study(output: &StudyOutput, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Prints what a shard run did and what comes next.
-pub fn print_shard_report(spec: ShardSpec, report: &ShardReport, out: &Path) {
-    let next = if report.sweep_done == report.sweep_total {
-        format!("every item is finished: `vene merge {}` writes the result", out.display())
-    } else {
-        format!("when every shard is done, `vene merge {}` writes the result", out.display())
-    };
-    println!(
-        "shard {spec}: computed {} items, {} were already stored; {} of the sweep's {} items are finished; {next}",
-        report.computed, report.skipped, report.sweep_done, report.sweep_total
-    );
+/// The manifest of `command`'s sweep of `items` in `shards` shards on `model`: the command's `options` that change
+/// results, plus the device, the dtype and libtorch's thread count (its CPU kernels split sums by thread count,
+/// which changes the last bits), and the model's hash.
+pub fn sweep_manifest<I>(
+    command: &str,
+    model: &ModelArgs,
+    options: &[(&str, serde_json::Value)],
+    items: &[(String, I)],
+    shards: usize,
+    context: serde_json::Value,
+) -> Result<Manifest> {
+    let mut named: std::collections::BTreeMap<String, serde_json::Value> =
+        options.iter().map(|(name, value)| (name.to_string(), value.clone())).collect();
+    named.insert("--device".to_string(), serde_json::json!(model.device));
+    named.insert("--dtype".to_string(), serde_json::json!(model.dtype));
+    named.insert("libtorch's threads (VENE_THREADS)".to_string(), serde_json::json!(tch::get_num_threads()));
+    let model_sha256 = sharding::model_sha256(&hub::resolve_model(&model.model)?)?;
+    Ok(Manifest {
+        identity: SweepIdentity::new(command, model_sha256, named),
+        model: model.model.clone(),
+        shards,
+        items: items.iter().map(|(id, _)| id.clone()).collect(),
+        context,
+    })
+}
+
+/// One shard's run of a sweep whose manifest it has joined.
+pub struct ShardRun<'a> {
+    store: ShardStore,
+    manifest: Manifest,
+    spec: ShardSpec,
+    out: &'a Path,
+}
+
+impl<'a> ShardRun<'a> {
+    /// Joins the sweep `manifest` describes in `out` (writing the manifest, or checking the one there).
+    pub fn open(out: &'a Path, manifest: Manifest, spec: ShardSpec) -> Result<Self> {
+        let store = ShardStore::new(out);
+        store.open(&manifest)?;
+        Ok(Self { store, manifest, spec, out })
+    }
+
+    /// Computes this shard's items of `items` not stored yet, with a progress bar of `template`, then says what it
+    /// did and what comes next.
+    pub fn compute<I, R, S>(
+        &self,
+        items: &[(String, I)],
+        state: S,
+        compute: impl FnMut(S, &I) -> vene_host::error::Result<(R, S)>,
+        template: &str,
+    ) -> Result<()>
+    where
+        I: serde::Serialize + serde::de::DeserializeOwned + Clone,
+        R: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let bar = progress_bar(template);
+        let (store, manifest, spec) = (&self.store, &self.manifest, self.spec);
+        let (report, _) = sharding::run_shard(store, manifest, spec, items, state, compute, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+        let merge = format!("`vene merge {}` writes the result", self.out.display());
+        let next = if report.sweep_done == report.sweep_total {
+            format!("every item is finished: {merge}")
+        } else {
+            format!("when every shard is done, {merge}")
+        };
+        println!(
+            "shard {spec}: computed {} items, {} were already stored; {} of the sweep's {} items are finished; {next}",
+            report.computed, report.skipped, report.sweep_done, report.sweep_total
+        );
+        Ok(())
+    }
 }
 
 /// Sets libtorch's CPU threads from VENE_THREADS, or else from the CPUs Slurm gave the task (SLURM_CPUS_PER_TASK),

@@ -15,7 +15,7 @@ use jobs::{Jobs, Queue, Submission};
 use script::Resources;
 
 /// The sweep commands that take --shard, and what each needs to be a sweep.
-const SWEEPS: [(&str, &str); 1] = [("trace", "--facts")];
+const SWEEPS: [(&str, &str); 2] = [("trace", "--facts"), ("das-probe", "--template")];
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]

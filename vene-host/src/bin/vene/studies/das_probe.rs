@@ -1,18 +1,26 @@
-//! `vene das-probe`: rank-1 DAS versus a linear probe at every layer × position.
+//! `vene das-probe`: rank-1 DAS versus a linear probe at every layer × position, in one process or as a sharded
+//! sweep of the grid's cells.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use clap::Args;
+use serde_json::json;
 use vene_host::{
+    model::LoadedModel,
     outputs,
+    plugins::PluginSet,
+    sharding::{self, Manifest, ShardSpec, ShardStore},
     studies::{
         output::StudyOutput,
-        probe::{das_vs_probe, DasBudget, ProbeSetup},
+        probe::{self, das_vs_probe, CellResult, DasBudget, DasProbe, ProbeCell, ProbePlan, ProbeSetup},
     },
+    text::TextTokenizer,
 };
 
-use crate::common::{finish_study, load_model, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
+use crate::common::{
+    finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
+};
 
 #[derive(Args)]
 pub struct DasProbeArgs {
@@ -35,6 +43,10 @@ pub struct DasProbeArgs {
     epochs: usize,
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Compute only shard I of N of the layer × position cells (`auto/N` reads I from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX), each stored under OUT/shards/ as it finishes; `vene merge OUT` writes the result.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -49,17 +61,68 @@ fn parse_class(class: &str) -> Result<(String, Vec<String>)> {
 pub fn run(args: DasProbeArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
     let classes = args.classes.iter().map(|c| parse_class(c)).collect::<Result<Vec<_>>>()?;
+    let spec = args.shard.as_deref().map(ShardSpec::parse).transpose()?;
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
-    let budget = DasBudget { positions: args.positions, pairs: args.pairs, epochs: args.epochs };
-    let setup = ProbeSetup { template: args.template, classes, budget };
+    let budget = DasBudget { positions: args.positions.clone(), pairs: args.pairs, epochs: args.epochs };
+    let setup = ProbeSetup { template: args.template.clone(), classes, budget };
+    if let Some(spec) = spec {
+        return run_shard(&args, &setup, (&plugins, model, &tokenizer), spec);
+    }
     let bar = progress_bar("DAS and probe {bar:40} {pos}/{len} sites  [{elapsed} < {eta}]");
     let (result, _) = das_vs_probe(model, &plugins, &tokenizer, &setup, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    finish_study(&study_output(&result)?, &args.out)
+}
+
+fn study_output(result: &DasProbe) -> Result<StudyOutput> {
     let figures = result.heatmaps("rank-1 DAS held-out IIA", "linear probe held-out accuracy");
     let summary = format!("DAS IIA {:?}\nprobe accuracy {:?}", result.das_iia, result.probe_accuracy);
-    finish_study(&StudyOutput::new("das_probe.json", &result, figures, summary)?, &args.out)
+    Ok(StudyOutput::new("das_probe.json", result, figures, summary)?)
+}
+
+/// The grid's cells as a sweep: `cell-pP-lL` for position P, layer L.
+fn cell_items(plan: &ProbePlan) -> Vec<(String, ProbeCell)> {
+    plan.cells().into_iter().map(|c| (format!("cell-p{:02}-l{:03}", c.position, c.layer), c)).collect()
+}
+
+fn manifest(
+    args: &DasProbeArgs,
+    setup: &ProbeSetup,
+    plan: &ProbePlan,
+    items: &[(String, ProbeCell)],
+    shards: usize,
+) -> Result<Manifest> {
+    let options = [
+        ("--template", json!(setup.template)),
+        ("the classes' sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&setup.classes)?))),
+        ("--positions", json!(args.positions)),
+        ("--pairs", json!(args.pairs)),
+        ("--epochs", json!(args.epochs)),
+    ];
+    sweep_manifest("das-probe", &args.model, &options, items, shards, serde_json::to_value(plan)?)
+}
+
+fn run_shard(
+    args: &DasProbeArgs,
+    setup: &ProbeSetup,
+    (plugins, model, tokenizer): (&PluginSet, LoadedModel, &TextTokenizer),
+    spec: ShardSpec,
+) -> Result<()> {
+    let plan = probe::plan(tokenizer, setup, model.catalog().num_layers as usize)?;
+    let items = cell_items(&plan);
+    let run = ShardRun::open(&args.out, manifest(args, setup, &plan, &items, spec.count)?, spec)?;
+    let compute = |model, cell: &ProbeCell| probe::measure_cell(model, plugins, tokenizer, setup, &plan, *cell);
+    run.compute(&items, model, compute, "DAS and probe {bar:40} {pos}/{len} sites of this shard  [{elapsed} < {eta}]")
+}
+
+/// Writes das_probe.json and the two heatmaps from a finished sharded sweep's cells.
+pub fn merge(out: &Path) -> Result<()> {
+    let (manifest, cells) = sharding::collect::<ProbeCell, CellResult>(&ShardStore::new(out))?;
+    let plan: ProbePlan = serde_json::from_value(manifest.context)?;
+    let results: Vec<CellResult> = cells.into_iter().map(|(_, result)| result).collect();
+    finish_study(&study_output(&plan.assemble(&results)?)?, out)
 }

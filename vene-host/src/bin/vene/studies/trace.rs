@@ -1,17 +1,14 @@
 //! `vene trace`: causal tracing (Meng et al.) of one prompt, or of every fact in a facts file that the model knows,
 //! averaged by position class as in Meng et al.'s Figure 2.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use clap::Args;
 use serde_json::json;
 use vene_host::{
-    hub, outputs,
-    sharding::{self, Manifest, ShardSpec, ShardStore, SweepIdentity},
+    outputs,
+    sharding::{self, Manifest, ShardSpec, ShardStore},
     studies::{
         facts::{self, Fact, FactOutcome},
         output::StudyOutput,
@@ -20,7 +17,7 @@ use vene_host::{
 };
 
 use crate::common::{
-    finish_study, load_model, model_tokenizer, print_shard_report, progress_bar, ModelArgs, PluginArgs,
+    finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
 };
 
 #[derive(Args)]
@@ -129,45 +126,25 @@ fn fact_items(facts: Vec<Fact>) -> Vec<(String, Fact)> {
 
 /// The manifest of a sharded trace of `items` into `shards` shards.
 fn manifest(args: &TraceArgs, options: &TraceOptions, items: &[(String, Fact)], shards: usize) -> Result<Manifest> {
-    let model_path = hub::resolve_model(&args.model.model)?;
     let facts: Vec<&Fact> = items.iter().map(|(_, fact)| fact).collect();
-    let facts_json = serde_json::to_vec(&facts)?;
-    let options = BTreeMap::from([
-        ("--samples".to_string(), json!(options.samples)),
-        ("--noise".to_string(), json!(options.noise_scale)),
-        ("--window".to_string(), json!(options.window)),
-        ("--seed".to_string(), json!(options.seed)),
-        ("the facts' sha256".to_string(), json!(sharding::sha256_hex(&facts_json))),
-        ("--device".to_string(), json!(args.model.device)),
-        ("--dtype".to_string(), json!(args.model.dtype)),
-        // libtorch's CPU kernels split their sums by thread count, which changes the last bits of results.
-        ("libtorch's threads (VENE_THREADS)".to_string(), json!(tch::get_num_threads())),
-    ]);
-    Ok(Manifest {
-        identity: SweepIdentity::new("trace", sharding::model_sha256(&model_path)?, options),
-        model: args.model.model.clone(),
-        shards,
-        items: items.iter().map(|(id, _)| id.clone()).collect(),
-    })
+    let options = [
+        ("--samples", json!(options.samples)),
+        ("--noise", json!(options.noise_scale)),
+        ("--window", json!(options.window)),
+        ("--seed", json!(options.seed)),
+        ("the facts' sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&facts)?))),
+    ];
+    sweep_manifest("trace", &args.model, &options, items, shards, serde_json::Value::Null)
 }
 
 fn run_shard(args: &TraceArgs, path: &Path, options: &TraceOptions, spec: ShardSpec) -> Result<()> {
     let items = fact_items(facts::read_facts(path)?);
-    let manifest = manifest(args, options, &items, spec.count)?;
-    let store = ShardStore::new(&args.out);
-    store.open(&manifest)?;
+    let run = ShardRun::open(&args.out, manifest(args, options, &items, spec.count)?, spec)?;
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let level = tracing::noise_level(&model, options)?;
-    let bar = progress_bar("{bar:40} {pos}/{len} facts of this shard  [{elapsed} < {eta}]");
     let compute = |model, fact: &Fact| facts::trace_fact(model, &plugins, &tokenizer, fact, level, options);
-    let (report, _) = sharding::run_shard(&store, &manifest, spec, &items, model, compute, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
-    bar.finish_and_clear();
-    print_shard_report(spec, &report, &args.out);
-    Ok(())
+    run.compute(&items, model, compute, "{bar:40} {pos}/{len} facts of this shard  [{elapsed} < {eta}]")
 }
 
 /// Writes trace.json, the figures and the summary from a finished sharded sweep's items.
