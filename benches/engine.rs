@@ -6,7 +6,8 @@
 //! `VENE_BENCH_SHAPE=tiny` asks for a 4-layer, 64-wide one (quick runs). It is written once to the temporary directory
 //! in Hugging Face layout and loaded through the GPT-2 adapter plugin, so the benches measure the real loading and
 //! plugin paths. `VENE_BENCH_SHAPE=gemma3-270m` runs the same workloads (batch 8 × 32 tokens) on the real model, its
-//! GGUF through the Llama-family adapter, and times loading it.
+//! GGUF through the Llama-family adapter, and times loading it. `VENE_BENCH_SHAPE=gpt2-xl` (and the two Pythia-6.9B
+//! shapes, see [`Shape::from_env`]) measure one pass and one DAS step at the paper's sizes.
 //! Build the plugins first: `cargo build --workspace --release`, then `cargo bench --bench engine`.
 
 use std::path::{Path, PathBuf};
@@ -45,11 +46,23 @@ struct Shape {
     tokens: i64,
     /// The real Gemma 3 270M rather than a random GPT-2.
     real: bool,
+    /// A shape of the paper's models, for the cost of one pass and one DAS step only (see [`passes`]).
+    paper: bool,
 }
 
 impl Shape {
     fn tiny() -> Self {
-        Shape { name: "tiny", layers: 4, width: 64, heads: 4, vocab: 1000, batch: 8, tokens: 64, real: false }
+        Shape {
+            name: "tiny",
+            layers: 4,
+            width: 64,
+            heads: 4,
+            vocab: 1000,
+            batch: 8,
+            tokens: 64,
+            real: false,
+            paper: false,
+        }
     }
 
     fn from_env() -> Self {
@@ -64,7 +77,15 @@ impl Shape {
                 batch: 8,
                 tokens: 32,
                 real: true,
+                paper: false,
             },
+            // GPT-2 XL, the paper's tracing model, at full size; prompts of CounterFact's typical 10 tokens.
+            Ok("gpt2-xl") => Shape::paper("gpt2-xl", 48, 1600, 25, 50257, 10),
+            // Pythia-6.9B's width, heads and vocabulary in GPT-2 blocks (the same matrix products per layer) at 2 and
+            // 4 layers: the whole model does not fit this machine's memory in f32, so BENCHMARKS.md extrapolates
+            // its 32 layers from the difference. Prompts of the gender template's 6 tokens.
+            Ok("pythia-6.9b-2-layers") => Shape::paper("pythia-6.9b-2-layers", 2, 4096, 32, 50432, 6),
+            Ok("pythia-6.9b-4-layers") => Shape::paper("pythia-6.9b-4-layers", 4, 4096, 32, 50432, 6),
             _ => Shape {
                 name: "gpt2-small",
                 layers: 12,
@@ -74,8 +95,13 @@ impl Shape {
                 batch: 8,
                 tokens: 64,
                 real: false,
+                paper: false,
             },
         }
+    }
+
+    fn paper(name: &'static str, layers: i64, width: i64, heads: i64, vocab: i64, tokens: i64) -> Self {
+        Shape { name, layers, width, heads, vocab, batch: 8, tokens, real: false, paper: true }
     }
 
     /// The adapter plugin that loads this shape's model.
@@ -175,6 +201,9 @@ fn direct_gpt2(
 
 fn forward(c: &mut Criterion) {
     let shape = Shape::from_env();
+    if shape.paper {
+        return;
+    }
     let dir = shape.model_path();
     let plugins = plugins(&[shape.adapter(), "vene_das"]);
     let base = ForwardInputs::from_ids(token_ids(&shape, 1));
@@ -298,6 +327,9 @@ fn das_training_step(c: &mut Criterion) {
 /// MLP output on the prompt and on every step (ITI-style steering).
 fn generation(c: &mut Criterion) {
     let shape = Shape::from_env();
+    if shape.paper {
+        return;
+    }
     let dir = shape.model_path();
     let plugins = plugins(&[shape.adapter()]);
     let vector: Vec<f32> = (0..shape.width).map(|i| (i % 5) as f32 * 0.01).collect();
@@ -393,5 +425,26 @@ fn loading(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, boundary, forward, das_training_step, generation, tracing, loading);
+/// With a paper shape (`VENE_BENCH_SHAPE=gpt2-xl`, `pythia-6.9b-2-layers`, `pythia-6.9b-4-layers`): the cost of one
+/// pass as pyvene's tutorial loop runs it (one prompt per forward) and as vene batches restorations (8 prompts per
+/// forward), for BENCHMARKS.md's scale on paper.
+fn passes(c: &mut Criterion) {
+    let shape = Shape::from_env();
+    if !shape.paper {
+        return;
+    }
+    let dir = shape.model_path();
+    let plugins = plugins(&[shape.adapter()]);
+    let model = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F32).expect("bench model loads");
+    let batch = ForwardInputs::from_ids(token_ids(&shape, 1)).reading_last_position();
+    let one = ForwardInputs::from_ids(token_ids(&Shape { batch: 1, ..shape }, 1)).reading_last_position();
+    let _no_grad = tch::no_grad_guard();
+    let mut group = c.benchmark_group(format!("passes/{}", shape.name));
+    group.sample_size(10);
+    group.bench_function("one_prompt", |b| b.iter(|| model.forward_plain(&one).unwrap().output));
+    group.bench_function("batch_of_8_prompts", |b| b.iter(|| model.forward_plain(&batch).unwrap().output));
+    group.finish();
+}
+
+criterion_group!(benches, boundary, forward, das_training_step, generation, tracing, loading, passes);
 criterion_main!(benches);
