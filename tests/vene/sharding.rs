@@ -251,11 +251,11 @@ fn jobs_on_path() -> bool {
     })
 }
 
-/// `vene das-probe` sharded over its layer × position cells (the fixture GPT-2 with a word tokenizer): the merge
-/// equals the single-process grid byte for byte, a rerun of a finished shard computes nothing, and `vene slurm`
+/// `vene das-probe` (and `vene interchange-search`) sharded over their items (the fixture GPT-2 with a word
+/// tokenizer): the merge equals the single-process result byte for byte, a rerun of a finished shard computes nothing, and `vene slurm`
 /// without sbatch on the PATH writes the scripts and says how to submit them.
 #[test]
-fn das_probe_shards_merge_to_the_single_process_grid() {
+fn cli_sweeps_merge_to_the_single_process_results() {
     let dir = scratch("sharding-das-probe");
     let model = dir.join("model");
     gpt2_with_word_tokenizer(&model);
@@ -292,6 +292,8 @@ fn das_probe_shards_merge_to_the_single_process_grid() {
         assert!(a == b, "{name}: the merged file differs from the single-process one");
     }
 
+    interchange_search_shards_merge_to_the_single_process_search(&dir, &model);
+
     let mut submit: Vec<String> = ["slurm", "--array", "3", "--", "vene"].map(String::from).to_vec();
     submit.extend(args(&dir.join("unsubmitted")));
     let output = Command::new(vene_binary()).args(&submit).env("PATH", "/nonexistent").output().expect("vene runs");
@@ -305,4 +307,34 @@ fn das_probe_shards_merge_to_the_single_process_grid() {
         &["slurm", "--array", "2", "--", "vene", "sites"],
         &["is not a sweep vene can shard", "vene trace --facts"],
     );
+}
+
+/// `vene interchange-search` sharded over its wording × layer items merges to the single-process search.
+fn interchange_search_shards_merge_to_the_single_process_search(dir: &Path, model: &Path) {
+    let wordings = dir.join("wordings.jsonl");
+    std::fs::write(
+        &wordings,
+        "{\"base\": \"w1 w2 w3 w4\", \"attribute_source\": \"w1 w5 w3 w4\", \"entity_source\": \"w1 w2 w6 w4\"}\n\
+         {\"base\": \"w8 w2 w3\", \"attribute_source\": \"w8 w9 w3\", \"entity_source\": \"w8 w2 w10\"}\n",
+    )
+    .unwrap();
+    let (single, out) = (dir.join("search-single"), dir.join("search-sharded"));
+    let args = |out: &Path, shard: Option<&str>| -> Vec<String> {
+        let (model, wordings) = (model.to_str().unwrap(), wordings.to_str().unwrap());
+        let mut args: Vec<String> = ["interchange-search", "--model", model, "--wordings", wordings, "--target", "w7"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--out".to_string(), out.to_str().unwrap().to_string()]);
+        args.extend(shard.map(|s| ["--shard".to_string(), s.to_string()]).into_iter().flatten());
+        args
+    };
+    let run = |args: Vec<String>| succeeds(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args(&single, None));
+    assert!(run(args(&out, Some("1/2"))).contains("shard 1/2: computed 3 items"));
+    fails_with(&["merge", out.to_str().unwrap()], &["3 of the sweep's 6 items are not finished", "shard 0/2"]);
+    assert!(run(args(&out, Some("0/2"))).contains("6 of the sweep's 6 items are finished"));
+    succeeds(&["merge", out.to_str().unwrap()]);
+    let name = "interchange_search.json";
+    let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
+    assert!(a == b, "{name}: the merged file differs from the single-process one");
 }

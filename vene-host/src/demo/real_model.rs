@@ -237,11 +237,15 @@ pub fn interchange(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Finding, LoadedModel)> {
     let wordings = wordings();
-    let setup = (wordings.as_slice(), " Italian", "block_output");
-    let (found, model) =
-        interchange_search::search(model, plugins, tokenizer, setup, grid.serial_stride, |done, total| {
-            progress(Progress::Study { study: "multi-source interchange", done, total })
-        })?;
+    let setup = interchange_search::SearchSetup {
+        wordings: &wordings,
+        target: " Italian",
+        component: "block_output",
+        serial_stride: grid.serial_stride,
+    };
+    let (found, model) = interchange_search::search(model, plugins, tokenizer, &setup, |done, total| {
+        progress(Progress::Study { study: "multi-source interchange", done, total })
+    })?;
     progress(Progress::Done);
     let figure = Figure::Heatmap {
         name: "parallel".to_string(),

@@ -25,7 +25,7 @@ pub struct Wording {
 }
 
 /// One combination tried.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub wording: usize,
     /// "parallel" or "serial".
@@ -68,87 +68,135 @@ fn changed_position(tokenizer: &TextTokenizer, base: &str, source: &str) -> Resu
     }
 }
 
+/// What the search tries: the wordings, the token the mix should produce, the component swapped, and the stride of
+/// the serial chains' second hop.
+#[derive(Debug, Clone)]
+pub struct SearchSetup<'a> {
+    pub wordings: &'a [Wording],
+    pub target: &'a str,
+    pub component: &'a str,
+    pub serial_stride: usize,
+}
+
+/// One item of the search: a wording and the layer of the first (or only) swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchItem {
+    pub wording: usize,
+    pub layer: usize,
+}
+
+/// What one item found: the parallel attempt at its layer and every serial chain starting there, the wording's
+/// token positions and, at layer 0, the base prompt's own top 5.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemAttempts {
+    pub attempts: Vec<Attempt>,
+    pub positions: [usize; 3],
+    pub base_top: Option<TopWords>,
+}
+
+/// Every item of the search on a model with `layers` layers, wording by wording and layer by layer.
+pub fn search_items(wordings: usize, layers: usize) -> Vec<SearchItem> {
+    (0..wordings).flat_map(|wording| (0..layers).map(move |layer| SearchItem { wording, layer })).collect()
+}
+
+/// Tries one item: its wording in parallel at its layer, and in series from its layer with the second hop at each
+/// later layer in steps of the setup's stride.
+pub fn try_item(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    setup: &SearchSetup,
+    item: SearchItem,
+) -> Result<(ItemAttempts, LoadedModel)> {
+    let layers = model.catalog().num_layers as usize;
+    let wording = setup.wordings.get(item.wording).ok_or_else(|| {
+        VeneError::Inputs(format!("wording {} of {} does not exist", item.wording, setup.wordings.len()))
+    })?;
+    let (attribute, length) = changed_position(tokenizer, &wording.base, &wording.attribute_source)?;
+    let (entity, _) = changed_position(tokenizer, &wording.base, &wording.entity_source)?;
+    let last = length as i64 - 1;
+    let scored = |top: TopWords| {
+        let target_probability = top.iter().find(|(word, _)| word == setup.target).map_or(0.0, |(_, p)| *p);
+        (top, target_probability)
+    };
+    let component = setup.component.to_string();
+    let parallel = InterchangeSetup {
+        base: wording.base.clone(),
+        sources: vec![
+            (wording.attribute_source.clone(), attribute as i64),
+            (wording.entity_source.clone(), entity as i64),
+        ],
+        layer: item.layer as i64,
+        component: component.clone(),
+    };
+    let (plain, top, mut model) = parallel_interchange(model, plugins, tokenizer, &parallel)?;
+    let (top, target_probability) = scored(top);
+    let attempt = |mode: &str, second_layer, (top, target_probability)| Attempt {
+        wording: item.wording,
+        mode: mode.to_string(),
+        layer: item.layer,
+        second_layer,
+        top,
+        target_probability,
+    };
+    let mut attempts = vec![attempt("parallel", None, (top, target_probability))];
+    for second in (item.layer + 1..layers).step_by(setup.serial_stride.max(1)) {
+        let serial = SerialSetup {
+            base: wording.base.clone(),
+            sources: vec![(wording.attribute_source.clone(), attribute as i64), (wording.entity_source.clone(), last)],
+            hops: vec![(item.layer as i64, component.clone()), (second as i64, component.clone())],
+        };
+        let (_, top, returned) = serial_interchange(model, plugins, tokenizer, &serial)?;
+        model = returned;
+        attempts.push(attempt("serial", Some(second), scored(top)));
+    }
+    let found = ItemAttempts {
+        attempts,
+        positions: [attribute, entity, length - 1],
+        base_top: (item.layer == 0).then_some(plain),
+    };
+    Ok((found, model))
+}
+
+/// The search from every item's attempts, given in [`search_items`]' order.
+pub fn assemble(setup: &SearchSetup, items: Vec<ItemAttempts>) -> InterchangeSearch {
+    let mut found = InterchangeSearch {
+        target: setup.target.to_string(),
+        component: setup.component.to_string(),
+        wordings: setup.wordings.to_vec(),
+        base_top: Vec::new(),
+        positions: Vec::new(),
+        attempts: Vec::new(),
+    };
+    for item in items {
+        if let Some(top) = item.base_top {
+            found.base_top.push(top);
+            found.positions.push(item.positions);
+        }
+        found.attempts.extend(item.attempts);
+    }
+    found
+}
+
 /// Tries every wording at every layer of `component` in parallel, and in series with the second hop at each later
-/// layer in steps of `serial_stride`; `progress(done, total)` after each wording.
+/// layer in steps of `serial_stride`; `progress(done, total)` after each wording × layer.
 pub fn search(
     model: LoadedModel,
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
-    (wordings, target, component): (&[Wording], &str, &str),
-    serial_stride: usize,
+    setup: &SearchSetup,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(InterchangeSearch, LoadedModel)> {
-    let layers = model.catalog().num_layers as usize;
+    let items = search_items(setup.wordings.len(), model.catalog().num_layers as usize);
     let mut model = model;
-    let mut attempts = Vec::new();
-    let mut base_top = Vec::new();
-    let mut positions = Vec::new();
-    for (index, wording) in wordings.iter().enumerate() {
-        let (attribute, length) = changed_position(tokenizer, &wording.base, &wording.attribute_source)?;
-        let (entity, _) = changed_position(tokenizer, &wording.base, &wording.entity_source)?;
-        let last = length as i64 - 1;
-        positions.push([attribute, entity, length - 1]);
-        let scored = |top: TopWords| {
-            let target_probability = top.iter().find(|(word, _)| word == target).map_or(0.0, |(_, p)| *p);
-            (top, target_probability)
-        };
-        for layer in 0..layers {
-            let setup = InterchangeSetup {
-                base: wording.base.clone(),
-                sources: vec![
-                    (wording.attribute_source.clone(), attribute as i64),
-                    (wording.entity_source.clone(), entity as i64),
-                ],
-                layer: layer as i64,
-                component: component.to_string(),
-            };
-            let (plain, top, returned) = parallel_interchange(model, plugins, tokenizer, &setup)?;
-            model = returned;
-            if layer == 0 {
-                base_top.push(plain);
-            }
-            let (top, target_probability) = scored(top);
-            attempts.push(Attempt {
-                wording: index,
-                mode: "parallel".to_string(),
-                layer,
-                second_layer: None,
-                top,
-                target_probability,
-            });
-            for second in (layer + 1..layers).step_by(serial_stride.max(1)) {
-                let setup = SerialSetup {
-                    base: wording.base.clone(),
-                    sources: vec![
-                        (wording.attribute_source.clone(), attribute as i64),
-                        (wording.entity_source.clone(), last),
-                    ],
-                    hops: vec![(layer as i64, component.to_string()), (second as i64, component.to_string())],
-                };
-                let (_, top, returned) = serial_interchange(model, plugins, tokenizer, &setup)?;
-                model = returned;
-                let (top, target_probability) = scored(top);
-                attempts.push(Attempt {
-                    wording: index,
-                    mode: "serial".to_string(),
-                    layer,
-                    second_layer: Some(second),
-                    top,
-                    target_probability,
-                });
-            }
-        }
-        progress(index + 1, wordings.len());
+    let mut found = Vec::with_capacity(items.len());
+    for (done, &item) in items.iter().enumerate() {
+        let (attempts, returned) = try_item(model, plugins, tokenizer, setup, item)?;
+        model = returned;
+        found.push(attempts);
+        progress(done + 1, items.len());
     }
-    let found = InterchangeSearch {
-        target: target.to_string(),
-        component: component.to_string(),
-        wordings: wordings.to_vec(),
-        base_top,
-        positions,
-        attempts,
-    };
-    Ok((found, model))
+    Ok((assemble(setup, found), model))
 }
 
 impl InterchangeSearch {

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use vene_host::sharding::ShardStore;
 
-use crate::studies::{das_probe, trace};
+use crate::studies::{das_probe, interchange_search, trace};
 
 #[derive(Args)]
 pub struct MergeArgs {
@@ -28,8 +28,9 @@ pub fn run(args: MergeArgs) -> Result<()> {
     match manifest.identity.command.as_str() {
         "trace" => trace::merge(&args.out),
         "das-probe" => das_probe::merge(&args.out),
+        "interchange-search" => interchange_search::merge(&args.out),
         other => bail!(
-            "{} is for `vene {other}`, which this vene cannot merge (it merges: trace, das-probe)",
+            "{} is for `vene {other}`, which this vene cannot merge (it merges: trace, das-probe, interchange-search)",
             store.manifest_path().display()
         ),
     }

@@ -15,7 +15,8 @@ use jobs::{Jobs, Queue, Submission};
 use script::Resources;
 
 /// The sweep commands that take --shard, and what each needs to be a sweep.
-const SWEEPS: [(&str, &str); 2] = [("trace", "--facts"), ("das-probe", "--template")];
+const SWEEPS: [(&str, &str); 3] =
+    [("trace", "--facts"), ("das-probe", "--template"), ("interchange-search", "--wordings")];
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -1,20 +1,27 @@
 //! `vene interchange-search`: the multi-source interchange over several wordings, at every layer in parallel and
-//! every later layer in series, with every combination's top 5 recorded (the demo's study, on any model).
+//! every later layer in series, with every combination's top 5 recorded (the demo's study, on any model); sharded
+//! over its wording × layer items with --shard.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use serde_json::json;
 use vene_host::{
     outputs,
+    sharding::{self, ShardSpec, ShardStore},
     studies::{
         self,
-        interchange_search::{search, Wording},
+        interchange_search::{
+            assemble, search, search_items, try_item, InterchangeSearch, ItemAttempts, SearchItem, SearchSetup, Wording,
+        },
         output::{format_top, StudyOutput},
     },
 };
 
-use crate::common::{finish_study, load_model, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
+use crate::common::{
+    finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
+};
 
 #[derive(Args)]
 pub struct InterchangeSearchArgs {
@@ -35,6 +42,10 @@ pub struct InterchangeSearchArgs {
     serial_stride: usize,
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Compute only shard I of N of the wording × layer items (`auto/N` reads I from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX), each stored under OUT/shards/ as it finishes; `vene merge OUT` writes the result.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -48,15 +59,46 @@ fn read_wordings(path: &PathBuf) -> Result<Vec<Wording>> {
 pub fn run(args: InterchangeSearchArgs) -> Result<()> {
     outputs::prepare_dir(&args.out)?;
     let wordings = read_wordings(&args.wordings)?;
+    let spec = args.shard.as_deref().map(ShardSpec::parse).transpose()?;
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
-    let bar = progress_bar("{bar:40} {pos}/{len} wordings  [{elapsed} < {eta}]");
-    let setup = (wordings.as_slice(), args.target.as_str(), args.component.as_str());
-    let (found, _) = search(model, &plugins, &tokenizer, setup, args.serial_stride, |done, total| {
+    let setup = SearchSetup {
+        wordings: &wordings,
+        target: &args.target,
+        component: &args.component,
+        serial_stride: args.serial_stride,
+    };
+    if let Some(spec) = spec {
+        let items = search_items(wordings.len(), model.catalog().num_layers as usize);
+        let items: Vec<(String, SearchItem)> =
+            items.into_iter().map(|i| (format!("wording-{:03}-layer-{:03}", i.wording, i.layer), i)).collect();
+        let options = [
+            ("the wordings' sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&wordings)?))),
+            ("--target", json!(args.target)),
+            ("--component", json!(args.component)),
+            ("--serial-stride", json!(args.serial_stride)),
+        ];
+        let context = json!({"wordings": wordings, "target": args.target, "component": args.component});
+        let manifest = sweep_manifest("interchange-search", &args.model, &options, &items, spec.count, context)?;
+        let run = ShardRun::open(&args.out, manifest, spec)?;
+        let compute = |model, item: &SearchItem| try_item(model, &plugins, &tokenizer, &setup, *item);
+        return run.compute(
+            &items,
+            model,
+            compute,
+            "{bar:40} {pos}/{len} wordings × layers of this shard  [{elapsed} < {eta}]",
+        );
+    }
+    let bar = progress_bar("{bar:40} {pos}/{len} wordings × layers  [{elapsed} < {eta}]");
+    let (found, _) = search(model, &plugins, &tokenizer, &setup, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    finish_study(&study_output(&found)?, &args.out)
+}
+
+fn study_output(found: &InterchangeSearch) -> Result<StudyOutput> {
     let mut lines = Vec::new();
     for mode in ["parallel", "serial"] {
         let (hits, of) = found.hits(mode);
@@ -64,7 +106,19 @@ pub fn run(args: InterchangeSearchArgs) -> Result<()> {
             let second = a.second_layer.map_or(String::new(), |s| format!(" → {s}"));
             format!("wording {}, layer {}{second}: {}", a.wording + 1, a.layer, format_top(&a.top))
         });
-        lines.push(format!("{mode}: {:?} in the top 5 in {hits} of {of}; best {best}", args.target));
+        lines.push(format!("{mode}: {:?} in the top 5 in {hits} of {of}; best {best}", found.target));
     }
-    finish_study(&StudyOutput::new("interchange_search.json", &found, Vec::new(), lines.join("\n"))?, &args.out)
+    Ok(StudyOutput::new("interchange_search.json", found, Vec::new(), lines.join("\n"))?)
+}
+
+/// Writes interchange_search.json and the summary from a finished sharded search.
+pub fn merge(out: &Path) -> Result<()> {
+    let (manifest, items) = sharding::collect::<SearchItem, ItemAttempts>(&ShardStore::new(out))?;
+    let context = &manifest.context;
+    let wordings: Vec<Wording> = serde_json::from_value(context["wordings"].clone())?;
+    let text = |key: &str| context[key].as_str().unwrap_or_default().to_string();
+    let (target, component) = (text("target"), text("component"));
+    let setup = SearchSetup { wordings: &wordings, target: &target, component: &component, serial_stride: 1 };
+    let found = assemble(&setup, items.into_iter().map(|(_, attempts)| attempts).collect());
+    finish_study(&study_output(&found)?, out)
 }
