@@ -251,7 +251,7 @@ fn jobs_on_path() -> bool {
     })
 }
 
-/// `vene das-probe` (and `vene interchange-search`) sharded over their items (the fixture GPT-2 with a word
+/// `vene das-probe`, `vene interchange-search` and `vene steer-sentiment` sharded over their items (the fixture GPT-2 with a word
 /// tokenizer): the merge equals the single-process result byte for byte, a rerun of a finished shard computes nothing, and `vene slurm`
 /// without sbatch on the PATH writes the scripts and says how to submit them.
 #[test]
@@ -293,6 +293,7 @@ fn cli_sweeps_merge_to_the_single_process_results() {
     }
 
     interchange_search_shards_merge_to_the_single_process_search(&dir, &model);
+    steer_sentiment_shards_merge_to_the_single_process_study(&dir, &model);
 
     let mut submit: Vec<String> = ["slurm", "--array", "3", "--", "vene"].map(String::from).to_vec();
     submit.extend(args(&dir.join("unsubmitted")));
@@ -337,4 +338,37 @@ fn interchange_search_shards_merge_to_the_single_process_search(dir: &Path, mode
     let name = "interchange_search.json";
     let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
     assert!(a == b, "{name}: the merged file differs from the single-process one");
+}
+
+/// `vene steer-sentiment` sharded over its continuations merges to the single-process study.
+fn steer_sentiment_shards_merge_to_the_single_process_study(dir: &Path, model: &Path) {
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (openings, positive, negative) =
+        (file("openings.txt", "w1 w2 w3\nw8 w9\n"), file("positive.txt", "w4\n"), file("negative.txt", "w5\n"));
+    let (single, out) = (dir.join("steer-single"), dir.join("steer-sharded"));
+    let args = |out: &Path, shard: Option<&str>| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["steer-sentiment", "--model", model.to_str().unwrap(), "--openings", &openings].map(String::from).to_vec();
+        let rest = ["--positive", &positive, "--negative", &negative, "--word", "w6", "--word", "w7"];
+        args.extend(rest.map(String::from));
+        let rest = ["--coefficient", "1", "--sweep", "0.5,2", "--max-new-tokens", "3", "--out", out.to_str().unwrap()];
+        args.extend(rest.map(String::from));
+        args.extend(shard.map(|s| ["--shard".to_string(), s.to_string()]).into_iter().flatten());
+        args
+    };
+    let run = |args: Vec<String>| succeeds(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args(&single, None));
+    // Two openings × (unsteered + 2 words) and the sweep's 2 coefficients × 2 words: 10 continuations.
+    assert!(run(args(&out, Some("0/3"))).contains("shard 0/3: computed 4 items"));
+    assert!(run(args(&out, Some("2/3"))).contains("shard 2/3: computed 3 items"));
+    assert!(run(args(&out, Some("1/3"))).contains("10 of the sweep's 10 items are finished"));
+    succeeds(&["merge", out.to_str().unwrap()]);
+    for name in ["steer_sentiment.json", "shift.svg", "sweep.svg"] {
+        let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
+        assert!(a == b, "{name}: the merged file differs from the single-process one");
+    }
 }

@@ -106,24 +106,42 @@ fn trace_command_writes_figures() {
 fn demo_on_the_real_model_shows_its_effects() {
     let root = scratch("demo");
     let cache = root.join("cache");
-    let output = std::process::Command::new(vene_binary())
-        .args([
-            "demo", "--small", "--plugin", "llama", "--plugin", "gru", "--plugin", "backpack", "--plugin", "steering",
-        ])
-        .args(["--plugin", "das", "--plugin", "resnet", "--out"])
-        .arg(root.join("a"))
-        .arg("--cache")
-        .arg(&cache)
-        .output()
-        .expect("vene demo starts");
-    assert!(output.status.success(), "vene demo failed: {}", String::from_utf8_lossy(&output.stderr));
-    let read = |path: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(root.join("a").join(path)).unwrap()).unwrap()
+    let demo = |out: &str| {
+        let output = std::process::Command::new(vene_binary())
+            .args(["demo", "--small", "--plugin", "llama", "--plugin", "gru", "--plugin", "backpack"])
+            .args(["--plugin", "steering", "--plugin", "das", "--plugin", "resnet", "--out"])
+            .arg(root.join(out))
+            .arg("--cache")
+            .arg(&cache)
+            .output()
+            .expect("vene demo starts");
+        assert!(output.status.success(), "vene demo failed: {}", String::from_utf8_lossy(&output.stderr));
+        let read = |path: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(root.join(out).join(path)).unwrap()).unwrap()
+        };
+        (read("results.json"), String::from_utf8_lossy(&output.stdout).into_owned())
     };
-    let results = read("results.json");
+    let (results, said) = demo("a");
+    assert!(!said.contains("read back from the cache"), "a first run computes everything: {said}");
     real_model_effects(&results);
     toy_model_effects(&results);
     report_renders_in_chromium(&root.join("a/report.html"));
+
+    // A second run reads the real model's facts, interchange combinations, continuations and DAS cells back from the
+    // cache, and reports the same numbers.
+    let (again, said) = demo("b");
+    for study in [
+        "causal tracing (facts): 3 of 3",
+        "causal tracing (one fact): 1 of 1",
+        "multi-source interchange: 54 of 54",
+        "steering: 7 of 7",
+        "DAS and probe: 18 of 18",
+    ] {
+        assert!(said.contains(&format!("{study} items read back")), "the second run reuses {study}: {said}");
+    }
+    for key in ["tracing", "eiffel", "interchange", "steering", "das_probe"] {
+        assert_eq!(again[key], results[key], "{key}: the second run's numbers are the first's");
+    }
 
     // The same studies as commands on the real model give the demo's numbers.
     let model = vene_host::real_model::gemma3_270m().unwrap();

@@ -1,6 +1,7 @@
 //! `vene demo`: builds the embedded default models once (cached under the user's cache dir, seeded, guarded by a
 //! file lock so concurrent runs end with one good copy), then runs the studies on them and writes an HTML report.
 
+pub mod cached;
 pub mod corpus;
 pub mod language_model;
 pub mod plan;

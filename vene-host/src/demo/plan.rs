@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::{
+    cached::Context,
     ensure_built,
     language_model::{self, Architecture, LmRecipe},
     model_name,
@@ -17,6 +18,7 @@ use crate::{
     error::{Result, VeneError},
     model::LoadedModel,
     plugins::PluginSet,
+    sharding::{self, ItemCache},
     studies::{
         self,
         output::{format_top, StudyOutput},
@@ -44,6 +46,8 @@ pub enum Progress<'a> {
     Training { model: &'a str, step: usize, steps: usize, loss: f64 },
     /// Study `study`: `done` of `total` items.
     Study { study: &'a str, done: usize, total: usize },
+    /// Study `study` read `reused` of its `total` items back from the cache of an earlier run.
+    Reused { study: &'a str, reused: usize, total: usize },
     /// The current task ended.
     Done,
 }
@@ -143,10 +147,12 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
     let tokenizer = TextTokenizer::for_model(&options.real_model, &model.catalog().model_type)?
         .ok_or_else(|| VeneError::Config("the real model has no tokenizer in its metadata".to_string()))?;
     let progress = &mut *demo.progress;
-    let (tracing, eiffel, model) = real_model::tracing(model, plugins, &tokenizer, grid, progress)?;
-    let (interchange, model) = real_model::interchange(model, plugins, &tokenizer, grid, progress)?;
-    let (steering, model) = real_model::steering(model, plugins, &tokenizer, grid, progress)?;
-    let (das_probe, model) = real_model::das_versus_probe(model, plugins, &tokenizer, grid, progress)?;
+    let cache = ItemCache::new(&options.cache.join("real-model"), sharding::model_sha256(&options.real_model)?);
+    let context = Context { plugins, tokenizer: &tokenizer, cache: &cache };
+    let (tracing, eiffel, model) = real_model::tracing(model, &context, grid, progress)?;
+    let (interchange, model) = real_model::interchange(model, &context, grid, progress)?;
+    let (steering, model) = real_model::steering(model, &context, grid, progress)?;
+    let (das_probe, model) = real_model::das_versus_probe(model, &context, grid, progress)?;
     drop(model);
     let gru = gru_text(&mut demo)?;
     let images = gru_images(&mut demo)?;

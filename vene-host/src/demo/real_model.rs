@@ -5,19 +5,20 @@
 use crate::{
     error::Result,
     model::LoadedModel,
-    plugins::PluginSet,
     studies::{
         facts,
         interchange_search::{self, InterchangeSearch, Wording},
         output::{format_top, Figure, StudyOutput},
-        probe::{self, DasBudget, ProbeSetup},
-        sentiment::{self, SentimentSetup},
+        probe::{DasBudget, ProbeSetup},
+        sentiment::SentimentSetup,
         tracing::{self, TraceOptions},
     },
-    text::TextTokenizer,
 };
 
-use super::plan::{Finding, Paper, Progress};
+use super::{
+    cached::{self, Context},
+    plan::{Finding, Paper, Progress},
+};
 
 /// The committed inputs, embedded so the demo runs from any directory.
 const FACTS: &str = include_str!("../../../examples/facts/known_facts.jsonl");
@@ -99,17 +100,14 @@ fn row(cells: &[&dyn std::fmt::Display]) -> Vec<String> {
 /// heatmaps.
 pub fn tracing(
     model: LoadedModel,
-    plugins: &PluginSet,
-    tokenizer: &TextTokenizer,
+    context: &Context,
     grid: &RealGrid,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Finding, Finding, LoadedModel)> {
     let all = facts::parse_facts(FACTS, "examples/facts/known_facts.jsonl")?;
     let checked = &all[..grid.facts.min(all.len())];
     let options = TraceOptions { samples: grid.samples, window: WINDOW, ..TraceOptions::default() };
-    let (found, model) = facts::trace_facts(model, plugins, tokenizer, checked, &options, |done, total| {
-        progress(Progress::Study { study: "causal tracing (facts)", done, total })
-    })?;
+    let (found, model) = cached::trace_facts(model, context, checked, &options, "causal tracing (facts)", progress)?;
     progress(Progress::Done);
     let means = &found.by_class;
     let title = |name: &str| format!("restored p(target), mean of {} known facts — {name}", found.traced.len());
@@ -156,23 +154,23 @@ pub fn tracing(
     let output = StudyOutput::new("trace.json", &found, figures, summary)?;
     let averaged =
         Finding { heading: "Causal tracing of known facts", subdir: "tracing", output, key: "tracing", paper };
-    let (eiffel, model) = eiffel(model, plugins, tokenizer, &all[0], grid, progress)?;
+    let (eiffel, model) = eiffel(model, context, &all[0], grid, progress)?;
     Ok((averaged, eiffel, model))
 }
 
 /// One fact's three heatmaps.
 fn eiffel(
     model: LoadedModel,
-    plugins: &PluginSet,
-    tokenizer: &TextTokenizer,
+    context: &Context,
     fact: &facts::Fact,
     grid: &RealGrid,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Finding, LoadedModel)> {
     let options = TraceOptions { samples: grid.eiffel_samples, window: WINDOW, ..TraceOptions::default() };
-    let (found, model) =
-        facts::trace_facts(model, plugins, tokenizer, std::slice::from_ref(fact), &options, |_, _| {})?;
+    let one = std::slice::from_ref(fact);
+    let (found, model) = cached::trace_facts(model, context, one, &options, "causal tracing (one fact)", progress)?;
     progress(Progress::Done);
+    let tokenizer = context.tokenizer;
     let trace = &found.traced[0].trace;
     let span = trace.subject.0..trace.subject.1;
     let labels: Vec<String> = trace
@@ -231,8 +229,7 @@ fn wordings() -> Vec<Wording> {
 
 pub fn interchange(
     model: LoadedModel,
-    plugins: &PluginSet,
-    tokenizer: &TextTokenizer,
+    context: &Context,
     grid: &RealGrid,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Finding, LoadedModel)> {
@@ -243,9 +240,7 @@ pub fn interchange(
         component: "block_output",
         serial_stride: grid.serial_stride,
     };
-    let (found, model) = interchange_search::search(model, plugins, tokenizer, &setup, |done, total| {
-        progress(Progress::Study { study: "multi-source interchange", done, total })
-    })?;
+    let (found, model) = cached::search(model, context, &setup, "multi-source interchange", progress)?;
     progress(Progress::Done);
     let figure = Figure::Heatmap {
         name: "parallel".to_string(),
@@ -330,8 +325,7 @@ fn interchange_table(found: &InterchangeSearch) -> (String, Vec<Vec<String>>) {
 
 pub fn steering(
     model: LoadedModel,
-    plugins: &PluginSet,
-    tokenizer: &TextTokenizer,
+    context: &Context,
     grid: &RealGrid,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Finding, LoadedModel)> {
@@ -345,9 +339,7 @@ pub fn steering(
         component: STEERING_SITE.to_string(),
         max_new_tokens: grid.max_new_tokens,
     };
-    let (found, model) = sentiment::sentiment_steering(model, plugins, tokenizer, &setup, |done, total| {
-        progress(Progress::Study { study: "steering", done, total })
-    })?;
+    let (found, model) = cached::steering(model, context, &setup, "steering", progress)?;
     progress(Progress::Done);
     let figures = vec![found.shift_lines("shift"), found.sweep_lines("sweep")];
     let happy = format!("+{STEERING_COEFFICIENT} × \" happy\"");
@@ -406,8 +398,7 @@ pub fn steering(
 
 pub fn das_versus_probe(
     model: LoadedModel,
-    plugins: &PluginSet,
-    tokenizer: &TextTokenizer,
+    context: &Context,
     grid: &RealGrid,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Finding, LoadedModel)> {
@@ -416,9 +407,7 @@ pub fn das_versus_probe(
         classes: vec![(" he".to_string(), lines(MALE_NAMES)), (" she".to_string(), lines(FEMALE_NAMES))],
         budget: grid.das.clone(),
     };
-    let (found, model) = probe::das_vs_probe(model, plugins, tokenizer, &setup, |done, total| {
-        progress(Progress::Study { study: "DAS and probe", done, total })
-    })?;
+    let (found, model) = cached::das_vs_probe(model, context, &setup, "DAS and probe", progress)?;
     progress(Progress::Done);
     let figures = found.heatmaps("rank-1 DAS held-out IIA (he / she)", "linear probe held-out accuracy (gender)");
     let count = |grid: &[f64]| grid.iter().filter(|&&v| v >= 0.9).count();

@@ -3,11 +3,13 @@
 //! them back in the sweep's order to produce exactly what one process would have (item results are stored as JSON,
 //! which round-trips every f64 exactly, and each item's randomness is seeded by the item, not by the process).
 
+mod cache;
 mod manifest;
 mod spec;
 mod status;
 mod store;
 
+pub use cache::{Cached, ItemCache};
 pub use manifest::{model_sha256, sha256_hex, Manifest, SweepIdentity};
 pub use spec::{ShardSpec, INDEX_VARIABLES};
 pub use status::{shard_states, ShardState};

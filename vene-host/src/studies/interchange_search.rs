@@ -85,6 +85,13 @@ pub struct SearchItem {
     pub layer: usize,
 }
 
+impl SearchItem {
+    /// The item's stable id in a sweep, e.g. `wording-000-layer-004`.
+    pub fn id(&self) -> String {
+        format!("wording-{:03}-layer-{:03}", self.wording, self.layer)
+    }
+}
+
 /// What one item found: the parallel attempt at its layer and every serial chain starting there, the wording's
 /// token positions and, at layer 0, the base prompt's own top 5.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -82,6 +82,13 @@ pub struct ProbeCell {
     pub layer: usize,
 }
 
+impl ProbeCell {
+    /// The cell's stable id in a sweep, e.g. `cell-p03-l012`.
+    pub fn id(&self) -> String {
+        format!("cell-p{:02}-l{:03}", self.position, self.layer)
+    }
+}
+
 /// What one cell measured.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {

@@ -2,7 +2,7 @@
 //! a coefficient added to every layer's `component` at every decoding step, and the shift it makes measured as the
 //! summed next-token probability of a list of positive and of negative words at each step of the continuation.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// What to steer and how to measure it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SentimentSetup {
     pub openings: Vec<String>,
     /// The steering words, e.g. " happy" and " sad".
@@ -36,7 +36,7 @@ pub struct SentimentSetup {
 
 /// One continuation: which opening, steered by which word (none: unsteered) at which coefficient, and the positive
 /// and negative word lists' probability at each of its steps.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Continuation {
     pub opening: usize,
     pub word: Option<String>,
@@ -86,6 +86,78 @@ fn first_tokens(tokenizer: &TextTokenizer, words: &[String]) -> Result<Vec<i64>>
     Ok(ids)
 }
 
+/// One continuation of the study: an opening, steered by word number `word` of the setup at `coefficient`, or
+/// unsteered.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SteeringRun {
+    pub opening: usize,
+    pub word: Option<usize>,
+    pub coefficient: f64,
+}
+
+/// Every continuation: per opening the unsteered one, then each word at the main coefficient; then the first
+/// opening with each word at each coefficient of the sweep.
+pub fn steering_runs(setup: &SentimentSetup) -> Vec<SteeringRun> {
+    let words = setup.words.len();
+    let mut runs = Vec::new();
+    for opening in 0..setup.openings.len() {
+        runs.push(SteeringRun { opening, word: None, coefficient: 0.0 });
+        runs.extend((0..words).map(|w| SteeringRun { opening, word: Some(w), coefficient: setup.coefficient }));
+    }
+    for &coefficient in &setup.sweep {
+        runs.extend((0..words).map(|w| SteeringRun { opening: 0, word: Some(w), coefficient }));
+    }
+    runs
+}
+
+/// What every continuation shares, read from the model once: the word lists' first tokens and the steering words'
+/// embeddings (one read of the 262,144-row embedding matrix, for Gemma).
+pub struct SteeringInputs {
+    lists: (Vec<i64>, Vec<i64>),
+    vectors: Vec<Tensor>,
+}
+
+pub fn steering_inputs(
+    model: &LoadedModel,
+    tokenizer: &TextTokenizer,
+    setup: &SentimentSetup,
+) -> Result<SteeringInputs> {
+    let lists = (first_tokens(tokenizer, &setup.positive)?, first_tokens(tokenizer, &setup.negative)?);
+    Ok(SteeringInputs { lists, vectors: vectors::token_embeddings(model, tokenizer, &setup.words)? })
+}
+
+/// Generates and measures one continuation.
+pub fn steer_once(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+    (setup, inputs): (&SentimentSetup, &SteeringInputs),
+    run: SteeringRun,
+) -> Result<(Continuation, LoadedModel)> {
+    let vector = run.word.map(|w| (&inputs.vectors[w], run.coefficient));
+    let (continuation, model) = continue_story(model, plugins, tokenizer, setup, run.opening, vector, &inputs.lists)?;
+    let continuation = Continuation {
+        word: run.word.map(|w| setup.words[w].clone()),
+        coefficient: if run.word.is_some() { run.coefficient } else { 0.0 },
+        ..continuation
+    };
+    Ok((continuation, model))
+}
+
+/// The study from every continuation, given in [`steering_runs`]' order.
+pub fn assemble(setup: &SentimentSetup, continuations: Vec<Continuation>) -> SentimentSteering {
+    let mut side_by_side = continuations;
+    let sweep = side_by_side.split_off((setup.openings.len() * (1 + setup.words.len())).min(side_by_side.len()));
+    SentimentSteering {
+        openings: setup.openings.clone(),
+        component: setup.component.clone(),
+        positive_words: setup.positive.clone(),
+        negative_words: setup.negative.clone(),
+        side_by_side,
+        sweep,
+    }
+}
+
 /// Runs the side-by-side continuations and the sweep; `progress(done, total)` after each continuation.
 pub fn sentiment_steering(
     model: LoadedModel,
@@ -94,41 +166,17 @@ pub fn sentiment_steering(
     setup: &SentimentSetup,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(SentimentSteering, LoadedModel)> {
-    let lists = (first_tokens(tokenizer, &setup.positive)?, first_tokens(tokenizer, &setup.negative)?);
-    // One read of the (262,144-row, for Gemma) embedding matrix for every word.
-    let vectors = vectors::token_embeddings(&model, tokenizer, &setup.words)?;
-    let mut runs: Vec<(usize, Option<usize>, f64)> = Vec::new();
-    for opening in 0..setup.openings.len() {
-        runs.push((opening, None, 0.0));
-        runs.extend((0..setup.words.len()).map(|w| (opening, Some(w), setup.coefficient)));
-    }
-    let side = runs.len();
-    for &coefficient in &setup.sweep {
-        runs.extend((0..setup.words.len()).map(|w| (0, Some(w), coefficient)));
-    }
+    let inputs = steering_inputs(&model, tokenizer, setup)?;
+    let runs = steering_runs(setup);
     let mut model = model;
-    let mut continuations = Vec::new();
-    for (done, &(opening, word, coefficient)) in runs.iter().enumerate() {
-        let vector = word.map(|w| (&vectors[w], coefficient));
-        let (continuation, returned) = continue_story(model, plugins, tokenizer, setup, opening, vector, &lists)?;
+    let mut continuations = Vec::with_capacity(runs.len());
+    for (done, &run) in runs.iter().enumerate() {
+        let (continuation, returned) = steer_once(model, plugins, tokenizer, (setup, &inputs), run)?;
         model = returned;
-        continuations.push(Continuation {
-            word: word.map(|w| setup.words[w].clone()),
-            coefficient: if word.is_some() { coefficient } else { 0.0 },
-            ..continuation
-        });
+        continuations.push(continuation);
         progress(done + 1, runs.len());
     }
-    let sweep = continuations.split_off(side);
-    let found = SentimentSteering {
-        openings: setup.openings.clone(),
-        component: setup.component.clone(),
-        positive_words: setup.positive.clone(),
-        negative_words: setup.negative.clone(),
-        side_by_side: continuations,
-        sweep,
-    };
-    Ok((found, model))
+    Ok((assemble(setup, continuations), model))
 }
 
 /// One greedy continuation of opening `opening`, steered by `vector` × coefficient at every layer if given, with

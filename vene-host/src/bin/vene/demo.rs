@@ -60,6 +60,12 @@ impl Bars {
                 total,
                 String::new(),
             ),
+            Progress::Reused { study, reused, total } => {
+                if reused > 0 {
+                    println!("{study}: {reused} of {total} items read back from the cache of an earlier run");
+                }
+                return;
+            }
             Progress::Done => {
                 if let Some((_, bar)) = self.current.take() {
                     bar.finish_and_clear();

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use vene_host::sharding::ShardStore;
 
-use crate::studies::{das_probe, interchange_search, trace};
+use crate::studies::{das_probe, interchange_search, steer_sentiment, trace};
 
 #[derive(Args)]
 pub struct MergeArgs {
@@ -29,8 +29,9 @@ pub fn run(args: MergeArgs) -> Result<()> {
         "trace" => trace::merge(&args.out),
         "das-probe" => das_probe::merge(&args.out),
         "interchange-search" => interchange_search::merge(&args.out),
+        "steer-sentiment" => steer_sentiment::merge(&args.out),
         other => bail!(
-            "{} is for `vene {other}`, which this vene cannot merge (it merges: trace, das-probe, interchange-search)",
+            "{} is for `vene {other}`, which this vene cannot merge (it merges: trace, das-probe, interchange-search, steer-sentiment)",
             store.manifest_path().display()
         ),
     }

@@ -15,8 +15,12 @@ use jobs::{Jobs, Queue, Submission};
 use script::Resources;
 
 /// The sweep commands that take --shard, and what each needs to be a sweep.
-const SWEEPS: [(&str, &str); 3] =
-    [("trace", "--facts"), ("das-probe", "--template"), ("interchange-search", "--wordings")];
+const SWEEPS: [(&str, &str); 4] = [
+    ("trace", "--facts"),
+    ("das-probe", "--template"),
+    ("interchange-search", "--wordings"),
+    ("steer-sentiment", "--openings"),
+];
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -86,7 +86,7 @@ fn study_output(result: &DasProbe) -> Result<StudyOutput> {
 
 /// The grid's cells as a sweep: `cell-pP-lL` for position P, layer L.
 fn cell_items(plan: &ProbePlan) -> Vec<(String, ProbeCell)> {
-    plan.cells().into_iter().map(|c| (format!("cell-p{:02}-l{:03}", c.position, c.layer), c)).collect()
+    plan.cells().into_iter().map(|cell| (cell.id(), cell)).collect()
 }
 
 fn manifest(

@@ -70,8 +70,7 @@ pub fn run(args: InterchangeSearchArgs) -> Result<()> {
     };
     if let Some(spec) = spec {
         let items = search_items(wordings.len(), model.catalog().num_layers as usize);
-        let items: Vec<(String, SearchItem)> =
-            items.into_iter().map(|i| (format!("wording-{:03}-layer-{:03}", i.wording, i.layer), i)).collect();
+        let items: Vec<(String, SearchItem)> = items.into_iter().map(|item| (item.id(), item)).collect();
         let options = [
             ("the wordings' sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&wordings)?))),
             ("--target", json!(args.target)),

@@ -1,20 +1,28 @@
 //! `vene steer-sentiment`: story openings steered towards words (e.g. " happy", " sad") at every layer and every
 //! step, side by side with the unsteered continuations, a coefficient sweep, and the summed probability of a positive
-//! and a negative word list along each continuation (the demo's study, on any model).
+//! and a negative word list along each continuation (the demo's study, on any model); sharded over its
+//! continuations with --shard.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use serde_json::json;
 use vene_host::{
     outputs,
+    sharding::{self, ShardSpec, ShardStore},
     studies::{
         output::StudyOutput,
-        sentiment::{sentiment_steering, SentimentSetup},
+        sentiment::{
+            assemble, sentiment_steering, steer_once, steering_inputs, steering_runs, Continuation, SentimentSetup,
+            SentimentSteering, SteeringRun,
+        },
     },
 };
 
-use crate::common::{finish_study, load_model, model_tokenizer, progress_bar, ModelArgs, PluginArgs};
+use crate::common::{
+    finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
+};
 
 #[derive(Args)]
 pub struct SteerSentimentArgs {
@@ -44,6 +52,10 @@ pub struct SteerSentimentArgs {
     max_new_tokens: usize,
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Compute only shard I of N of the continuations (`auto/N` reads I from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX), each stored under OUT/shards/ as it finishes; `vene merge OUT` writes the result.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -70,14 +82,37 @@ pub fn run(args: SteerSentimentArgs) -> Result<()> {
         component: args.component,
         max_new_tokens: args.max_new_tokens,
     };
+    let spec = args.shard.as_deref().map(ShardSpec::parse).transpose()?;
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
+    if let Some(spec) = spec {
+        let items: Vec<(String, SteeringRun)> = steering_runs(&setup)
+            .into_iter()
+            .enumerate()
+            .map(|(i, run)| (format!("continuation-{i:04}"), run))
+            .collect();
+        let options = [("the study's sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&setup)?)))];
+        let manifest = sweep_manifest("steer-sentiment", &args.model, &options, &items, spec.count, json!(setup))?;
+        let run = ShardRun::open(&args.out, manifest, spec)?;
+        let inputs = steering_inputs(&model, &tokenizer, &setup)?;
+        let compute = |model, item: &SteeringRun| steer_once(model, &plugins, &tokenizer, (&setup, &inputs), *item);
+        return run.compute(
+            &items,
+            model,
+            compute,
+            "{bar:40} {pos}/{len} continuations of this shard  [{elapsed} < {eta}]",
+        );
+    }
     let bar = progress_bar("{bar:40} {pos}/{len} continuations  [{elapsed} < {eta}]");
     let (found, _) = sentiment_steering(model, &plugins, &tokenizer, &setup, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    finish_study(&study_output(&found)?, &args.out)
+}
+
+fn study_output(found: &SentimentSteering) -> Result<StudyOutput> {
     let summary = found
         .side_by_side
         .iter()
@@ -89,5 +124,13 @@ pub fn run(args: SteerSentimentArgs) -> Result<()> {
         .collect::<Vec<_>>()
         .join("\n");
     let figures = vec![found.shift_lines("shift"), found.sweep_lines("sweep")];
-    finish_study(&StudyOutput::new("steer_sentiment.json", &found, figures, summary)?, &args.out)
+    Ok(StudyOutput::new("steer_sentiment.json", found, figures, summary)?)
+}
+
+/// Writes steer_sentiment.json, the figures and the summary from a finished sharded study.
+pub fn merge(out: &Path) -> Result<()> {
+    let (manifest, continuations) = sharding::collect::<SteeringRun, Continuation>(&ShardStore::new(out))?;
+    let setup: SentimentSetup = serde_json::from_value(manifest.context)?;
+    let found = assemble(&setup, continuations.into_iter().map(|(_, c)| c).collect());
+    finish_study(&study_output(&found)?, out)
 }
