@@ -308,6 +308,10 @@ fn cli_sweeps_merge_to_the_single_process_results() {
         &["slurm", "--array", "2", "--", "vene", "sites"],
         &["is not a sweep vene can shard", "vene trace --facts"],
     );
+    let typo = ["slurm", "--array", "2", "--", "vene", "das-probe", "--model", "m", "--template", "{name} w5"];
+    let typo: Vec<&str> = typo.into_iter().chain(["--class", "w1=w2", "--out", "x", "--epoch", "2"]).collect();
+    fails_with(&typo, &["not a valid vene command", "--epoch"]);
+    assert!(!Path::new("x").exists(), "nothing is written for a command that does not parse");
 }
 
 /// `vene interchange-search` sharded over its wording × layer items merges to the single-process search.

@@ -116,7 +116,6 @@ pub fn collect<I: DeserializeOwned, R: DeserializeOwned>(store: &ShardStore) -> 
 
 fn missing_items(manifest: &Manifest, missing: &[(usize, &str)]) -> String {
     let mut shards: Vec<usize> = missing.iter().map(|(shard, _)| *shard).collect();
-    shards.dedup();
     shards.sort_unstable();
     shards.dedup();
     let per_shard: Vec<String> = shards

@@ -83,10 +83,17 @@ fn sweep_command(command: &[String]) -> Result<(Vec<String>, PathBuf)> {
     };
     let has = |flag: &str| rest.iter().any(|w| w == flag || w.starts_with(&format!("{flag}=")));
     if !has(needs) {
-        bail!("`vene {subcommand}` is a sweep only with {needs} (one item per line)");
+        bail!("`vene {subcommand}` runs as a sweep only with {needs}");
     }
     if has("--shard") {
         bail!("leave --shard out of the command: each array task adds --shard auto/N");
+    }
+    // Every task would fail on a command that does not parse: say so now, not in N logs.
+    if let Err(error) = <crate::Cli as clap::Parser>::try_parse_from(command) {
+        bail!(
+            "the command after `--` is not a valid vene command: {}",
+            error.render().to_string().trim().trim_start_matches("error: ")
+        );
     }
     let out = rest
         .iter()
