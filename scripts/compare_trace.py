@@ -27,21 +27,11 @@ warnings.filterwarnings("ignore")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pyvene as pv  # noqa: E402
-import pyvene.models.intervenable_modelcard as cards  # noqa: E402
 import transformers  # noqa: E402
-from pyvene.models.gemma2.modelings_intervenable_gemma2 import (  # noqa: E402
-    gemma2_lm_type_to_dimension_mapping,
-    gemma2_lm_type_to_module_mapping,
-)
+from compare_gemma3 import MODEL, REPO  # noqa: E402  (importing it also registers Gemma 3 with pyvene)
 
-REPO = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-MODEL = Path(os.environ.get("VENE_GEMMA3_270M", CACHE / "vene" / "models" / "gemma-3-270m-q4_k_m.gguf"))
 PROMPT, SUBJECT, TARGET = "The Eiffel Tower is located in the city of", "The Eiffel Tower", " Paris"
 WINDOW, NOISE = 4, 3.0
-
-cards.type_to_module_mapping[transformers.Gemma3ForCausalLM] = gemma2_lm_type_to_module_mapping
-cards.type_to_dimension_mapping[transformers.Gemma3ForCausalLM] = gemma2_lm_type_to_dimension_mapping
 
 
 class Noise(pv.ConstantSourceIntervention, pv.LocalistRepresentationIntervention):

@@ -2,10 +2,7 @@
 //! by the digest of its manifest, so a second run with the same model, options and items reads them back instead
 //! of computing them (the demo's second run), and a run with anything different gets a directory of its own.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -37,7 +34,7 @@ impl ItemCache {
     pub fn run<I, R, S>(
         &self,
         name: &str,
-        options: BTreeMap<String, serde_json::Value>,
+        options: &[(&str, serde_json::Value)],
         items: &[(String, I)],
         state: S,
         compute: impl FnMut(S, &I) -> Result<(R, S)>,
@@ -47,7 +44,8 @@ impl ItemCache {
         I: Serialize + DeserializeOwned + Clone,
         R: Serialize + DeserializeOwned,
     {
-        let mut options = options;
+        let mut options: std::collections::BTreeMap<String, serde_json::Value> =
+            options.iter().map(|(name, value)| (name.to_string(), value.clone())).collect();
         options.insert("libtorch's threads".to_string(), serde_json::json!(tch::get_num_threads()));
         let manifest = Manifest {
             identity: SweepIdentity::new(name, self.model_sha256.clone(), options),

@@ -89,7 +89,7 @@ impl Manifest {
 
     /// The shard that computes item number `position`.
     pub fn shard_of(&self, position: usize) -> usize {
-        position % self.shards
+        super::spec::shard_of(position, self.shards)
     }
 }
 
@@ -124,6 +124,11 @@ pub fn model_sha256(path: &Path) -> Result<String> {
 /// sha256 of `bytes` in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
+}
+
+/// sha256 of `value`'s JSON, for naming a sweep's inputs in its identity.
+pub fn json_sha256(value: &impl Serialize) -> Result<String> {
+    serde_json::to_vec(value).map(|bytes| sha256_hex(&bytes)).map_err(|e| VeneError::Config(e.to_string()))
 }
 
 fn is_hidden(path: &Path) -> bool {

@@ -10,7 +10,7 @@ mod status;
 mod store;
 
 pub use cache::{Cached, ItemCache};
-pub use manifest::{model_sha256, sha256_hex, Manifest, SweepIdentity};
+pub use manifest::{json_sha256, model_sha256, sha256_hex, Manifest, SweepIdentity};
 pub use spec::{ShardSpec, INDEX_VARIABLES};
 pub use status::{shard_states, ShardState};
 pub use store::{ItemRecord, ShardStore};

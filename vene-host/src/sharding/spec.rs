@@ -7,6 +7,11 @@ use crate::error::{Result, VeneError};
 /// Kubernetes Indexed Jobs.
 pub const INDEX_VARIABLES: [&str; 2] = ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"];
 
+/// The shard of `count` that item number `position` belongs to: items are dealt round-robin.
+pub(super) fn shard_of(position: usize, count: usize) -> usize {
+    position % count
+}
+
 /// Shard `index` of `count`, both counted from 0 / 1: `2/4` is the third of four shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardSpec {
@@ -63,7 +68,7 @@ impl ShardSpec {
     /// Whether item number `position` of the sweep's list belongs to this shard. Items are dealt round-robin, so
     /// shards differ by at most one item and a list's neighbours (often of similar cost) spread over the shards.
     pub fn owns(&self, position: usize) -> bool {
-        position % self.count == self.index
+        shard_of(position, self.count) == self.index
     }
 
     /// The positions of this shard's items in a list of `items`.

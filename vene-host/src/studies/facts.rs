@@ -6,10 +6,12 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{
     output::StudyOutput,
     tracing::{self, Trace, TraceOptions, TracePrompt},
+    SweepOptions,
 };
 use crate::{
     error::{Result, VeneError},
@@ -150,18 +152,28 @@ pub fn trace_facts(
     tokenizer: &TextTokenizer,
     facts: &[Fact],
     options: &TraceOptions,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<(FactsTrace, LoadedModel)> {
     let level = tracing::noise_level(&model, options)?;
-    let mut model = model;
-    let mut outcomes = Vec::with_capacity(facts.len());
-    for (done, fact) in facts.iter().enumerate() {
-        let (outcome, returned) = trace_fact(model, plugins, tokenizer, fact, level, options)?;
-        model = returned;
-        outcomes.push((fact.clone(), outcome));
-        progress(done + 1, facts.len());
-    }
-    Ok((assemble(outcomes)?, model))
+    let compute = |model, fact: &Fact| trace_fact(model, plugins, tokenizer, fact, level, options);
+    let (outcomes, model) = super::run_items(&sweep_items(facts), model, compute, progress)?;
+    Ok((assemble(facts.iter().cloned().zip(outcomes).collect())?, model))
+}
+
+/// The facts as a sweep's items: `fact-NNNN` by their place in the list.
+pub fn sweep_items(facts: &[Fact]) -> Vec<(String, Fact)> {
+    facts.iter().enumerate().map(|(i, fact)| (format!("fact-{i:04}"), fact.clone())).collect()
+}
+
+/// What decides the facts' traces besides the model.
+pub fn sweep_options(facts: &[Fact], options: &TraceOptions) -> Result<SweepOptions> {
+    Ok(vec![
+        ("--samples", json!(options.samples)),
+        ("--noise", json!(options.noise_scale)),
+        ("--window", json!(options.window)),
+        ("--seed", json!(options.seed)),
+        ("the facts' sha256", json!(crate::sharding::json_sha256(&facts)?)),
+    ])
 }
 
 /// The facts' outcomes, in the facts' order, as one result: the traced facts, the skipped ones and the means by

@@ -3,10 +3,11 @@
 //! best and a failure are named.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{
     interchange::{parallel_interchange, serial_interchange, InterchangeSetup, SerialSetup},
-    TopWords,
+    SweepOptions, TopWords,
 };
 use crate::{
     error::{Result, VeneError},
@@ -101,9 +102,24 @@ pub struct ItemAttempts {
     pub base_top: Option<TopWords>,
 }
 
-/// Every item of the search on a model with `layers` layers, wording by wording and layer by layer.
-pub fn search_items(wordings: usize, layers: usize) -> Vec<SearchItem> {
-    (0..wordings).flat_map(|wording| (0..layers).map(move |layer| SearchItem { wording, layer })).collect()
+/// Every item of the search, with its id, on a model with `layers` layers: wording by wording and layer by layer.
+pub fn search_items(wordings: usize, layers: usize) -> Vec<(String, SearchItem)> {
+    (0..wordings)
+        .flat_map(|wording| (0..layers).map(move |layer| SearchItem { wording, layer }))
+        .map(|item| (item.id(), item))
+        .collect()
+}
+
+impl SearchSetup<'_> {
+    /// What decides the items' results besides the model.
+    pub fn sweep_options(&self) -> Result<SweepOptions> {
+        Ok(vec![
+            ("the wordings' sha256", json!(crate::sharding::json_sha256(&self.wordings)?)),
+            ("--target", json!(self.target)),
+            ("--component", json!(self.component)),
+            ("--serial-stride", json!(self.serial_stride)),
+        ])
+    }
 }
 
 /// Tries one item: its wording in parallel at its layer, and in series from its layer with the second hop at each
@@ -192,17 +208,11 @@ pub fn search(
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
     setup: &SearchSetup,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<(InterchangeSearch, LoadedModel)> {
     let items = search_items(setup.wordings.len(), model.catalog().num_layers as usize);
-    let mut model = model;
-    let mut found = Vec::with_capacity(items.len());
-    for (done, &item) in items.iter().enumerate() {
-        let (attempts, returned) = try_item(model, plugins, tokenizer, setup, item)?;
-        model = returned;
-        found.push(attempts);
-        progress(done + 1, items.len());
-    }
+    let compute = |model, item: &SearchItem| try_item(model, plugins, tokenizer, setup, *item);
+    let (found, model) = super::run_items(&items, model, compute, progress)?;
     Ok((assemble(setup, found), model))
 }
 

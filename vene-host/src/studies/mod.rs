@@ -44,6 +44,29 @@ pub fn parse_json_lines<T: serde::de::DeserializeOwned>(text: &str, origin: &str
     Ok(items)
 }
 
+/// A sweep's items computed in this process, in order, threading the model through `compute`; `progress(done,
+/// total)` after each. The sharded and cached runs compute the same items one at a time through
+/// [`crate::sharding`].
+pub fn run_items<I, R>(
+    items: &[(String, I)],
+    model: LoadedModel,
+    mut compute: impl FnMut(LoadedModel, &I) -> Result<(R, LoadedModel)>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(Vec<R>, LoadedModel)> {
+    let mut model = model;
+    let mut results = Vec::with_capacity(items.len());
+    for (done, (_, item)) in items.iter().enumerate() {
+        let (result, returned) = compute(model, item)?;
+        model = returned;
+        results.push(result);
+        progress(done + 1, items.len());
+    }
+    Ok((results, model))
+}
+
+/// A study's options that decide its items' results, by the name a person knows them by, for a sweep's identity.
+pub type SweepOptions = Vec<(&'static str, serde_json::Value)>;
+
 /// Writes `value` as pretty JSON to `dir/name`, atomically.
 pub fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> Result<()> {
     let path = dir.join(name);

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::{bind, output::Figure};
+use super::{bind, output::Figure, SweepOptions};
 use crate::train::{TrainOptions, TrainingExample};
 use crate::{
     error::{Result, VeneError},
@@ -61,6 +61,17 @@ impl Default for DasBudget {
 impl ProbeSetup {
     fn prompt(&self, name: &str) -> String {
         self.template.replace("{name}", name)
+    }
+
+    /// What decides the cells' results besides the model.
+    pub fn sweep_options(&self) -> Result<SweepOptions> {
+        Ok(vec![
+            ("--template", json!(self.template)),
+            ("the classes' sha256", json!(crate::sharding::json_sha256(&self.classes)?)),
+            ("--positions", json!(self.budget.positions)),
+            ("--pairs", json!(self.budget.pairs)),
+            ("--epochs", json!(self.budget.epochs)),
+        ])
     }
 }
 
@@ -135,15 +146,16 @@ pub fn plan(tokenizer: &TextTokenizer, setup: &ProbeSetup, layers: usize) -> Res
 }
 
 impl ProbePlan {
-    /// Every cell, position by position and layer by layer within each.
-    pub fn cells(&self) -> Vec<ProbeCell> {
+    /// Every cell with its id, position by position and layer by layer within each.
+    pub fn sweep_items(&self) -> Vec<(String, ProbeCell)> {
         self.studied
             .iter()
             .flat_map(|&position| (0..self.layers).map(move |layer| ProbeCell { position, layer }))
+            .map(|cell| (cell.id(), cell))
             .collect()
     }
 
-    /// The grid from every cell's result, given in [`ProbePlan::cells`]' order.
+    /// The grid from every cell's result, given in [`ProbePlan::sweep_items`]' order.
     pub fn assemble(&self, results: &[CellResult]) -> Result<DasProbe> {
         if results.len() != self.studied.len() * self.layers {
             return Err(VeneError::Inputs(format!(
@@ -193,18 +205,11 @@ pub fn das_vs_probe(
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
     setup: &ProbeSetup,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<(DasProbe, LoadedModel)> {
     let plan = plan(tokenizer, setup, model.catalog().num_layers as usize)?;
-    let cells = plan.cells();
-    let mut model = model;
-    let mut results = Vec::with_capacity(cells.len());
-    for (done, &cell) in cells.iter().enumerate() {
-        let (result, returned) = measure_cell(model, plugins, tokenizer, setup, &plan, cell)?;
-        model = returned;
-        results.push(result);
-        progress(done + 1, cells.len());
-    }
+    let compute = |model, cell: &ProbeCell| measure_cell(model, plugins, tokenizer, setup, &plan, *cell);
+    let (results, model) = super::run_items(&plan.sweep_items(), model, compute, progress)?;
     Ok((plan.assemble(&results)?, model))
 }
 

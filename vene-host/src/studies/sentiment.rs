@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use super::{bind, output::Figure};
+use super::{bind, output::Figure, SweepOptions};
 use crate::{
     engine::IntervenableModel,
     error::{Result, VeneError},
@@ -95,9 +95,9 @@ pub struct SteeringRun {
     pub coefficient: f64,
 }
 
-/// Every continuation: per opening the unsteered one, then each word at the main coefficient; then the first
-/// opening with each word at each coefficient of the sweep.
-pub fn steering_runs(setup: &SentimentSetup) -> Vec<SteeringRun> {
+/// Every continuation with its id (`continuation-NNNN`): per opening the unsteered one, then each word at the main
+/// coefficient; then the first opening with each word at each coefficient of the sweep.
+pub fn steering_runs(setup: &SentimentSetup) -> Vec<(String, SteeringRun)> {
     let words = setup.words.len();
     let mut runs = Vec::new();
     for opening in 0..setup.openings.len() {
@@ -107,7 +107,14 @@ pub fn steering_runs(setup: &SentimentSetup) -> Vec<SteeringRun> {
     for &coefficient in &setup.sweep {
         runs.extend((0..words).map(|w| SteeringRun { opening: 0, word: Some(w), coefficient }));
     }
-    runs
+    runs.into_iter().enumerate().map(|(i, run)| (format!("continuation-{i:04}"), run)).collect()
+}
+
+impl SentimentSetup {
+    /// What decides the continuations besides the model: the whole setup.
+    pub fn sweep_options(&self) -> Result<SweepOptions> {
+        Ok(vec![("the study's sha256", json!(crate::sharding::json_sha256(self)?))])
+    }
 }
 
 /// What every continuation shares, read from the model once: the word lists' first tokens and the steering words'
@@ -164,18 +171,11 @@ pub fn sentiment_steering(
     plugins: &PluginSet,
     tokenizer: &TextTokenizer,
     setup: &SentimentSetup,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<(SentimentSteering, LoadedModel)> {
     let inputs = steering_inputs(&model, tokenizer, setup)?;
-    let runs = steering_runs(setup);
-    let mut model = model;
-    let mut continuations = Vec::with_capacity(runs.len());
-    for (done, &run) in runs.iter().enumerate() {
-        let (continuation, returned) = steer_once(model, plugins, tokenizer, (setup, &inputs), run)?;
-        model = returned;
-        continuations.push(continuation);
-        progress(done + 1, runs.len());
-    }
+    let compute = |model, run: &SteeringRun| steer_once(model, plugins, tokenizer, (setup, &inputs), *run);
+    let (continuations, model) = super::run_items(&steering_runs(setup), model, compute, progress)?;
     Ok((assemble(setup, continuations), model))
 }
 

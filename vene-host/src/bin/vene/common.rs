@@ -125,6 +125,14 @@ pub fn progress_bar(template: &str) -> ProgressBar {
         .with_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()))
 }
 
+/// The `progress(done, total)` callback the library's long runs take, drawn on `bar`.
+pub fn advance(bar: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    move |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
+}
+
 /// Writes a study command's figures and numbers into `out` and prints its summary.
 pub fn finish_study(output: &StudyOutput, out: &Path) -> Result<()> {
     output.write(out)?;
@@ -189,10 +197,7 @@ impl<'a> ShardRun<'a> {
     {
         let bar = progress_bar(template);
         let (store, manifest, spec) = (&self.store, &self.manifest, self.spec);
-        let (report, _) = sharding::run_shard(store, manifest, spec, items, state, compute, |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?;
+        let (report, _) = sharding::run_shard(store, manifest, spec, items, state, compute, advance(&bar))?;
         bar.finish_and_clear();
         let merge = format!("`vene merge {}` writes the result", self.out.display());
         let next = if report.sweep_done == report.sweep_total {

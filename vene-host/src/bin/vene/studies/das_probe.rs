@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use serde_json::json;
 use vene_host::{
     model::LoadedModel,
     outputs,
     plugins::PluginSet,
-    sharding::{self, Manifest, ShardSpec, ShardStore},
+    sharding::{self, ShardSpec, ShardStore},
     studies::{
         output::StudyOutput,
         probe::{self, das_vs_probe, CellResult, DasBudget, DasProbe, ProbeCell, ProbePlan, ProbeSetup},
@@ -19,7 +18,7 @@ use vene_host::{
 };
 
 use crate::common::{
-    finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
+    advance, finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
 };
 
 #[derive(Args)]
@@ -70,10 +69,7 @@ pub fn run(args: DasProbeArgs) -> Result<()> {
         return run_shard(&args, &setup, (&plugins, model, &tokenizer), spec);
     }
     let bar = progress_bar("DAS and probe {bar:40} {pos}/{len} sites  [{elapsed} < {eta}]");
-    let (result, _) = das_vs_probe(model, &plugins, &tokenizer, &setup, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (result, _) = das_vs_probe(model, &plugins, &tokenizer, &setup, advance(&bar))?;
     bar.finish_and_clear();
     finish_study(&study_output(&result)?, &args.out)
 }
@@ -84,28 +80,6 @@ fn study_output(result: &DasProbe) -> Result<StudyOutput> {
     Ok(StudyOutput::new("das_probe.json", result, figures, summary)?)
 }
 
-/// The grid's cells as a sweep: `cell-pP-lL` for position P, layer L.
-fn cell_items(plan: &ProbePlan) -> Vec<(String, ProbeCell)> {
-    plan.cells().into_iter().map(|cell| (cell.id(), cell)).collect()
-}
-
-fn manifest(
-    args: &DasProbeArgs,
-    setup: &ProbeSetup,
-    plan: &ProbePlan,
-    items: &[(String, ProbeCell)],
-    shards: usize,
-) -> Result<Manifest> {
-    let options = [
-        ("--template", json!(setup.template)),
-        ("the classes' sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&setup.classes)?))),
-        ("--positions", json!(args.positions)),
-        ("--pairs", json!(args.pairs)),
-        ("--epochs", json!(args.epochs)),
-    ];
-    sweep_manifest("das-probe", &args.model, &options, items, shards, serde_json::to_value(plan)?)
-}
-
 fn run_shard(
     args: &DasProbeArgs,
     setup: &ProbeSetup,
@@ -113,8 +87,10 @@ fn run_shard(
     spec: ShardSpec,
 ) -> Result<()> {
     let plan = probe::plan(tokenizer, setup, model.catalog().num_layers as usize)?;
-    let items = cell_items(&plan);
-    let run = ShardRun::open(&args.out, manifest(args, setup, &plan, &items, spec.count)?, spec)?;
+    let items = plan.sweep_items();
+    let context = serde_json::to_value(&plan)?;
+    let manifest = sweep_manifest("das-probe", &args.model, &setup.sweep_options()?, &items, spec.count, context)?;
+    let run = ShardRun::open(&args.out, manifest, spec)?;
     let compute = |model, cell: &ProbeCell| probe::measure_cell(model, plugins, tokenizer, setup, &plan, *cell);
     run.compute(&items, model, compute, "DAS and probe {bar:40} {pos}/{len} sites of this shard  [{elapsed} < {eta}]")
 }

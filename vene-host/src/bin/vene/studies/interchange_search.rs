@@ -20,7 +20,7 @@ use vene_host::{
 };
 
 use crate::common::{
-    finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
+    advance, finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
 };
 
 #[derive(Args)]
@@ -70,14 +70,9 @@ pub fn run(args: InterchangeSearchArgs) -> Result<()> {
     };
     if let Some(spec) = spec {
         let items = search_items(wordings.len(), model.catalog().num_layers as usize);
-        let items: Vec<(String, SearchItem)> = items.into_iter().map(|item| (item.id(), item)).collect();
-        let options = [
-            ("the wordings' sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&wordings)?))),
-            ("--target", json!(args.target)),
-            ("--component", json!(args.component)),
-            ("--serial-stride", json!(args.serial_stride)),
-        ];
-        let context = json!({"wordings": wordings, "target": args.target, "component": args.component});
+        let options = setup.sweep_options()?;
+        let context = json!({"wordings": wordings, "target": args.target, "component": args.component,
+                             "serial_stride": args.serial_stride});
         let manifest = sweep_manifest("interchange-search", &args.model, &options, &items, spec.count, context)?;
         let run = ShardRun::open(&args.out, manifest, spec)?;
         let compute = |model, item: &SearchItem| try_item(model, &plugins, &tokenizer, &setup, *item);
@@ -89,10 +84,7 @@ pub fn run(args: InterchangeSearchArgs) -> Result<()> {
         );
     }
     let bar = progress_bar("{bar:40} {pos}/{len} wordings × layers  [{elapsed} < {eta}]");
-    let (found, _) = search(model, &plugins, &tokenizer, &setup, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (found, _) = search(model, &plugins, &tokenizer, &setup, advance(&bar))?;
     bar.finish_and_clear();
     finish_study(&study_output(&found)?, &args.out)
 }
@@ -117,7 +109,8 @@ pub fn merge(out: &Path) -> Result<()> {
     let wordings: Vec<Wording> = serde_json::from_value(context["wordings"].clone())?;
     let text = |key: &str| context[key].as_str().unwrap_or_default().to_string();
     let (target, component) = (text("target"), text("component"));
-    let setup = SearchSetup { wordings: &wordings, target: &target, component: &component, serial_stride: 1 };
+    let serial_stride = context["serial_stride"].as_u64().unwrap_or(1) as usize;
+    let setup = SearchSetup { wordings: &wordings, target: &target, component: &component, serial_stride };
     let found = assemble(&setup, items.into_iter().map(|(_, attempts)| attempts).collect());
     finish_study(&study_output(&found)?, out)
 }

@@ -21,7 +21,7 @@ use vene_host::{
 };
 
 use crate::common::{
-    finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
+    advance, finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
 };
 
 #[derive(Args)]
@@ -86,12 +86,8 @@ pub fn run(args: SteerSentimentArgs) -> Result<()> {
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     if let Some(spec) = spec {
-        let items: Vec<(String, SteeringRun)> = steering_runs(&setup)
-            .into_iter()
-            .enumerate()
-            .map(|(i, run)| (format!("continuation-{i:04}"), run))
-            .collect();
-        let options = [("the study's sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&setup)?)))];
+        let items = steering_runs(&setup);
+        let options = setup.sweep_options()?;
         let manifest = sweep_manifest("steer-sentiment", &args.model, &options, &items, spec.count, json!(setup))?;
         let run = ShardRun::open(&args.out, manifest, spec)?;
         let inputs = steering_inputs(&model, &tokenizer, &setup)?;
@@ -104,10 +100,7 @@ pub fn run(args: SteerSentimentArgs) -> Result<()> {
         );
     }
     let bar = progress_bar("{bar:40} {pos}/{len} continuations  [{elapsed} < {eta}]");
-    let (found, _) = sentiment_steering(model, &plugins, &tokenizer, &setup, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (found, _) = sentiment_steering(model, &plugins, &tokenizer, &setup, advance(&bar))?;
     bar.finish_and_clear();
     finish_study(&study_output(&found)?, &args.out)
 }

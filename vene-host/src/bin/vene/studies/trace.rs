@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use serde_json::json;
 use vene_host::{
     outputs,
-    sharding::{self, Manifest, ShardSpec, ShardStore},
+    sharding::{self, ShardSpec, ShardStore},
     studies::{
         facts::{self, Fact, FactOutcome},
         output::StudyOutput,
@@ -17,7 +16,7 @@ use vene_host::{
 };
 
 use crate::common::{
-    finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
+    advance, finish_study, load_model, model_tokenizer, progress_bar, sweep_manifest, ModelArgs, PluginArgs, ShardRun,
 };
 
 #[derive(Args)]
@@ -80,10 +79,7 @@ fn run_single(args: &TraceArgs, prompt: &str, subject: &str, target: &str, optio
         .ok_or_else(|| anyhow!("the subject {subject:?} is not a token span of the prompt {prompt:?}"))?;
     let target_id = *tokenizer.encode_plain(target)?.first().ok_or_else(|| anyhow!("the target is empty"))?;
     let bar = progress_bar("{bar:40} {pos}/{len} passes  [{elapsed} < {eta}]");
-    let (trace, _) = tracing::trace(model, &plugins, &tokens, span, target_id, options, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (trace, _) = tracing::trace(model, &plugins, &tokens, span, target_id, options, advance(&bar))?;
     bar.finish_and_clear();
     let labels: Vec<String> = tokens
         .iter()
@@ -111,35 +107,17 @@ fn run_facts(args: &TraceArgs, path: &Path, options: &TraceOptions) -> Result<()
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let bar = progress_bar("{bar:40} {pos}/{len} facts  [{elapsed} < {eta}]");
-    let (result, _) = facts::trace_facts(model, &plugins, &tokenizer, &facts, options, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (result, _) = facts::trace_facts(model, &plugins, &tokenizer, &facts, options, advance(&bar))?;
     bar.finish_and_clear();
     finish_study(&facts::study_output(&result, &args.out)?, &args.out)
 }
 
-/// The facts as a sweep: one item per fact, `fact-NNNN` by its place in the file.
-fn fact_items(facts: Vec<Fact>) -> Vec<(String, Fact)> {
-    facts.into_iter().enumerate().map(|(i, fact)| (format!("fact-{i:04}"), fact)).collect()
-}
-
-/// The manifest of a sharded trace of `items` into `shards` shards.
-fn manifest(args: &TraceArgs, options: &TraceOptions, items: &[(String, Fact)], shards: usize) -> Result<Manifest> {
-    let facts: Vec<&Fact> = items.iter().map(|(_, fact)| fact).collect();
-    let options = [
-        ("--samples", json!(options.samples)),
-        ("--noise", json!(options.noise_scale)),
-        ("--window", json!(options.window)),
-        ("--seed", json!(options.seed)),
-        ("the facts' sha256", json!(sharding::sha256_hex(&serde_json::to_vec(&facts)?))),
-    ];
-    sweep_manifest("trace", &args.model, &options, items, shards, serde_json::Value::Null)
-}
-
 fn run_shard(args: &TraceArgs, path: &Path, options: &TraceOptions, spec: ShardSpec) -> Result<()> {
-    let items = fact_items(facts::read_facts(path)?);
-    let run = ShardRun::open(&args.out, manifest(args, options, &items, spec.count)?, spec)?;
+    let facts = facts::read_facts(path)?;
+    let items = facts::sweep_items(&facts);
+    let options_named = facts::sweep_options(&facts, options)?;
+    let manifest = sweep_manifest("trace", &args.model, &options_named, &items, spec.count, serde_json::Value::Null)?;
+    let run = ShardRun::open(&args.out, manifest, spec)?;
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
     let level = tracing::noise_level(&model, options)?;
