@@ -1,6 +1,9 @@
 //! A model loaded through an adapter plugin, and the inputs of one forward pass.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    rc::Rc,
+};
 
 use abi_stable::std_types::{RBox, RSlice, RStr};
 use serde::Deserialize;
@@ -82,6 +85,29 @@ impl ForwardInputs {
     }
 }
 
+/// `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(text: &str) -> Result<DeviceSpec> {
+    match text {
+        "cpu" => Ok(DeviceSpec::CPU),
+        "cuda" => Ok(DeviceSpec { kind: vene_api::model::DeviceKind::Cuda, index: 0 }),
+        other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(index) => Ok(DeviceSpec { kind: vene_api::model::DeviceKind::Cuda, index }),
+            None => Err(VeneError::Inputs(format!("unknown device '{other}': use cpu, cuda or cuda:N"))),
+        },
+    }
+}
+
+/// `f32`, `f16`, `bf16` or `f64` (or their `float32`-style names).
+pub fn parse_dtype(text: &str) -> Result<DTypeSpec> {
+    Ok(match text {
+        "f32" | "float32" => DTypeSpec::F32,
+        "f16" | "float16" => DTypeSpec::F16,
+        "bf16" | "bfloat16" => DTypeSpec::BF16,
+        "f64" | "float64" => DTypeSpec::F64,
+        other => return Err(VeneError::Inputs(format!("unknown dtype '{other}': use f32, f16, bf16 or f64"))),
+    })
+}
+
 /// Refuses a CUDA device that this libtorch cannot reach, before any weights move (libtorch would fail deep inside
 /// the adapter).
 fn check_device(device: DeviceSpec) -> Result<()> {
@@ -109,9 +135,11 @@ pub struct ForwardOutput {
     pub present: Vec<Tensor>,
 }
 
-/// A model held by an adapter plugin.
+/// A model held by an adapter plugin. Clones share the plugin's model (its weights are loaded once): several
+/// intervenable models, or a study and the caller, can use one model.
+#[derive(Clone)]
 pub struct LoadedModel {
-    inner: ModelAbi_TO<'static, RBox<()>>,
+    inner: Rc<ModelAbi_TO<'static, RBox<()>>>,
     catalog: ModelCatalog,
     dir: PathBuf,
     plugin: PathBuf,
@@ -180,7 +208,7 @@ impl LoadedModel {
             .into_result()
             .map_err(|error| VeneError::Model { context: "reading the model's catalog".to_string(), error })?;
         Ok(Self {
-            inner,
+            inner: Rc::new(inner),
             catalog,
             dir: dir.to_path_buf(),
             plugin: plugin.to_path_buf(),

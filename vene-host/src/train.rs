@@ -53,18 +53,22 @@ pub struct TrainingExample {
 /// Reads a JSON-lines dataset; errors name the line.
 pub fn read_dataset(path: &Path) -> Result<Vec<TrainingExample>> {
     let text = std::fs::read_to_string(path).map_err(|source| VeneError::Io { path: path.to_path_buf(), source })?;
+    parse_dataset(&text, &path.display().to_string())
+}
+
+/// Parses JSON-lines examples; errors name `origin` and the line.
+pub fn parse_dataset(text: &str, origin: &str) -> Result<Vec<TrainingExample>> {
     let examples = text
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(number, line)| {
-            serde_json::from_str(line).map_err(|e| {
-                VeneError::Inputs(format!("{} line {}: not a training example: {e}", path.display(), number + 1))
-            })
+            serde_json::from_str(line)
+                .map_err(|e| VeneError::Inputs(format!("{origin} line {}: not a training example: {e}", number + 1)))
         })
         .collect::<Result<Vec<TrainingExample>>>()?;
     if examples.is_empty() {
-        return Err(VeneError::Inputs(format!("{} holds no examples", path.display())));
+        return Err(VeneError::Inputs(format!("{origin} holds no examples")));
     }
     Ok(examples)
 }

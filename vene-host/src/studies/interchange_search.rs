@@ -244,3 +244,17 @@ impl InterchangeSearch {
             .collect()
     }
 }
+
+/// interchange-search's numbers and summary (the best combination of each mode).
+pub fn study_output(found: &InterchangeSearch) -> Result<super::output::StudyOutput> {
+    let mut lines = Vec::new();
+    for mode in ["parallel", "serial"] {
+        let (hits, of) = found.hits(mode);
+        let best = found.best(mode).map_or("none".to_string(), |a| {
+            let second = a.second_layer.map_or(String::new(), |s| format!(" → {s}"));
+            format!("wording {}, layer {}{second}: {}", a.wording + 1, a.layer, super::output::format_top(&a.top))
+        });
+        lines.push(format!("{mode}: {:?} in the top 5 in {hits} of {of}; best {best}", found.target));
+    }
+    super::output::StudyOutput::new("interchange_search.json", found, Vec::new(), lines.join("\n"))
+}

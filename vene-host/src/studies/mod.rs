@@ -8,6 +8,7 @@ pub mod interchange_search;
 pub mod output;
 pub mod plot;
 pub mod probe;
+pub mod prompt_trace;
 pub mod senses;
 pub mod sentiment;
 pub mod steering;

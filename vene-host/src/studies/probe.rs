@@ -372,3 +372,10 @@ impl DasProbe {
         .collect()
     }
 }
+
+/// das-probe's figures (the two heatmaps), numbers and summary.
+pub fn study_output(result: &DasProbe) -> Result<super::output::StudyOutput> {
+    let figures = result.heatmaps("rank-1 DAS held-out IIA", "linear probe held-out accuracy");
+    let summary = format!("DAS IIA {:?}\nprobe accuracy {:?}", result.das_iia, result.probe_accuracy);
+    super::output::StudyOutput::new("das_probe.json", result, figures, summary)
+}

@@ -290,3 +290,19 @@ impl SentimentSteering {
         }
     }
 }
+
+/// steer-sentiment's figures (shift along the continuations, the coefficient sweep), numbers and summary.
+pub fn study_output(found: &SentimentSteering) -> Result<super::output::StudyOutput> {
+    let summary = found
+        .side_by_side
+        .iter()
+        .chain(&found.sweep)
+        .map(|c| {
+            let steer = c.word.as_ref().map_or("unsteered".to_string(), |w| format!("+{} x {w:?}", c.coefficient));
+            format!("opening {} {steer}: {:?} (mean shift {:+.4})", c.opening + 1, c.text.trim(), c.mean_shift())
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let figures = vec![found.shift_lines("shift"), found.sweep_lines("sweep")];
+    super::output::StudyOutput::new("steer_sentiment.json", found, figures, summary)
+}

@@ -2,10 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use vene_api::{model::DeviceKind, DTypeSpec, DeviceSpec};
 use vene_host::{
     engine::IntervenableModel,
     hub,
@@ -63,33 +62,12 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self, plugins: &PluginSet) -> Result<LoadedModel> {
-        let device = parse_device(&self.device)?;
-        let dtype = parse_dtype(&self.dtype)?;
+        let device = vene_host::model::parse_device(&self.device)?;
+        let dtype = vene_host::model::parse_dtype(&self.dtype)?;
         let dir = hub::resolve_model(&self.model)?;
         vene_host::real_model::note_terms_on_first_use(&dir);
         Ok(LoadedModel::load(plugins, &dir, device, dtype)?)
     }
-}
-
-fn parse_device(text: &str) -> Result<DeviceSpec> {
-    match text {
-        "cpu" => Ok(DeviceSpec::CPU),
-        "cuda" => Ok(DeviceSpec { kind: DeviceKind::Cuda, index: 0 }),
-        other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
-            Some(index) => Ok(DeviceSpec { kind: DeviceKind::Cuda, index }),
-            None => bail!("unknown device '{other}': use cpu, cuda or cuda:N"),
-        },
-    }
-}
-
-fn parse_dtype(text: &str) -> Result<DTypeSpec> {
-    Ok(match text {
-        "f32" | "float32" => DTypeSpec::F32,
-        "f16" | "float16" => DTypeSpec::F16,
-        "bf16" | "bfloat16" => DTypeSpec::BF16,
-        "f64" | "float64" => DTypeSpec::F64,
-        other => bail!("unknown dtype '{other}': use f32, f16, bf16 or f64"),
-    })
 }
 
 /// The plugins, then the model they serve: what every command that takes `--model` starts with.

@@ -10,10 +10,7 @@ use vene_host::{
     outputs,
     plugins::PluginSet,
     sharding::{self, ShardSpec, ShardStore},
-    studies::{
-        output::StudyOutput,
-        probe::{self, das_vs_probe, CellResult, DasBudget, DasProbe, ProbeCell, ProbePlan, ProbeSetup},
-    },
+    studies::probe::{self, das_vs_probe, CellResult, DasBudget, ProbeCell, ProbePlan, ProbeSetup},
     text::TextTokenizer,
 };
 
@@ -71,13 +68,7 @@ pub fn run(args: DasProbeArgs) -> Result<()> {
     let bar = progress_bar("DAS and probe {bar:40} {pos}/{len} sites  [{elapsed} < {eta}]");
     let (result, _) = das_vs_probe(model, &plugins, &tokenizer, &setup, advance(&bar))?;
     bar.finish_and_clear();
-    finish_study(&study_output(&result)?, &args.out)
-}
-
-fn study_output(result: &DasProbe) -> Result<StudyOutput> {
-    let figures = result.heatmaps("rank-1 DAS held-out IIA", "linear probe held-out accuracy");
-    let summary = format!("DAS IIA {:?}\nprobe accuracy {:?}", result.das_iia, result.probe_accuracy);
-    Ok(StudyOutput::new("das_probe.json", result, figures, summary)?)
+    finish_study(&probe::study_output(&result)?, &args.out)
 }
 
 fn run_shard(
@@ -100,5 +91,5 @@ pub fn merge(out: &Path) -> Result<()> {
     let (manifest, cells) = sharding::collect::<ProbeCell, CellResult>(&ShardStore::new(out))?;
     let plan: ProbePlan = serde_json::from_value(manifest.context)?;
     let results: Vec<CellResult> = cells.into_iter().map(|(_, result)| result).collect();
-    finish_study(&study_output(&plan.assemble(&results)?)?, out)
+    finish_study(&probe::study_output(&plan.assemble(&results)?)?, out)
 }

@@ -13,9 +13,8 @@ use vene_host::{
     studies::{
         self,
         interchange_search::{
-            assemble, search, search_items, try_item, InterchangeSearch, ItemAttempts, SearchItem, SearchSetup, Wording,
+            assemble, search, search_items, study_output, try_item, ItemAttempts, SearchItem, SearchSetup, Wording,
         },
-        output::{format_top, StudyOutput},
     },
 };
 
@@ -89,20 +88,6 @@ pub fn run(args: InterchangeSearchArgs) -> Result<()> {
     finish_study(&study_output(&found)?, &args.out)
 }
 
-fn study_output(found: &InterchangeSearch) -> Result<StudyOutput> {
-    let mut lines = Vec::new();
-    for mode in ["parallel", "serial"] {
-        let (hits, of) = found.hits(mode);
-        let best = found.best(mode).map_or("none".to_string(), |a| {
-            let second = a.second_layer.map_or(String::new(), |s| format!(" → {s}"));
-            format!("wording {}, layer {}{second}: {}", a.wording + 1, a.layer, format_top(&a.top))
-        });
-        lines.push(format!("{mode}: {:?} in the top 5 in {hits} of {of}; best {best}", found.target));
-    }
-    Ok(StudyOutput::new("interchange_search.json", found, Vec::new(), lines.join("\n"))?)
-}
-
-/// Writes interchange_search.json and the summary from a finished sharded search.
 pub fn merge(out: &Path) -> Result<()> {
     let (manifest, items) = sharding::collect::<SearchItem, ItemAttempts>(&ShardStore::new(out))?;
     let context = &manifest.context;

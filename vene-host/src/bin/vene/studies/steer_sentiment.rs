@@ -11,12 +11,9 @@ use serde_json::json;
 use vene_host::{
     outputs,
     sharding::{self, ShardSpec, ShardStore},
-    studies::{
-        output::StudyOutput,
-        sentiment::{
-            assemble, sentiment_steering, steer_once, steering_inputs, steering_runs, Continuation, SentimentSetup,
-            SentimentSteering, SteeringRun,
-        },
+    studies::sentiment::{
+        assemble, sentiment_steering, steer_once, steering_inputs, steering_runs, study_output, Continuation,
+        SentimentSetup, SteeringRun,
     },
 };
 
@@ -105,22 +102,6 @@ pub fn run(args: SteerSentimentArgs) -> Result<()> {
     finish_study(&study_output(&found)?, &args.out)
 }
 
-fn study_output(found: &SentimentSteering) -> Result<StudyOutput> {
-    let summary = found
-        .side_by_side
-        .iter()
-        .chain(&found.sweep)
-        .map(|c| {
-            let steer = c.word.as_ref().map_or("unsteered".to_string(), |w| format!("+{} x {w:?}", c.coefficient));
-            format!("opening {} {steer}: {:?} (mean shift {:+.4})", c.opening + 1, c.text.trim(), c.mean_shift())
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let figures = vec![found.shift_lines("shift"), found.sweep_lines("sweep")];
-    Ok(StudyOutput::new("steer_sentiment.json", found, figures, summary)?)
-}
-
-/// Writes steer_sentiment.json, the figures and the summary from a finished sharded study.
 pub fn merge(out: &Path) -> Result<()> {
     let (manifest, continuations) = sharding::collect::<SteeringRun, Continuation>(&ShardStore::new(out))?;
     let setup: SentimentSetup = serde_json::from_value(manifest.context)?;

@@ -10,7 +10,7 @@ use vene_host::{
     sharding::{self, ShardSpec, ShardStore},
     studies::{
         facts::{self, Fact, FactOutcome},
-        output::StudyOutput,
+        prompt_trace,
         tracing::{self, TraceOptions},
     },
 };
@@ -73,33 +73,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
 fn run_single(args: &TraceArgs, prompt: &str, subject: &str, target: &str, options: &TraceOptions) -> Result<()> {
     let (plugins, model) = load_model(&args.model, &args.plugins)?;
     let tokenizer = model_tokenizer(&model)?;
-    let tokens = tokenizer.encode(prompt)?;
-    let candidates = [tokenizer.encode_plain(subject)?, tokenizer.encode_plain(&format!(" {subject}"))?];
-    let span = tracing::locate_subject(&tokens, &candidates)
-        .ok_or_else(|| anyhow!("the subject {subject:?} is not a token span of the prompt {prompt:?}"))?;
-    let target_id = *tokenizer.encode_plain(target)?.first().ok_or_else(|| anyhow!("the target is empty"))?;
     let bar = progress_bar("{bar:40} {pos}/{len} passes  [{elapsed} < {eta}]");
-    let (trace, _) = tracing::trace(model, &plugins, &tokens, span, target_id, options, advance(&bar))?;
+    let (found, _) =
+        prompt_trace::trace_text(model, &plugins, &tokenizer, prompt, subject, target, options, advance(&bar))?;
     bar.finish_and_clear();
-    let labels: Vec<String> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let marker = if (span.0..span.1).contains(&i) { "*" } else { "" };
-            format!("{}{marker}", tokenizer.decode(&[t]).trim())
-        })
-        .collect();
-    let target = target.trim();
-    let title = |name: &str| format!("restored p({target}) — {name}");
-    let figures = tracing::heatmaps(trace.sweeps(), &labels, title, trace.clean.max(1e-9));
-    let summary = format!(
-        "p({target}) clean {:.4}, corrupted {:.4}; wrote trace.json and block_output / mlp_output / attention_output \
-         .png/.svg to {}",
-        trace.clean,
-        trace.corrupted,
-        args.out.display()
-    );
-    finish_study(&StudyOutput::new("trace.json", &trace, figures, summary)?, &args.out)
+    finish_study(&prompt_trace::study_output(&found, &args.out)?, &args.out)
 }
 
 fn run_facts(args: &TraceArgs, path: &Path, options: &TraceOptions) -> Result<()> {

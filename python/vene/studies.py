@@ -1,0 +1,132 @@
+"""The studies of the ``vene`` commands as functions. Each returns the numbers its command writes (a dict; the
+figures' data are among them: the heatmaps' grids, the lines' series) with ``summary``, and with ``out=DIR`` also
+writes the command's figures (PNG + SVG) and JSON file there. ``progress(done, total)`` is called as work finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from . import _native
+from .model import Model
+
+PathLike = Union[str, os.PathLike]
+Progress = Optional[Callable[[int, int], Any]]
+
+
+def _result(numbers_and_summary: tuple) -> dict:
+    numbers, summary = numbers_and_summary
+    result = json.loads(numbers)
+    result["summary"] = summary
+    return result
+
+
+def _out(out: Optional[PathLike]) -> Optional[str]:
+    return None if out is None else os.fspath(out)
+
+
+def _json_lines(records: Union[PathLike, Sequence[Mapping]]) -> str:
+    if isinstance(records, (str, os.PathLike)):
+        with open(records, encoding="utf-8") as file:
+            return file.read()
+    return "\n".join(json.dumps(dict(r)) for r in records)
+
+
+def trace(
+    model: Model,
+    prompt: str,
+    subject: str,
+    target: str,
+    samples: int = 10,
+    noise: float = 3.0,
+    window: int = 10,
+    seed: int = 0,
+    out: Optional[PathLike] = None,
+    progress: Progress = None,
+) -> dict:
+    """Causal tracing (Meng et al.): the subject's embeddings corrupted with noise (``noise`` × the embeddings'
+    std), each site restored from the clean run; returns ``clean``, ``corrupted`` and the ``block_output``,
+    ``mlp_output``, ``attention_output`` grids (layer × position restored probability of ``target``), ``labels``."""
+    return _result(
+        _native.trace(model._native, prompt, subject, target, samples, noise, window, seed, _out(out), progress)
+    )
+
+
+def trace_facts(
+    model: Model,
+    facts: Union[PathLike, Sequence[Mapping]],
+    samples: int = 10,
+    noise: float = 3.0,
+    window: int = 10,
+    seed: int = 0,
+    out: Optional[PathLike] = None,
+    progress: Progress = None,
+) -> dict:
+    """Every fact (``{"prompt", "subject", "target"}``; a list or a JSON-lines file) the model knows, traced and
+    averaged by Meng et al.'s position classes; returns ``by_class``, ``traced`` and ``skipped``."""
+    return _result(
+        _native.trace_facts(model._native, _json_lines(facts), samples, noise, window, seed, _out(out), progress)
+    )
+
+
+def das_probe(
+    model: Model,
+    template: str,
+    classes: Mapping[str, Sequence[str]],
+    positions: Optional[Sequence[int]] = None,
+    pairs: Optional[int] = None,
+    epochs: int = 8,
+    out: Optional[PathLike] = None,
+    progress: Progress = None,
+) -> dict:
+    """Rank-1 DAS against a linear probe at every layer × position of ``template`` (with ``{name}``); ``classes``
+    maps each target word to its names. Returns ``das_iia`` and ``probe_accuracy`` grids."""
+    class_list = [(target, list(names)) for target, names in classes.items()]
+    return _result(
+        _native.das_probe(
+            model._native, template, class_list, list(positions) if positions else None, pairs, epochs, _out(out),
+            progress,
+        )
+    )
+
+
+def interchange_search(
+    model: Model,
+    wordings: Union[PathLike, Sequence[Mapping]],
+    target: str,
+    component: str = "block_output",
+    serial_stride: int = 1,
+    out: Optional[PathLike] = None,
+    progress: Progress = None,
+) -> dict:
+    """The multi-source interchange: each wording's attribute and entity sources swapped in at every layer in
+    parallel and at every later layer in series, every combination's top 5 recorded."""
+    return _result(
+        _native.interchange_search(
+            model._native, _json_lines(wordings), target, component, serial_stride, _out(out), progress
+        )
+    )
+
+
+def steer_sentiment(
+    model: Model,
+    openings: Sequence[str],
+    positive: Sequence[str],
+    negative: Sequence[str],
+    words: Sequence[str] = (" happy", " sad"),
+    coefficient: float = 0.3,
+    sweep: Sequence[float] = (0.3, 1.0, 3.0, 10.0),
+    component: str = "mlp_output",
+    max_new_tokens: int = 20,
+    out: Optional[PathLike] = None,
+    progress: Progress = None,
+) -> dict:
+    """Story openings steered towards ``words`` at every layer and step, beside unsteered continuations, with a
+    coefficient sweep; the summed probability of the positive and negative word lists along each continuation."""
+    return _result(
+        _native.steer_sentiment(
+            model._native, list(openings), list(positive), list(negative), list(words), coefficient, list(sweep),
+            component, max_new_tokens, _out(out), progress,
+        )
+    )

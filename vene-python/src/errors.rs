@@ -1,0 +1,46 @@
+//! vene's errors as Python exceptions: `vene.VeneError`, a `ValueError` whose message is the CLI's, and panics
+//! caught at the boundary (a plugin fault or a libtorch error deep inside stays an exception, never an abort).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::{create_exception, exceptions::PyValueError, PyErr, PyResult};
+
+create_exception!(
+    _native,
+    VeneError,
+    PyValueError,
+    "An error vene reports: bad input, a config that does not fit the model, a plugin's failure."
+);
+
+/// A vene-host error as a Python exception.
+pub fn raise(error: impl std::fmt::Display) -> PyErr {
+    VeneError::new_err(error.to_string())
+}
+
+/// Runs `body`, turning a panic into a `VeneError` that says what failed (libtorch reports through panics in tch's
+/// non-`f_` methods).
+pub fn guard<T>(what: &str, body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            let first_line = message.lines().next().unwrap_or_default();
+            Err(VeneError::new_err(format!("{what} failed: {first_line}")))
+        }
+    }
+}
+
+/// `Result<T, E: Display>` into a Python result.
+pub trait OrRaise<T> {
+    fn or_raise(self) -> PyResult<T>;
+}
+
+impl<T, E: std::fmt::Display> OrRaise<T> for Result<T, E> {
+    fn or_raise(self) -> PyResult<T> {
+        self.map_err(raise)
+    }
+}

@@ -1,0 +1,35 @@
+//! `vene._native`: the PyO3 extension behind the `vene` Python package. A thin layer: it converts Python values
+//! (torch tensors shared without copying, JSON text for configs and unit locations) and calls vene-host; the
+//! pyvene-shaped API is written in Python on top of it (`python/vene`).
+
+mod errors;
+mod intervenable;
+mod model;
+mod plugins;
+mod studies;
+mod tensor;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    tensor::check(py)?;
+    module.add("VeneError", py.get_type::<errors::VeneError>())?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    module.add_class::<model::Model>()?;
+    module.add_class::<intervenable::Intervenable>()?;
+    module.add_function(wrap_pyfunction!(plugins::plugins, module)?)?;
+    module.add_function(wrap_pyfunction!(plugins::builtin_types, module)?)?;
+    module.add_function(wrap_pyfunction!(plugins::set_num_threads, module)?)?;
+    for study in [
+        wrap_pyfunction!(studies::trace, module)?,
+        wrap_pyfunction!(studies::trace_facts, module)?,
+        wrap_pyfunction!(studies::das_probe, module)?,
+        wrap_pyfunction!(studies::interchange_search, module)?,
+        wrap_pyfunction!(studies::steer_sentiment, module)?,
+    ] {
+        module.add_function(study)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The study commands as functions: each runs the library code its `vene` command runs and returns the numbers
+//! as JSON text with the summary, writing the command's figures and JSON file when given a directory.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use vene_host::{
+    outputs,
+    studies::{
+        facts,
+        interchange_search::{self as search_study, SearchSetup, Wording},
+        output::StudyOutput,
+        probe::{self, DasBudget, ProbeSetup},
+        prompt_trace,
+        sentiment::{self, SentimentSetup},
+        tracing::TraceOptions,
+    },
+};
+
+use crate::{
+    errors::{guard, raise, OrRaise},
+    model::Model,
+};
+
+/// A Python `progress(done, total)` callable as the library's progress callback; its first error is kept.
+struct Progress<'py> {
+    callback: Option<Bound<'py, PyAny>>,
+    error: Option<PyErr>,
+}
+
+impl<'py> Progress<'py> {
+    fn new(callback: Option<Bound<'py, PyAny>>) -> Self {
+        Self { callback: callback.filter(|c| !c.is_none()), error: None }
+    }
+
+    fn call(&mut self) -> impl FnMut(usize, usize) + use<'_, 'py> {
+        move |done, total| {
+            if let (Some(callback), None) = (&self.callback, &self.error) {
+                if let Err(error) = callback.call1((done, total)) {
+                    self.error = Some(error);
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> PyResult<()> {
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+/// `(numbers as JSON text, summary)`, after writing the figures and the JSON file into `out` if given.
+fn finish(output: StudyOutput, numbers: serde_json::Value, out: Option<PathBuf>) -> PyResult<(String, String)> {
+    if let Some(out) = out {
+        outputs::prepare_dir(&out).or_raise()?;
+        output.write(&out).or_raise()?;
+    }
+    Ok((numbers.to_string(), output.summary))
+}
+
+/// Causal tracing of one prompt (`vene trace --prompt`).
+#[pyfunction]
+#[pyo3(signature = (model, prompt, subject, target, samples=10, noise=3.0, window=10, seed=0, out=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn trace(
+    model: &Model,
+    prompt: &str,
+    subject: &str,
+    target: &str,
+    samples: usize,
+    noise: f64,
+    window: usize,
+    seed: u64,
+    out: Option<PathBuf>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<(String, String)> {
+    let options = TraceOptions { samples, noise_scale: noise, window, seed };
+    let tokenizer = model.tokenizer()?;
+    let mut progress = Progress::new(progress);
+    let (found, _) = guard("causal tracing", || {
+        prompt_trace::trace_text(
+            model.model.clone(),
+            &model.plugins,
+            tokenizer,
+            prompt,
+            subject,
+            target,
+            &options,
+            progress.call(),
+        )
+        .or_raise()
+    })?;
+    progress.finish()?;
+    let shown = out.clone().unwrap_or_default();
+    let numbers = serde_json::to_value(&found).or_raise()?;
+    finish(prompt_trace::study_output(&found, &shown).or_raise()?, numbers, out)
+}
+
+/// Causal tracing of every known fact of a JSON-lines text, averaged by position class (`vene trace --facts`).
+#[pyfunction]
+#[pyo3(signature = (model, facts_jsonl, samples=10, noise=3.0, window=10, seed=0, out=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn trace_facts(
+    model: &Model,
+    facts_jsonl: &str,
+    samples: usize,
+    noise: f64,
+    window: usize,
+    seed: u64,
+    out: Option<PathBuf>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<(String, String)> {
+    let options = TraceOptions { samples, noise_scale: noise, window, seed };
+    let facts = facts::parse_facts(facts_jsonl, "the facts").or_raise()?;
+    let tokenizer = model.tokenizer()?;
+    let mut progress = Progress::new(progress);
+    let (result, _) = guard("tracing the facts", || {
+        facts::trace_facts(model.model.clone(), &model.plugins, tokenizer, &facts, &options, progress.call()).or_raise()
+    })?;
+    progress.finish()?;
+    let output = facts::study_output(&result, &out.clone().unwrap_or_default()).or_raise()?;
+    let numbers = output.json.clone();
+    finish(output, numbers, out)
+}
+
+/// Rank-1 DAS against a linear probe at every layer × position (`vene das-probe`); `classes` maps each target
+/// word to its names.
+#[pyfunction]
+#[pyo3(signature = (model, template, classes, positions=None, pairs=None, epochs=8, out=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn das_probe(
+    model: &Model,
+    template: &str,
+    classes: Vec<(String, Vec<String>)>,
+    positions: Option<Vec<usize>>,
+    pairs: Option<usize>,
+    epochs: usize,
+    out: Option<PathBuf>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<(String, String)> {
+    let setup = ProbeSetup { template: template.to_string(), classes, budget: DasBudget { positions, pairs, epochs } };
+    let tokenizer = model.tokenizer()?;
+    let mut progress = Progress::new(progress);
+    let (result, _) = guard("DAS against the probe", || {
+        probe::das_vs_probe(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call()).or_raise()
+    })?;
+    progress.finish()?;
+    let output = probe::study_output(&result).or_raise()?;
+    let numbers = output.json.clone();
+    finish(output, numbers, out)
+}
+
+/// The multi-source interchange over wordings (`vene interchange-search`); `wordings` is JSON-lines text of
+/// `{"base", "attribute_source", "entity_source"}`.
+#[pyfunction]
+#[pyo3(signature = (model, wordings_jsonl, target, component="block_output", serial_stride=1, out=None,
+                    progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn interchange_search(
+    model: &Model,
+    wordings_jsonl: &str,
+    target: &str,
+    component: &str,
+    serial_stride: usize,
+    out: Option<PathBuf>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<(String, String)> {
+    let shape = "{\"base\": …, \"attribute_source\": …, \"entity_source\": …}";
+    let wordings: Vec<Wording> =
+        vene_host::studies::parse_json_lines(wordings_jsonl, "the wordings", shape).or_raise()?;
+    if serial_stride == 0 {
+        return Err(raise("invalid serial_stride: 0 (valid: 1 or more layers between serial swaps)"));
+    }
+    let setup = SearchSetup { wordings: &wordings, target, component, serial_stride };
+    let tokenizer = model.tokenizer()?;
+    let mut progress = Progress::new(progress);
+    let (found, _) = guard("the interchange search", || {
+        search_study::search(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call()).or_raise()
+    })?;
+    progress.finish()?;
+    let output = search_study::study_output(&found).or_raise()?;
+    let numbers = output.json.clone();
+    finish(output, numbers, out)
+}
+
+/// Story openings steered towards words, side by side with unsteered ones, with a coefficient sweep
+/// (`vene steer-sentiment`); `positive` / `negative` are the word lists whose probability is summed.
+#[pyfunction]
+#[pyo3(signature = (model, openings, positive, negative, words, coefficient=0.3, sweep=vec![0.3, 1.0, 3.0, 10.0],
+                    component="mlp_output", max_new_tokens=20, out=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn steer_sentiment(
+    model: &Model,
+    openings: Vec<String>,
+    positive: Vec<String>,
+    negative: Vec<String>,
+    words: Vec<String>,
+    coefficient: f64,
+    sweep: Vec<f64>,
+    component: &str,
+    max_new_tokens: usize,
+    out: Option<PathBuf>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<(String, String)> {
+    for (name, list) in [("openings", &openings), ("positive", &positive), ("negative", &negative), ("words", &words)] {
+        if list.is_empty() {
+            return Err(raise(format!("invalid inputs: {name} is empty (give at least one)")));
+        }
+    }
+    let spaced = |words: Vec<String>| words.into_iter().map(|w| format!(" {}", w.trim())).collect();
+    let setup = SentimentSetup {
+        openings,
+        words,
+        coefficient,
+        sweep,
+        positive: spaced(positive),
+        negative: spaced(negative),
+        component: component.to_string(),
+        max_new_tokens,
+    };
+    let tokenizer = model.tokenizer()?;
+    let mut progress = Progress::new(progress);
+    let (found, _) = guard("sentiment steering", || {
+        sentiment::sentiment_steering(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call())
+            .or_raise()
+    })?;
+    progress.finish()?;
+    let output = sentiment::study_output(&found).or_raise()?;
+    let numbers = output.json.clone();
+    finish(output, numbers, out)
+}
