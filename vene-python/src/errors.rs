@@ -3,7 +3,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pyo3::{create_exception, exceptions::PyValueError, PyErr, PyResult};
+use pyo3::{create_exception, exceptions::PyValueError, PyErr, PyResult, Python};
 
 create_exception!(
     _native,
@@ -43,4 +43,30 @@ impl<T, E: std::fmt::Display> OrRaise<T> for Result<T, E> {
     fn or_raise(self) -> PyResult<T> {
         self.map_err(raise)
     }
+}
+
+/// A value carried into and out of [`released`]'s closure, which runs on this same thread: what is not `Send`
+/// (models share their plugin's model through an `Rc`) may cross.
+struct SameThread<T>(T);
+
+// SAFETY: `Python::allow_threads` runs its closure on the calling thread, so the value never changes threads.
+unsafe impl<T> Send for SameThread<T> {}
+
+impl<T> SameThread<T> {
+    /// Takes the value out; a method, so that a closure captures the whole wrapper rather than its field.
+    fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Runs `body` (guarded as [`guard`] does) with the GIL released: torch's autograd engine refuses to run a backward
+/// pass while the GIL is held, and other Python threads go on meanwhile. `body` must not touch Python objects
+/// except through `Python::with_gil`.
+pub fn released<T>(py: Python<'_>, what: &str, body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    let body = SameThread(body);
+    let result = py.allow_threads(move || {
+        let body = body.into_inner();
+        SameThread(guard(what, body))
+    });
+    result.into_inner()
 }

@@ -17,7 +17,7 @@ use vene_host::{
 };
 
 use crate::{
-    errors::{guard, raise, OrRaise},
+    errors::{guard, raise, released, OrRaise},
     model::{forward_inputs, Model},
     tensor,
 };
@@ -123,8 +123,9 @@ impl Intervenable {
         let sources = sources_from(&sources)?;
         let (unit_locations, subspaces) = locations(unit_locations, subspaces)?;
         self.inner.check_finite_writes(check_finite);
-        let result =
-            guard("the intervened run", || self.inner.run(&base, &sources, &unit_locations, &subspaces).or_raise())?;
+        let result = released(py, "the intervened run", || {
+            self.inner.run(&base, &sources, &unit_locations, &subspaces).or_raise()
+        })?;
         let non_finite = result.first_non_finite_site().map(str::to_string);
         let collected = result.collected.into_iter().map(|t| tensor::to_py(py, t)).collect::<PyResult<Vec<_>>>()?;
         Ok((tensor::to_py(py, result.output)?, collected, non_finite))
@@ -136,6 +137,7 @@ impl Intervenable {
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &mut self,
+        py: Python<'_>,
         prompt: Vec<i64>,
         sources: Vec<Option<InputTriple<'_>>>,
         unit_locations: Option<&str>,
@@ -152,7 +154,7 @@ impl Intervenable {
         let (unit_locations, subspaces) = locations(unit_locations, subspaces)?;
         let intervene_on = intervene_on.parse().map_err(|e| raise(format!("invalid intervene_on: {e}")))?;
         let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_token, intervene_on };
-        guard("generation", || {
+        released(py, "generation", || {
             generate::generate(&mut self.inner, &prompt, &sources, &unit_locations, &subspaces, &sampling, |_| {})
                 .or_raise()
         })
@@ -223,11 +225,13 @@ impl Intervenable {
         let examples = train::parse_dataset(examples, "the training examples").or_raise()?;
         let (train_set, eval_set) = train::split(&examples, options.eval_fraction, options.seed);
         let tokenizer = self.model.borrow(py).tokenizer.clone();
+        let progress = progress.filter(|p| !p.is_none()).map(Bound::unbind);
         let mut callback_error = None;
-        let report = guard("training", || {
+        let report = released(py, "training", || {
             train::train(&mut self.inner, &train_set, &eval_set, &options, tokenizer.as_deref(), |update| {
                 if let (Some(progress), None) = (&progress, &callback_error) {
-                    if let Err(error) = progress.call1((update.step, update.total, update.loss, update.iia)) {
+                    let arguments = (update.step, update.total, update.loss, update.iia);
+                    if let Err(error) = Python::with_gil(|py| progress.call1(py, arguments)) {
                         callback_error = Some(error);
                     }
                 }
@@ -260,7 +264,7 @@ impl Intervenable {
         let examples = train::parse_dataset(examples, "the evaluation examples").or_raise()?;
         let all: Vec<&train::TrainingExample> = examples.iter().collect();
         let tokenizer = self.model.borrow(py).tokenizer.clone();
-        let metrics = guard("evaluation", || {
+        let metrics = released(py, "evaluation", || {
             train::evaluate(&mut self.inner, &all, batch_size, tokenizer.as_deref()).or_raise()
         })?;
         Ok((metrics.loss, metrics.iia))

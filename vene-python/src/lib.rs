@@ -22,6 +22,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(plugins::plugins, module)?)?;
     module.add_function(wrap_pyfunction!(plugins::builtin_types, module)?)?;
     module.add_function(wrap_pyfunction!(plugins::set_num_threads, module)?)?;
+    module.add_function(wrap_pyfunction!(tensor::roundtrip, module)?)?;
     for study in [
         wrap_pyfunction!(studies::trace, module)?,
         wrap_pyfunction!(studies::trace_facts, module)?,

@@ -16,7 +16,7 @@ use vene_host::{
 };
 
 use crate::{
-    errors::{guard, raise, OrRaise},
+    errors::{guard, raise, released, OrRaise},
     tensor,
 };
 
@@ -136,7 +136,7 @@ impl Model {
         features: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inputs = forward_inputs(input_ids, attention_mask, features, "the inputs")?;
-        let output = guard("the forward pass", || self.model.forward_plain(&inputs).or_raise())?;
+        let output = released(py, "the forward pass", || self.model.forward_plain(&inputs).or_raise())?;
         tensor::to_py(py, output.output)
     }
 

@@ -18,25 +18,26 @@ use vene_host::{
 };
 
 use crate::{
-    errors::{guard, raise, OrRaise},
+    errors::{raise, released, OrRaise},
     model::Model,
 };
 
-/// A Python `progress(done, total)` callable as the library's progress callback; its first error is kept.
-struct Progress<'py> {
-    callback: Option<Bound<'py, PyAny>>,
+/// A Python `progress(done, total)` callable as the library's progress callback, called with the GIL taken back;
+/// its first error is kept.
+struct Progress {
+    callback: Option<Py<PyAny>>,
     error: Option<PyErr>,
 }
 
-impl<'py> Progress<'py> {
-    fn new(callback: Option<Bound<'py, PyAny>>) -> Self {
-        Self { callback: callback.filter(|c| !c.is_none()), error: None }
+impl Progress {
+    fn new(callback: Option<Bound<'_, PyAny>>) -> Self {
+        Self { callback: callback.filter(|c| !c.is_none()).map(Bound::unbind), error: None }
     }
 
-    fn call(&mut self) -> impl FnMut(usize, usize) + use<'_, 'py> {
+    fn call(&mut self) -> impl FnMut(usize, usize) + '_ {
         move |done, total| {
             if let (Some(callback), None) = (&self.callback, &self.error) {
-                if let Err(error) = callback.call1((done, total)) {
+                if let Err(error) = Python::with_gil(|py| callback.call1(py, (done, total))) {
                     self.error = Some(error);
                 }
             }
@@ -62,6 +63,7 @@ fn finish(output: StudyOutput, numbers: serde_json::Value, out: Option<PathBuf>)
 #[pyo3(signature = (model, prompt, subject, target, samples=10, noise=3.0, window=10, seed=0, out=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn trace(
+    py: Python<'_>,
     model: &Model,
     prompt: &str,
     subject: &str,
@@ -76,7 +78,7 @@ pub fn trace(
     let options = TraceOptions { samples, noise_scale: noise, window, seed };
     let tokenizer = model.tokenizer()?;
     let mut progress = Progress::new(progress);
-    let (found, _) = guard("causal tracing", || {
+    let (found, _) = released(py, "causal tracing", || {
         prompt_trace::trace_text(
             model.model.clone(),
             &model.plugins,
@@ -100,6 +102,7 @@ pub fn trace(
 #[pyo3(signature = (model, facts_jsonl, samples=10, noise=3.0, window=10, seed=0, out=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn trace_facts(
+    py: Python<'_>,
     model: &Model,
     facts_jsonl: &str,
     samples: usize,
@@ -113,7 +116,7 @@ pub fn trace_facts(
     let facts = facts::parse_facts(facts_jsonl, "the facts").or_raise()?;
     let tokenizer = model.tokenizer()?;
     let mut progress = Progress::new(progress);
-    let (result, _) = guard("tracing the facts", || {
+    let (result, _) = released(py, "tracing the facts", || {
         facts::trace_facts(model.model.clone(), &model.plugins, tokenizer, &facts, &options, progress.call()).or_raise()
     })?;
     progress.finish()?;
@@ -128,6 +131,7 @@ pub fn trace_facts(
 #[pyo3(signature = (model, template, classes, positions=None, pairs=None, epochs=8, out=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn das_probe(
+    py: Python<'_>,
     model: &Model,
     template: &str,
     classes: Vec<(String, Vec<String>)>,
@@ -140,7 +144,7 @@ pub fn das_probe(
     let setup = ProbeSetup { template: template.to_string(), classes, budget: DasBudget { positions, pairs, epochs } };
     let tokenizer = model.tokenizer()?;
     let mut progress = Progress::new(progress);
-    let (result, _) = guard("DAS against the probe", || {
+    let (result, _) = released(py, "DAS against the probe", || {
         probe::das_vs_probe(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call()).or_raise()
     })?;
     progress.finish()?;
@@ -156,6 +160,7 @@ pub fn das_probe(
                     progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn interchange_search(
+    py: Python<'_>,
     model: &Model,
     wordings_jsonl: &str,
     target: &str,
@@ -173,7 +178,7 @@ pub fn interchange_search(
     let setup = SearchSetup { wordings: &wordings, target, component, serial_stride };
     let tokenizer = model.tokenizer()?;
     let mut progress = Progress::new(progress);
-    let (found, _) = guard("the interchange search", || {
+    let (found, _) = released(py, "the interchange search", || {
         search_study::search(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call()).or_raise()
     })?;
     progress.finish()?;
@@ -189,6 +194,7 @@ pub fn interchange_search(
                     component="mlp_output", max_new_tokens=20, out=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn steer_sentiment(
+    py: Python<'_>,
     model: &Model,
     openings: Vec<String>,
     positive: Vec<String>,
@@ -219,7 +225,7 @@ pub fn steer_sentiment(
     };
     let tokenizer = model.tokenizer()?;
     let mut progress = Progress::new(progress);
-    let (found, _) = guard("sentiment steering", || {
+    let (found, _) = released(py, "sentiment steering", || {
         sentiment::sentiment_steering(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call())
             .or_raise()
     })?;

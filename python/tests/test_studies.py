@@ -1,0 +1,111 @@
+"""The study functions return the numbers their `vene` commands write, and write the same files: each is run both
+ways on the fixture GPT-2 with a word-level tokenizer (`w0` … `w100` are ids 0 … 100)."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+import vene
+from conftest import FIXTURES, vene_binary
+
+
+@pytest.fixture(scope="module")
+def word_model(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("gpt2-words")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(FIXTURES / "gpt2" / "model" / name, directory / name)
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
+        "model": {"type": "WordLevel", "vocab": {f"w{i}": i for i in range(101)}, "unk_token": "w0"},
+    }
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
+    return directory
+
+
+def cli(*args) -> None:
+    binary = vene_binary()
+    assert binary.is_file(), "build the workspace first (cargo build --release --workspace)"
+    done = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def same_files(cli_out, python_out, names):
+    for name in names:
+        assert (cli_out / name).read_bytes() == (python_out / name).read_bytes(), name
+
+
+def test_trace_matches_vene_trace(word_model, tmp_path):
+    cli("trace", "--model", word_model, "--prompt", "w1 w2 w3 w4 w5", "--subject", "w2 w3", "--target", "w9",
+        "--samples", "2", "--out", tmp_path / "cli")
+    calls = []
+    found = vene.studies.trace(vene.load(word_model), "w1 w2 w3 w4 w5", "w2 w3", "w9", samples=2,
+                               out=tmp_path / "py", progress=lambda done, total: calls.append((done, total)))
+    same_files(tmp_path / "cli", tmp_path / "py", ["trace.json", "block_output.svg", "mlp_output.svg"])
+    written = json.loads((tmp_path / "cli" / "trace.json").read_text())
+    assert {k: found[k] for k in written} == written
+    assert found["labels"] == ["w1", "w2*", "w3*", "w4", "w5"]
+    assert len(found["block_output"]) == 5 and len(found["block_output"][0]) == 3
+    assert calls and calls[-1][0] == calls[-1][1]
+    assert "clean" in found["summary"]
+
+
+def top_word(model, prompt):
+    return f"w{int(model(model.tokenize(prompt)).logits[0, -1].argmax())}"
+
+
+def test_trace_facts_matches_vene_trace_facts(word_model, tmp_path):
+    model = vene.load(word_model)
+    known = [("w1 w2 w3 w4", "w2"), ("w8 w9 w10", "w8 w9")]
+    facts = [{"prompt": p, "subject": s, "target": top_word(model, p)} for p, s in known]
+    facts.append({"prompt": "w5 w6 w7", "subject": "w6", "target": "w0" if top_word(model, "w5 w6 w7") != "w0" else "w1"})
+    (tmp_path / "facts.jsonl").write_text("\n".join(json.dumps(f) for f in facts))
+    cli("trace", "--model", word_model, "--facts", tmp_path / "facts.jsonl", "--samples", "1", "--out", tmp_path / "cli")
+    found = vene.studies.trace_facts(model, facts, samples=1, out=tmp_path / "py")
+    assert len(found["traced"]) == 2 and len(found["skipped"]) == 1
+    same_files(tmp_path / "cli", tmp_path / "py", ["trace.json"])
+    assert {k: found[k] for k in ("by_class", "traced", "skipped")} == json.loads((tmp_path / "cli/trace.json").read_text())
+
+
+def test_das_probe_matches_vene_das_probe(word_model, tmp_path):
+    cli("das-probe", "--model", word_model, "--template", "{name} w5 w6", "--class", "w1=w10,w11,w12,w13,w14",
+        "--class", "w2=w20,w21,w22", "--epochs", "2", "--out", tmp_path / "cli")
+    found = vene.studies.das_probe(vene.load(word_model), "{name} w5 w6",
+                                   {"w1": ["w10", "w11", "w12", "w13", "w14"], "w2": ["w20", "w21", "w22"]},
+                                   epochs=2, out=tmp_path / "py")
+    same_files(tmp_path / "cli", tmp_path / "py", ["das_probe.json"])
+    assert len(found["das_iia"]) == 3  # positions × layers
+
+
+def test_interchange_search_matches_vene_interchange_search(word_model, tmp_path):
+    wordings = [{"base": "w1 w2 w3 w4", "attribute_source": "w1 w5 w3 w4", "entity_source": "w1 w2 w6 w4"},
+                {"base": "w8 w2 w3", "attribute_source": "w8 w9 w3", "entity_source": "w8 w2 w10"}]
+    (tmp_path / "wordings.jsonl").write_text("\n".join(json.dumps(w) for w in wordings))
+    cli("interchange-search", "--model", word_model, "--wordings", tmp_path / "wordings.jsonl", "--target", "w7",
+        "--out", tmp_path / "cli")
+    found = vene.studies.interchange_search(vene.load(word_model), wordings, "w7", out=tmp_path / "py")
+    same_files(tmp_path / "cli", tmp_path / "py", ["interchange_search.json"])
+    assert found["attempts"]
+
+
+def test_steer_sentiment_matches_vene_steer_sentiment(word_model, tmp_path):
+    for name, text in [("openings.txt", "w1 w2 w3\nw8 w9\n"), ("positive.txt", "w4\n"), ("negative.txt", "w5\n")]:
+        (tmp_path / name).write_text(text)
+    cli("steer-sentiment", "--model", word_model, "--openings", tmp_path / "openings.txt", "--positive",
+        tmp_path / "positive.txt", "--negative", tmp_path / "negative.txt", "--word", "w6", "--word", "w7",
+        "--coefficient", "1", "--sweep", "0.5,2", "--max-new-tokens", "3", "--out", tmp_path / "cli")
+    found = vene.studies.steer_sentiment(vene.load(word_model), ["w1 w2 w3", "w8 w9"], ["w4"], ["w5"],
+                                         words=["w6", "w7"], coefficient=1, sweep=[0.5, 2], max_new_tokens=3,
+                                         out=tmp_path / "py")
+    same_files(tmp_path / "cli", tmp_path / "py", ["steer_sentiment.json", "shift.svg", "sweep.svg"])
+    assert len(found["side_by_side"]) == 6 and len(found["sweep"]) == 4
+
+
+def test_study_errors_are_clear(word_model):
+    model = vene.load(word_model)
+    with pytest.raises(vene.VeneError, match=r"the subject \"w7\" is not a token span of the prompt \"w1 w2\""):
+        vene.studies.trace(model, "w1 w2", "w7", "w3", samples=1)
+    with pytest.raises(vene.VeneError, match=r"has no tokenizer"):
+        vene.studies.trace(vene.load(FIXTURES / "mlp" / "model"), "a b", "a", "b")
