@@ -140,5 +140,6 @@ def load(
     dtype_name = _DTYPES.get(dtype, dtype) if isinstance(dtype, torch.dtype) else str(dtype)
     if isinstance(dtype, torch.dtype) and dtype not in _DTYPES:
         raise _native.VeneError(f"unknown dtype {dtype}: use torch.float32, float16, bfloat16 or float64")
-    native = _native.Model.load(os.fspath(path), str(device), dtype_name, search_dirs(plugin_dirs))
+    location = os.path.expanduser(os.fspath(path))
+    native = _native.Model.load(location, str(device), dtype_name, search_dirs(plugin_dirs))
     return Model(native)
