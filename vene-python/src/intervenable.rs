@@ -25,6 +25,10 @@ use crate::{
 /// One example's inputs as the Python layer hands them over: `(input_ids, attention_mask, features)`.
 type InputTriple<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
 
+/// What one intervened run hands back: the output, the collected activations, and the first intervention that
+/// wrote a non-finite value (when asked to check).
+type RunResult<'py> = (Bound<'py, PyAny>, Vec<Bound<'py, PyAny>>, Option<String>);
+
 fn inputs_from(triple: &InputTriple<'_>, what: &str) -> PyResult<ForwardInputs> {
     forward_inputs(triple.0.as_ref(), triple.1.as_ref(), triple.2.as_ref(), what)
 }
@@ -118,7 +122,7 @@ impl Intervenable {
         unit_locations: Option<&str>,
         subspaces: Option<&str>,
         check_finite: bool,
-    ) -> PyResult<(Bound<'py, PyAny>, Vec<Bound<'py, PyAny>>, Option<String>)> {
+    ) -> PyResult<RunResult<'py>> {
         let base = inputs_from(&base, "base")?;
         let sources = sources_from(&sources)?;
         let (unit_locations, subspaces) = locations(unit_locations, subspaces)?;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use vene_host::{
+    model::LoadedModel,
     outputs,
+    plugins::PluginSet,
     studies::{
         facts,
         interchange_search::{self as search_study, SearchSetup, Wording},
@@ -15,6 +17,7 @@ use vene_host::{
         sentiment::{self, SentimentSetup},
         tracing::TraceOptions,
     },
+    text::TextTokenizer,
 };
 
 use crate::{
@@ -49,6 +52,26 @@ impl Progress {
     }
 }
 
+/// Runs `study` on the model's clone, plugins and tokenizer with the GIL released and `progress` wired in.
+fn run_study<R>(
+    py: Python<'_>,
+    model: &Model,
+    what: &str,
+    progress: Option<Bound<'_, PyAny>>,
+    study: impl FnOnce(StudyModel<'_>, &mut dyn FnMut(usize, usize)) -> vene_host::error::Result<(R, LoadedModel)>,
+) -> PyResult<R> {
+    let tokenizer = model.tokenizer()?;
+    let mut progress = Progress::new(progress);
+    let (result, _) = released(py, what, || {
+        study((model.model.clone(), &model.plugins, tokenizer), &mut progress.call()).or_raise()
+    })?;
+    progress.finish()?;
+    Ok(result)
+}
+
+/// What a study runs on: the model, the plugins, the tokenizer.
+type StudyModel<'a> = (LoadedModel, &'a PluginSet, &'a TextTokenizer);
+
 /// `(numbers as JSON text, summary)`, after writing the figures and the JSON file into `out` if given.
 fn finish(output: StudyOutput, numbers: serde_json::Value, out: Option<PathBuf>) -> PyResult<(String, String)> {
     if let Some(out) = out {
@@ -76,22 +99,9 @@ pub fn trace(
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<(String, String)> {
     let options = TraceOptions { samples, noise_scale: noise, window, seed };
-    let tokenizer = model.tokenizer()?;
-    let mut progress = Progress::new(progress);
-    let (found, _) = released(py, "causal tracing", || {
-        prompt_trace::trace_text(
-            model.model.clone(),
-            &model.plugins,
-            tokenizer,
-            prompt,
-            subject,
-            target,
-            &options,
-            progress.call(),
-        )
-        .or_raise()
+    let found = run_study(py, model, "causal tracing", progress, |(model, plugins, tokenizer), progress| {
+        prompt_trace::trace_text(model, plugins, tokenizer, prompt, subject, target, &options, progress)
     })?;
-    progress.finish()?;
     let shown = out.clone().unwrap_or_default();
     let numbers = serde_json::to_value(&found).or_raise()?;
     finish(prompt_trace::study_output(&found, &shown).or_raise()?, numbers, out)
@@ -114,12 +124,9 @@ pub fn trace_facts(
 ) -> PyResult<(String, String)> {
     let options = TraceOptions { samples, noise_scale: noise, window, seed };
     let facts = facts::parse_facts(facts_jsonl, "the facts").or_raise()?;
-    let tokenizer = model.tokenizer()?;
-    let mut progress = Progress::new(progress);
-    let (result, _) = released(py, "tracing the facts", || {
-        facts::trace_facts(model.model.clone(), &model.plugins, tokenizer, &facts, &options, progress.call()).or_raise()
+    let result = run_study(py, model, "tracing the facts", progress, |(model, plugins, tokenizer), progress| {
+        facts::trace_facts(model, plugins, tokenizer, &facts, &options, progress)
     })?;
-    progress.finish()?;
     let output = facts::study_output(&result, &out.clone().unwrap_or_default()).or_raise()?;
     let numbers = output.json.clone();
     finish(output, numbers, out)
@@ -142,12 +149,9 @@ pub fn das_probe(
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<(String, String)> {
     let setup = ProbeSetup { template: template.to_string(), classes, budget: DasBudget { positions, pairs, epochs } };
-    let tokenizer = model.tokenizer()?;
-    let mut progress = Progress::new(progress);
-    let (result, _) = released(py, "DAS against the probe", || {
-        probe::das_vs_probe(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call()).or_raise()
+    let result = run_study(py, model, "DAS against the probe", progress, |(model, plugins, tokenizer), progress| {
+        probe::das_vs_probe(model, plugins, tokenizer, &setup, progress)
     })?;
-    progress.finish()?;
     let output = probe::study_output(&result).or_raise()?;
     let numbers = output.json.clone();
     finish(output, numbers, out)
@@ -176,12 +180,9 @@ pub fn interchange_search(
         return Err(raise("invalid serial_stride: 0 (valid: 1 or more layers between serial swaps)"));
     }
     let setup = SearchSetup { wordings: &wordings, target, component, serial_stride };
-    let tokenizer = model.tokenizer()?;
-    let mut progress = Progress::new(progress);
-    let (found, _) = released(py, "the interchange search", || {
-        search_study::search(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call()).or_raise()
+    let found = run_study(py, model, "the interchange search", progress, |(model, plugins, tokenizer), progress| {
+        search_study::search(model, plugins, tokenizer, &setup, progress)
     })?;
-    progress.finish()?;
     let output = search_study::study_output(&found).or_raise()?;
     let numbers = output.json.clone();
     finish(output, numbers, out)
@@ -223,13 +224,9 @@ pub fn steer_sentiment(
         component: component.to_string(),
         max_new_tokens,
     };
-    let tokenizer = model.tokenizer()?;
-    let mut progress = Progress::new(progress);
-    let (found, _) = released(py, "sentiment steering", || {
-        sentiment::sentiment_steering(model.model.clone(), &model.plugins, tokenizer, &setup, progress.call())
-            .or_raise()
+    let found = run_study(py, model, "sentiment steering", progress, |(model, plugins, tokenizer), progress| {
+        sentiment::sentiment_steering(model, plugins, tokenizer, &setup, progress)
     })?;
-    progress.finish()?;
     let output = sentiment::study_output(&found).or_raise()?;
     let numbers = output.json.clone();
     finish(output, numbers, out)
