@@ -151,7 +151,9 @@ class IntervenableModel:
         ids, mask, _ = base_inputs
         if ids is None:
             raise _native.VeneError("invalid inputs: generation needs base input_ids")
-        prompts = [row[: int(m.sum())] if mask is not None else row for row, m in zip(ids, mask if mask is not None else ids)]
+        # Right padding: each prompt is its row up to its mask's length.
+        lengths = mask.sum(-1).tolist() if mask is not None else [ids.shape[1]] * ids.shape[0]
+        prompts = [row[:length] for row, length in zip(ids, lengths)]
         options = dict(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
