@@ -57,6 +57,18 @@ fn a_directory_holding_one_gguf_loads_it() {
     assert_eq!(model.dir(), dir.join("model.gguf"));
 }
 
+/// A directory holding several GGUFs and no config.json is refused, naming them.
+#[test]
+fn a_directory_holding_several_ggufs_names_them() {
+    let dir = scratch("gguf-dir-several");
+    for arch in ["qwen2", "llama"] {
+        std::fs::copy(gguf_fixture(arch).0, dir.join(format!("{arch}.gguf"))).unwrap();
+    }
+    let error = load(&dir).err().expect("two GGUFs are refused").to_string();
+    assert!(error.contains("holds 2 GGUF files (llama.gguf, qwen2.gguf) and no config.json"), "{error}");
+    assert!(error.contains("give the file to load"), "{error}");
+}
+
 fn ids_of(value: &Value) -> Vec<i64> {
     value.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
 }

@@ -486,3 +486,34 @@ fn body_data(dom: &str, name: &str) -> usize {
     let start = dom.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("no {name} on <body>")) + name.len() + 2;
     dom[start..start + dom[start..].find('"').unwrap()].parse().unwrap()
 }
+
+/// A fact whose subject is not in its prompt is refused when the facts are read, naming its line.
+#[test]
+fn a_fact_whose_subject_is_not_in_its_prompt_names_its_line() {
+    let text =
+        "{\"prompt\": \"The Eiffel Tower is in\", \"subject\": \"The Eiffel Tower\", \"target\": \" Paris\"}\n\n\
+                {\"prompt\": \"Rome is the capital of\", \"subject\": \"The Colosseum\", \"target\": \" Italy\"}\n";
+    let error = vene_host::studies::facts::parse_facts(text, "facts.jsonl").unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "facts.jsonl line 3: the subject \"The Colosseum\" is not in the prompt \"Rome is the capital of\""
+        ),
+        "{error}"
+    );
+}
+
+/// Line plots label an integer axis with integers and never write "-0.0".
+#[test]
+fn line_plots_label_integer_steps_and_no_negative_zero() {
+    let dir = scratch("plot-ticks");
+    let values: Vec<f64> = (0..20).map(|i| (i as f64 - 10.0) * 0.004).collect();
+    let series = vec![("shift".to_string(), values)];
+    vene_host::studies::plot::lines(&dir, "shift", "a shift", "generated token", &series).unwrap();
+    let svg = std::fs::read_to_string(dir.join("shift.svg")).unwrap();
+    let labels: Vec<&str> = svg.split("</text>").filter_map(|t| t.rsplit('>').next()).map(str::trim).collect();
+    assert!(labels.contains(&"18"), "{labels:?}");
+    assert!(!labels.iter().any(|l| l.ends_with(".0") && l.parse::<f64>().is_ok_and(|v| v > 1.0)), "{labels:?}");
+    assert!(!labels.iter().any(|l| l.starts_with("-0") && l.parse::<f64>() == Ok(0.0)), "{labels:?}");
+    assert_eq!(vene_host::studies::plot::tick(-0.0004, 3), "0.000");
+    assert_eq!(vene_host::studies::plot::tick(-0.04, 2), "-0.04");
+}

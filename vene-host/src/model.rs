@@ -155,14 +155,27 @@ struct ModelKind {
 }
 
 /// A GGUF file stands for itself; so does a directory with a config.json. A directory with no config.json and
-/// exactly one `.gguf` file stands for that file.
-fn model_location(path: &Path) -> PathBuf {
+/// exactly one `.gguf` file stands for that file; one with several is refused, naming them.
+fn model_location(path: &Path) -> Result<PathBuf> {
     if path.is_dir() && !path.join("config.json").exists() {
-        if let Some(file) = vene_checkpoint::gguf::find_in_dir(path) {
-            return file;
+        let files = vene_checkpoint::gguf::files_in_dir(path);
+        match files.as_slice() {
+            [file] => return Ok(file.clone()),
+            [] => {}
+            several => {
+                let names: Vec<String> =
+                    several.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+                return Err(VeneError::Inputs(format!(
+                    "{} holds {} GGUF files ({}) and no config.json: give the file to load, e.g. {}",
+                    path.display(),
+                    several.len(),
+                    names.join(", "),
+                    several[0].display()
+                )));
+            }
         }
     }
-    path.to_path_buf()
+    Ok(path.to_path_buf())
 }
 
 /// The model type (and architectures) of a Hugging Face directory or a GGUF file.
@@ -182,7 +195,7 @@ impl LoadedModel {
     pub fn load(plugins: &PluginSet, path: &Path, device: DeviceSpec, dtype: DTypeSpec) -> Result<Self> {
         crate::runtime::check_loaded_libtorch()?;
         check_device(device)?;
-        let dir = model_location(path);
+        let dir = model_location(path)?;
         let config = model_kind(&dir)?;
         let model_type = config
             .model_type

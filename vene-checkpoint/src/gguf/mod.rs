@@ -42,11 +42,14 @@ pub fn is_gguf(path: &Path) -> bool {
     path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
-/// The one `.gguf` file directly inside `dir`, if there is exactly one.
-pub fn find_in_dir(dir: &Path) -> Option<PathBuf> {
-    let mut found = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_gguf(p));
-    let first = found.next()?;
-    found.next().is_none().then_some(first)
+/// The `.gguf` files directly inside `dir`, in name order.
+pub fn files_in_dir(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_gguf(p)).collect();
+    found.sort();
+    found
 }
 
 impl GgufFile {

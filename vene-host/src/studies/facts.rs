@@ -83,7 +83,18 @@ pub fn read_facts(path: &Path) -> Result<Vec<Fact>> {
 
 /// Parses JSON-lines facts; `origin` names where they came from in errors.
 pub fn parse_facts(text: &str, origin: &str) -> Result<Vec<Fact>> {
-    super::parse_json_lines(text, origin, "{\"prompt\": …, \"subject\": …, \"target\": …}")
+    let facts =
+        super::parse_numbered_json_lines::<Fact>(text, origin, "{\"prompt\": …, \"subject\": …, \"target\": …}")?;
+    for (line, fact) in &facts {
+        if !fact.prompt.contains(fact.subject.trim()) || fact.subject.trim().is_empty() {
+            return Err(VeneError::Inputs(format!(
+                "{origin} line {line}: the subject {:?} is not in the prompt {:?} (the subject is the prompt's words \
+                 that name the entity, e.g. \"The Eiffel Tower\")",
+                fact.subject, fact.prompt
+            )));
+        }
+    }
+    Ok(facts.into_iter().map(|(_, fact)| fact).collect())
 }
 
 /// The positions of each class in a `seq`-token prompt whose subject is `[start, end)`. A one-token subject is both
@@ -189,7 +200,13 @@ pub fn assemble(outcomes: Vec<(Fact, FactOutcome)>) -> Result<FactsTrace> {
         }
     }
     if traced.is_empty() {
-        return Err(VeneError::Inputs(format!("the model knows none of the {total} facts (top-1 ≠ target)")));
+        let reasons: Vec<String> =
+            skipped.iter().take(3).map(|s| format!("{:?}: {}", s.fact.prompt, s.reason)).collect();
+        let more = if total > 3 { format!("; and {} more", total - 3) } else { String::new() };
+        return Err(VeneError::Inputs(format!(
+            "none of the {total} facts could be traced: {}{more}",
+            reasons.join("; ")
+        )));
     }
     let traces: Vec<Trace> = traced.iter().map(|t| t.trace.clone()).collect();
     Ok(FactsTrace { by_class: class_means(&traces), traced, skipped })

@@ -30,12 +30,22 @@ use crate::{
 /// One `T` per non-empty line of `text`; a bad line is an error naming `origin`, the line's number and `shape`
 /// (what a line looks like), and a text with no lines is an error too.
 pub fn parse_json_lines<T: serde::de::DeserializeOwned>(text: &str, origin: &str, shape: &str) -> Result<Vec<T>> {
+    Ok(parse_numbered_json_lines(text, origin, shape)?.into_iter().map(|(_, item)| item).collect())
+}
+
+/// [`parse_json_lines`] with each item's line number (from 1), for checks that name the line.
+pub fn parse_numbered_json_lines<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    shape: &str,
+) -> Result<Vec<(usize, T)>> {
     let items = text
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| {
             serde_json::from_str::<T>(line)
+                .map(|item| (index + 1, item))
                 .map_err(|e| VeneError::Inputs(format!("{origin} line {}: {e} (each line is {shape})", index + 1)))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -236,7 +236,15 @@ where
         .x_label_area_size(32)
         .y_label_area_size(48)
         .build_cartesian_2d(0f64..(length - 1) as f64, low..high)?;
-    chart.configure_mesh().x_desc(x_label).label_style(("sans-serif", 12)).draw()?;
+    let decimals = tick_decimals(high - low);
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .x_labels(length.min(11))
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .y_label_formatter(&|y| tick(*y, decimals))
+        .label_style(("sans-serif", 12))
+        .draw()?;
     for (index, (_, values)) in series.iter().enumerate() {
         let color = Palette99::pick(index).to_rgba();
         chart.draw_series(LineSeries::new(
@@ -252,6 +260,25 @@ where
     }
     area.present()?;
     Ok(())
+}
+
+/// Decimals that tell apart the ticks of an axis spanning `span`.
+fn tick_decimals(span: f64) -> usize {
+    match span {
+        s if s >= 10.0 => 0,
+        s if s >= 1.0 => 1,
+        s if s >= 0.1 => 2,
+        _ => 3,
+    }
+}
+
+/// A tick label with `decimals` decimals; a value that rounds to zero is written without a minus sign.
+pub fn tick(value: f64, decimals: usize) -> String {
+    let text = format!("{value:.decimals$}");
+    match text.strip_prefix('-') {
+        Some(unsigned) if unsigned.chars().all(|c| c == '0' || c == '.') => unsigned.to_string(),
+        _ => text,
+    }
 }
 
 /// Horizontal bars of `(label, value)` in `[0, max]`, top to bottom; writes `stem.png` and `stem.svg`.
