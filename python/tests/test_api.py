@@ -203,3 +203,46 @@ def test_models_describe_their_sites(gpt2):
     found = vene.plugins()
     assert "vanilla" in found["builtin_types"]
     assert any("gpt2" in p["model_types"] for p in found["plugins"])
+
+
+def test_pca_fitted_from_collected_activations_gives_pyvenes_numbers(gpt2):
+    """The fixture case's PCA was fitted with numpy on layer 1's block outputs of 64 seeded prompts and run by
+    pyvene; the same PCA fitted here from activations vene collects gives pyvene's logits."""
+    import numpy as np
+
+    prompts = torch.from_numpy(np.random.RandomState(7).randint(0, 101, size=(64, 7)))
+    collect = vene.IntervenableModel([{"layer": 1, "component": "block_output", "max_number_of_units": 7,
+                                       "intervention_type": vene.CollectIntervention}], gpt2)
+    with torch.no_grad():
+        (_, states), _ = collect(prompts, unit_locations={"base": [[list(range(7))] * 64]})
+    pca = vene.PCARotatedSpaceIntervention.fit(states[0], n_components=8)
+    intervenable = vene.IntervenableModel(
+        [{"layer": 1, "component": "block_output", "subspace_partition": [[0, 3], [3, 8]],
+          "intervention_type": pca}], gpt2)
+    case = FIXTURES / "das" / "gpt2" / "pca_rotated_space"
+    inputs = json.loads((case / "inputs.json").read_text())
+    with torch.no_grad():
+        _, out = intervenable(torch.tensor(inputs["base"]["input_ids"]),
+                              [torch.tensor(inputs["sources"][0]["input_ids"])],
+                              unit_locations=inputs["unit_locations"], subspaces=inputs["subspaces"])
+    expected = load_file(case / "expected.safetensors")["output"]
+    assert (out.logits - expected).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match=r"n_components must be in 1..=32"):
+        vene.PCARotatedSpaceIntervention.fit(states[0], n_components=40)
+
+
+def test_pyvene_saved_pca_takes_its_basis_after_loading(gpt2):
+    saved = vene.IntervenableModel.load(FIXTURES / "das" / "pca_saved_by_pyvene", gpt2)
+    base = torch.tensor([[1, 2, 3]])
+    with pytest.raises(vene.VeneError, match=r"pca_rotated_space: has no principal components"):
+        saved(base, [base], unit_locations={"sources->base": 1})
+    basis = json.loads((FIXTURES / "das/gpt2/pca_rotated_space/config.json").read_text())
+    basis = basis["representations"][0]["intervention"]
+    key = saved.sorted_keys[0]
+    saved.load_state_dict({f"{key}/pca_components": torch.tensor(basis["components"]),
+                           f"{key}/pca_mean": torch.tensor(basis["mean"]), f"{key}/pca_std": torch.tensor(basis["std"])})
+    with torch.no_grad():
+        _, out = saved(base, [base], unit_locations={"sources->base": 1}, subspaces=[[[1]]])
+    # With 8 of 32 components the output keeps only the PCA's span (pyvene's semantics): even a source equal to the
+    # base changes the run.
+    assert torch.isfinite(out.logits).all() and (out.logits - gpt2(base).logits).abs().max() > 1e-3

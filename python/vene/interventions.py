@@ -91,3 +91,23 @@ JumpReLUAutoencoderIntervention = _kind(
 SteeringIntervention = _kind(
     "SteeringIntervention", "steering", "base[S] += coefficient * vector (vector= a tensor or list)."
 )
+
+
+class PCARotatedSpaceIntervention(Intervention):
+    """pyvene's PCA rotated space: standardise with the PCA's mean and std, project on its principal components,
+    swap the selected components, project back (components=, mean=, std= as tensors, or file=)."""
+
+    type = "pca_rotated_space"
+
+    @classmethod
+    def fit(cls, activations: torch.Tensor, n_components: int, **options: Any) -> "PCARotatedSpaceIntervention":
+        """The PCA of ``activations`` (any shape ending in the site's width), standardised as pyvene's PCA
+        tutorial does (mean and population standard deviation per dimension)."""
+        x = activations.detach().reshape(-1, activations.shape[-1]).to(torch.float64).cpu()
+        if not 1 <= n_components <= x.shape[1]:
+            raise ValueError(f"n_components must be in 1..={x.shape[1]}, got {n_components}")
+        mean = x.mean(0)
+        std = x.var(0, unbiased=False).sqrt()
+        standardised = (x - mean) / std
+        _, _, components = torch.linalg.svd(standardised - standardised.mean(0), full_matrices=False)
+        return cls(components=components[:n_components].float(), mean=mean.float(), std=std.float(), **options)

@@ -31,6 +31,50 @@ fn pyvene_saved_das_interventions_match_on_gpt2() {
     }
 }
 
+/// pyvene's save of a PCA rotated space writes its config but not the basis: vene loads the directory, refuses to
+/// run it without a basis (saying how to give one), and with the basis loaded gives pyvene's numbers.
+#[test]
+fn pyvene_saved_pca_rotated_space_loads_and_takes_its_basis() {
+    use vene_host::inputs::RunInputs;
+    let plugins = plugins(&["vene_gpt2", "vene_das"]);
+    let case = fixtures().join("das/gpt2/pca_rotated_space");
+    let saved = SavedInterventions::load(&fixtures().join("das/pca_saved_by_pyvene")).unwrap();
+    let model = LoadedModel::load(&plugins, &gpt2_dir(), DeviceSpec::CPU, DTypeSpec::F32).unwrap();
+    let mut intervenable = IntervenableModel::new(model, saved.config.clone(), &plugins, 0).unwrap();
+    saved.apply(&mut intervenable).unwrap();
+    let inputs = RunInputs::from_file(&case.join("inputs.json"), tch::Device::Cpu, None).unwrap();
+    let _no_grad = tch::no_grad_guard();
+    let run =
+        |m: &mut IntervenableModel| m.run(&inputs.base, &inputs.sources, &inputs.unit_locations, &inputs.subspaces);
+    let error = run(&mut intervenable).err().expect("no basis, no run").to_string();
+    assert!(error.contains("pca_rotated_space: has no principal components"), "{error}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
+    let basis = &config["representations"][0]["intervention"];
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        let mut out = Vec::new();
+        let mut stack = vec![v];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Array(items) => stack.extend(items.iter().rev()),
+                number => out.push(number.as_f64().unwrap() as f32),
+            }
+        }
+        out
+    };
+    let key = intervenable.keys()[0].to_string();
+    intervenable
+        .load_state(vec![
+            (format!("{key}/pca_components"), Tensor::from_slice(&floats(&basis["components"])).view([8, 32])),
+            (format!("{key}/pca_mean"), Tensor::from_slice(&floats(&basis["mean"]))),
+            (format!("{key}/pca_std"), Tensor::from_slice(&floats(&basis["std"]))),
+        ])
+        .unwrap();
+    let output = run(&mut intervenable).unwrap().output;
+    let expected = read_safetensors(&case.join("expected.safetensors"));
+    assert_close(&output, &expected[0].1, 1e-4, "pca_rotated_space loaded from pyvene's directory");
+}
+
 #[test]
 fn pyvene_saved_das_interventions_match_on_gpt_neox() {
     for case in cases("gpt_neox") {

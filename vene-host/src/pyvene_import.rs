@@ -19,6 +19,8 @@ const TYPE_MAP: &[(&str, &str, SavedState)] = &[
     ("BoundlessRotatedSpaceIntervention", "boundless_rotated_space", SavedState::Trained),
     ("SigmoidMaskRotatedSpaceIntervention", "sigmoid_mask_rotated_space", SavedState::Trained),
     ("SigmoidMaskIntervention", "sigmoid_mask", SavedState::Trained),
+    // pyvene writes no state for it (its loader cannot rebuild it either): the basis is given after loading.
+    ("PCARotatedSpaceIntervention", "pca_rotated_space", SavedState::Nothing),
     ("AutoencoderIntervention", "autoencoder", SavedState::Trained),
     ("JumpReLUAutoencoderIntervention", "jumprelu_sae", SavedState::Trained),
     ("VanillaIntervention", "vanilla", SavedState::ConstantSource),
@@ -165,12 +167,14 @@ fn sourceless_state(path: &Path, vene_type: &str, key: &str) -> Result<Vec<(Stri
         return Ok(Vec::new());
     }
     let entries = read_torch_state_dict(path)?;
-    if vene_type != "noise" {
-        return Ok(Vec::new());
-    }
+    let kept: &[&str] = match vene_type {
+        "noise" => &["noise", "noise_level"],
+        "pca_rotated_space" => &["pca_components", "pca_mean", "pca_std"],
+        _ => return Ok(Vec::new()),
+    };
     Ok(entries
         .into_iter()
-        .filter(|(name, _)| name == "noise" || name == "noise_level")
+        .filter(|(name, _)| kept.contains(&name.as_str()))
         .map(|(name, tensor)| (format!("{key}/{name}"), tensor))
         .collect())
 }

@@ -8,6 +8,7 @@
 //! | `boundless_rotated_space` | m_i = σ(i/T)·σ((β·n − i)/T), β = clamp(boundary, 1e-3, 1); out = ((1−m)⊙bR + m⊙sR)Rᵀ |
 //! | `sigmoid_mask_rotated_space` | m = σ(masks/T), mixed in the rotated space as above |
 //! | `sigmoid_mask` | m = σ(mask/T); out = (1−m)⊙b + m⊙s |
+//! | `pca_rotated_space` | rb = ((b − μ)/σ)Cᵀ, rs likewise; rb[S] ← rs[S]; out = (rb C)·σ + μ (C: k principal components) |
 //!
 //! Rotations use torch's orthogonal parametrisation (`base @ Q(original)`: matrix exponential for square matrices, a
 //! Householder product for tall ones), so they stay orthogonal while training and pyvene's saved state
@@ -15,6 +16,7 @@
 //! `{"start": …, "end": …}` linearly over training (`set_progress`).
 
 mod orthogonal;
+mod pca;
 
 use serde::Deserialize;
 use tch::{Kind, Tensor};
@@ -31,12 +33,13 @@ vene_api::export_plugin! {
 /// Creates the DAS interventions.
 pub struct DasFactory;
 
-const TYPES: [&str; 5] = [
+const TYPES: [&str; 6] = [
     "rotated_space",
     "low_rank_rotated_space",
     "boundless_rotated_space",
     "sigmoid_mask_rotated_space",
     "sigmoid_mask",
+    "pca_rotated_space",
 ];
 
 /// A temperature: fixed, or annealed linearly from `start` to `end` over training.
@@ -85,6 +88,9 @@ impl InterventionFactory for DasFactory {
         config_json: &str,
         spec: &InterventionSpec,
     ) -> PluginResult<Box<dyn Intervention>> {
+        if type_name == "pca_rotated_space" {
+            return pca::create(config_json, spec);
+        }
         let config: DasConfig = parse_config(type_name, config_json)?;
         let n = i64::from(spec.embed_dim);
         let device = spec.device.to_device();
