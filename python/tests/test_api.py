@@ -246,3 +246,33 @@ def test_pyvene_saved_pca_takes_its_basis_after_loading(gpt2):
     # With 8 of 32 components the output keeps only the PCA's span (pyvene's semantics): even a source equal to the
     # base changes the run.
     assert torch.isfinite(out.logits).all() and (out.logits - gpt2(base).logits).abs().max() > 1e-3
+
+
+def test_leace_fitted_on_collected_activations_erases_the_label(gpt2):
+    """Whether a position holds an even token, erased from layer 1's residual stream: LEACE fitted on activations
+    vene collects, applied through the `leace` type; the erased states (read at layer 2's input) have the same mean
+    for both classes, which they did not before."""
+    prompts = torch.randint(0, 101, (48, 6), generator=torch.Generator().manual_seed(5))
+    every = [[list(range(6))] * 48]
+
+    def states(config):
+        intervenable = vene.IntervenableModel(config + [{"layer": 2, "component": "block_input",
+                                                         "max_number_of_units": 6,
+                                                         "intervention_type": vene.CollectIntervention}], gpt2)
+        locations = {"base": every} if len(config) == 0 else {"base": every * 2}
+        with torch.no_grad():
+            (_, collected), _ = intervenable(prompts, unit_locations=locations)
+        return collected[0].reshape(-1, 32)
+
+    labels = (prompts % 2).reshape(-1)
+    before = states([])
+    leace = vene.LeaceIntervention.fit(before, labels)
+    after = states([{"layer": 1, "component": "block_output", "max_number_of_units": 6, "intervention_type": leace}])
+
+    def gap(x):
+        return (x[labels == 1].mean(0) - x[labels == 0].mean(0)).abs().max().item()
+
+    assert gap(before) > 0.05
+    assert gap(after) < 1e-4
+    with pytest.raises(vene.VeneError, match=r"at least two classes present"):
+        vene.LeaceIntervention.fit(before, torch.zeros(len(before), dtype=torch.long))

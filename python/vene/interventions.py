@@ -111,3 +111,25 @@ class PCARotatedSpaceIntervention(Intervention):
         standardised = (x - mean) / std
         _, _, components = torch.linalg.svd(standardised - standardised.mean(0), full_matrices=False)
         return cls(components=components[:n_components].float(), mean=mean.float(), std=std.float(), **options)
+
+
+class LeaceIntervention(Intervention):
+    """LEACE concept erasure (Belrose et al. 2023): out = b - (b - mean) eraser^T (eraser=, mean= as tensors)."""
+
+    type = "leace"
+
+    @classmethod
+    def fit(cls, activations: torch.Tensor, labels: torch.Tensor) -> "LeaceIntervention":
+        """The closed-form eraser for ``activations`` (examples x width, or any shape ending in the width, one
+        label per vector) and integer class ``labels``: afterwards every class has the same mean."""
+        from . import _native
+
+        width = activations.shape[-1]
+        eraser, mean = _native.fit_leace(activations.detach().reshape(-1, width), labels.reshape(-1).long())
+        return cls(eraser=eraser, mean=mean)
+
+
+NullspaceProjectionIntervention = _kind(
+    "NullspaceProjectionIntervention", "nullspace_projection",
+    "INLP's projection: removes the span of linear probes' directions (directions= r x n).",
+)

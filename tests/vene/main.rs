@@ -7,6 +7,7 @@ mod adapters;
 mod checkpoints;
 mod common;
 mod das;
+mod erasure;
 mod errors;
 mod generation;
 mod gguf;

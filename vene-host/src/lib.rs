@@ -15,6 +15,7 @@ pub mod config;
 pub mod datasets;
 pub mod demo;
 pub mod engine;
+pub mod erasure;
 pub mod error;
 pub mod generate;
 pub mod hub;

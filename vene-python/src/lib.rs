@@ -2,6 +2,7 @@
 //! (torch tensors shared without copying, JSON text for configs and unit locations) and calls vene-host; the
 //! pyvene-shaped API is written in Python on top of it (`python/vene`).
 
+mod erasure;
 mod errors;
 mod intervenable;
 mod model;
@@ -23,6 +24,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(plugins::builtin_types, module)?)?;
     module.add_function(wrap_pyfunction!(plugins::set_num_threads, module)?)?;
     module.add_function(wrap_pyfunction!(tensor::roundtrip, module)?)?;
+    module.add_function(wrap_pyfunction!(erasure::fit_leace, module)?)?;
     for study in [
         wrap_pyfunction!(studies::trace, module)?,
         wrap_pyfunction!(studies::trace_facts, module)?,

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 use vene_api::{Intervention, InterventionSpec, InterventionTraits, PluginError, PluginResult};
-use vene_intervention_kit::{check_width, read_safetensors, require_source, subspace_mask};
+use vene_intervention_kit::{check_width, matrix, read_safetensors, require_source, subspace_mask};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,22 +86,13 @@ fn basis_from(state: Vec<(String, Tensor)>, n: i64, device: Device) -> PluginRes
     Ok(Basis { components, mean, std })
 }
 
-fn matrix(rows: &[Vec<f32>]) -> PluginResult<Tensor> {
-    let width = rows.first().map_or(0, Vec::len);
-    if width == 0 || rows.iter().any(|r| r.len() != width) {
-        return Err(invalid("components must be a non-empty list of rows of one length".to_string()));
-    }
-    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    Ok(Tensor::from_slice(&flat).view([rows.len() as i64, width as i64]))
-}
-
 pub fn create(config_json: &str, spec: &InterventionSpec) -> PluginResult<Box<dyn Intervention>> {
     let config: PcaConfig = vene_intervention_kit::parse_config(NAME, config_json)?;
     let n = i64::from(spec.embed_dim);
     let device = spec.device.to_device();
     let state = match (&config.components, &config.mean, &config.std, &config.file) {
         (Some(components), Some(mean), Some(std), None) => Some(vec![
-            ("pca_components".to_string(), matrix(components)?),
+            ("pca_components".to_string(), matrix("pca_rotated_space: components", components)?),
             ("pca_mean".to_string(), Tensor::from_slice(mean)),
             ("pca_std".to_string(), Tensor::from_slice(std)),
         ]),

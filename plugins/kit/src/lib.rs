@@ -87,3 +87,13 @@ pub fn load_named(name: &str, slots: &mut [(&str, &mut Tensor)], state: Vec<(Str
 pub fn read_safetensors(path: &str) -> PluginResult<Vec<(String, Tensor)>> {
     Tensor::read_safetensors(path).map_err(|e| PluginError::load(format!("cannot read {path}: {e}")))
 }
+
+/// A matrix given in a config as rows of numbers; `what` names it in the error (`"leace: eraser"`).
+pub fn matrix(what: &str, rows: &[Vec<f32>]) -> PluginResult<Tensor> {
+    let width = rows.first().map_or(0, Vec::len);
+    if width == 0 || rows.iter().any(|r| r.len() != width) {
+        return Err(PluginError::invalid_config(format!("{what} must be a non-empty list of rows of one length")));
+    }
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Ok(Tensor::from_slice(&flat).view([rows.len() as i64, width as i64]))
+}

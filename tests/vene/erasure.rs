@@ -1,0 +1,75 @@
+//! Concept erasure: LEACE fitted in closed form leaves every class the same mean, and the `vene_erasure` plugin's
+//! types act through the engine; bad erasers are refused by name.
+
+use tch::{Kind, Tensor};
+use vene_host::{config::IntervenableConfig, engine::IntervenableModel, erasure::fit_leace, model::ForwardInputs};
+
+use crate::common::*;
+
+/// Seeded activations whose class shifts them along a direction, with correlated noise.
+fn labelled_activations() -> (Tensor, Tensor) {
+    tch::manual_seed(3);
+    let labels = Tensor::randint(2, [400], (Kind::Int64, tch::Device::Cpu));
+    let mixing = Tensor::randn([8, 8], (Kind::Float, tch::Device::Cpu));
+    let direction = Tensor::randn([8], (Kind::Float, tch::Device::Cpu));
+    let x = Tensor::randn([400, 8], (Kind::Float, tch::Device::Cpu)).matmul(&mixing)
+        + labels.to_kind(Kind::Float).unsqueeze(1) * direction.unsqueeze(0) * 3.0;
+    (x, labels)
+}
+
+fn class_mean_gap(x: &Tensor, labels: &Tensor) -> f64 {
+    let mean =
+        |class: i64| x.index_select(0, &labels.eq(class).nonzero().squeeze_dim(1)).mean_dim(0, false, Kind::Float);
+    (mean(1) - mean(0)).abs().max().double_value(&[])
+}
+
+#[test]
+fn leace_leaves_every_class_the_same_mean() {
+    let (x, labels) = labelled_activations();
+    let fitted = fit_leace(&x, &labels).unwrap();
+    let erased = &x - (&x - &fitted.mean).matmul(&fitted.eraser.tr());
+    assert!(class_mean_gap(&x, &labels) > 1.0, "the classes differ before");
+    assert!(class_mean_gap(&erased, &labels) < 1e-4, "gap after: {}", class_mean_gap(&erased, &labels));
+    // Two classes: one direction erased, so the eraser has rank 1.
+    let eraser = fitted.eraser.to_kind(Kind::Double);
+    let squared_singular = eraser.tr().matmul(&eraser).linalg_eigvalsh("L");
+    let rank = squared_singular.gt(1e-10).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(rank, 1, "squared singular values {squared_singular}");
+}
+
+#[test]
+fn leace_refuses_labels_that_do_not_fit() {
+    let (x, labels) = labelled_activations();
+    let one_class = labels.zeros_like();
+    let error = fit_leace(&x, &one_class).err().expect("one class").to_string();
+    assert!(error.contains("at least two classes present; found 1 distinct label(s)"), "{error}");
+    let error = fit_leace(&x, &labels.narrow(0, 0, 10)).err().expect("too few labels").to_string();
+    assert!(error.contains("one label per example: 400 examples, labels of shape [10]"), "{error}");
+}
+
+#[test]
+fn erasure_types_act_through_the_engine_and_refuse_bad_shapes() {
+    let plugins = plugins(&["vene_gpt2", "vene_erasure"]);
+    let model = load_gpt2(&plugins);
+    let bind = |intervention: serde_json::Value| {
+        let config = serde_json::json!({"representations": [
+            {"layer": 1, "component": "block_output", "intervention": intervention},
+            {"layer": 2, "component": "block_input", "intervention": {"type": "collect"}}]});
+        IntervenableModel::new(model.clone(), IntervenableConfig::from_json(&config.to_string()).unwrap(), &plugins, 0)
+    };
+    // Projecting out every direction of the residual stream leaves zeros at the intervened position.
+    let identity: Vec<Vec<f32>> = (0..32).map(|i| (0..32).map(|j| f32::from(i == j)).collect()).collect();
+    let mut erase_all = bind(serde_json::json!({"type": "nullspace_projection", "directions": identity})).unwrap();
+    let ids = ForwardInputs::from_ids(Tensor::from_slice(&[5i64, 9, 2, 7]).view([1, 4]));
+    let locations = vene_host::locations::UnitLocations::parse(Some(&serde_json::json!({"base": 2}))).unwrap();
+    let _no_grad = tch::no_grad_guard();
+    let run = erase_all.run(&ids, &[], &locations, &vene_host::locations::Subspaces::None).unwrap();
+    assert!(run.collected[0].abs().max().double_value(&[]) < 1e-5);
+    let error = bind(serde_json::json!({"type": "leace", "eraser": [[1.0, 0.0], [0.0, 1.0]], "mean": [0.0, 0.0]}))
+        .err()
+        .expect("a 2 × 2 eraser for a 32-wide site")
+        .to_string();
+    assert!(error.contains("eraser [2, 2] and mean [2] must be 32 × 32 and 32 (the site's width)"), "{error}");
+    let error = bind(serde_json::json!({"type": "leace", "mean": [0.0]})).err().expect("no eraser").to_string();
+    assert!(error.contains("leace: needs \"eraser\""), "{error}");
+}
