@@ -37,19 +37,10 @@ import transformers  # noqa: E402
 
 import vene  # noqa: E402
 from compare_gemma3 import MODEL, REPO  # noqa: E402  (importing it also registers Gemma 3 with pyvene)
+from compare_pyvene import median_seconds  # noqa: E402
 
 BATCH = 8
 EARLIER_PYVENE_TRACE_SECONDS_PER_SAMPLE = 547.1  # BENCHMARKS.md, scripts/compare_trace.py on this machine type
-
-
-def median_seconds(fn, repeats):
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def gpt2_small(directory):

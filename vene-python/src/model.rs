@@ -140,12 +140,6 @@ impl Model {
         tensor::to_py(py, output.output)
     }
 
-    /// Whether the model has a tokenizer (tokenizer.json, a GGUF's vocabulary, or GPT-2's BPE).
-    #[getter]
-    fn has_tokenizer(&self) -> bool {
-        self.tokenizer.is_some()
-    }
-
     /// Token ids of `text` as the model reads a prompt (with its BOS when it uses one), or without special tokens.
     #[pyo3(signature = (text, special_tokens=true))]
     fn encode(&self, text: &str, special_tokens: bool) -> PyResult<Vec<i64>> {

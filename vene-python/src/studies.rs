@@ -72,13 +72,19 @@ fn run_study<R>(
 /// What a study runs on: the model, the plugins, the tokenizer.
 type StudyModel<'a> = (LoadedModel, &'a PluginSet, &'a TextTokenizer);
 
-/// `(numbers as JSON text, summary)`, after writing the figures and the JSON file into `out` if given.
-fn finish(output: StudyOutput, numbers: serde_json::Value, out: Option<PathBuf>) -> PyResult<(String, String)> {
+/// `(numbers as JSON text, summary)`, after writing the figures and the JSON file into `out` if given. The numbers
+/// are what the study's JSON file holds, unless `numbers` gives more.
+fn finish(
+    output: vene_host::error::Result<StudyOutput>,
+    numbers: Option<serde_json::Value>,
+    out: Option<PathBuf>,
+) -> PyResult<(String, String)> {
+    let output = output.or_raise()?;
     if let Some(out) = out {
         outputs::prepare_dir(&out).or_raise()?;
         output.write(&out).or_raise()?;
     }
-    Ok((numbers.to_string(), output.summary))
+    Ok((numbers.as_ref().unwrap_or(&output.json).to_string(), output.summary))
 }
 
 /// Causal tracing of one prompt (`vene trace --prompt`).
@@ -102,9 +108,9 @@ pub fn trace(
     let found = run_study(py, model, "causal tracing", progress, |(model, plugins, tokenizer), progress| {
         prompt_trace::trace_text(model, plugins, tokenizer, prompt, subject, target, &options, progress)
     })?;
-    let shown = out.clone().unwrap_or_default();
+    // The labels and the target's text come back too: trace.json holds the trace alone, as the CLI writes it.
     let numbers = serde_json::to_value(&found).or_raise()?;
-    finish(prompt_trace::study_output(&found, &shown).or_raise()?, numbers, out)
+    finish(prompt_trace::study_output(&found, &out.clone().unwrap_or_default()), Some(numbers), out)
 }
 
 /// Causal tracing of every known fact of a JSON-lines text, averaged by position class (`vene trace --facts`).
@@ -127,9 +133,7 @@ pub fn trace_facts(
     let result = run_study(py, model, "tracing the facts", progress, |(model, plugins, tokenizer), progress| {
         facts::trace_facts(model, plugins, tokenizer, &facts, &options, progress)
     })?;
-    let output = facts::study_output(&result, &out.clone().unwrap_or_default()).or_raise()?;
-    let numbers = output.json.clone();
-    finish(output, numbers, out)
+    finish(facts::study_output(&result, &out.clone().unwrap_or_default()), None, out)
 }
 
 /// Rank-1 DAS against a linear probe at every layer × position (`vene das-probe`); `classes` maps each target
@@ -152,9 +156,7 @@ pub fn das_probe(
     let result = run_study(py, model, "DAS against the probe", progress, |(model, plugins, tokenizer), progress| {
         probe::das_vs_probe(model, plugins, tokenizer, &setup, progress)
     })?;
-    let output = probe::study_output(&result).or_raise()?;
-    let numbers = output.json.clone();
-    finish(output, numbers, out)
+    finish(probe::study_output(&result), None, out)
 }
 
 /// The multi-source interchange over wordings (`vene interchange-search`); `wordings` is JSON-lines text of
@@ -183,9 +185,7 @@ pub fn interchange_search(
     let found = run_study(py, model, "the interchange search", progress, |(model, plugins, tokenizer), progress| {
         search_study::search(model, plugins, tokenizer, &setup, progress)
     })?;
-    let output = search_study::study_output(&found).or_raise()?;
-    let numbers = output.json.clone();
-    finish(output, numbers, out)
+    finish(search_study::study_output(&found), None, out)
 }
 
 /// Story openings steered towards words, side by side with unsteered ones, with a coefficient sweep
@@ -227,7 +227,5 @@ pub fn steer_sentiment(
     let found = run_study(py, model, "sentiment steering", progress, |(model, plugins, tokenizer), progress| {
         sentiment::sentiment_steering(model, plugins, tokenizer, &setup, progress)
     })?;
-    let output = sentiment::study_output(&found).or_raise()?;
-    let numbers = output.json.clone();
-    finish(output, numbers, out)
+    finish(sentiment::study_output(&found), None, out)
 }

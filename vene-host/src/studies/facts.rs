@@ -112,19 +112,6 @@ pub fn position_classes(seq: usize, (start, end): (usize, usize)) -> [Vec<usize>
     ]
 }
 
-/// A fact as a prompt to trace: its tokens, the subject's span and the target's first token; or why it cannot be.
-fn prepare(tokenizer: &TextTokenizer, fact: &Fact) -> Result<std::result::Result<TracePrompt, String>> {
-    let tokens = tokenizer.encode(&fact.prompt)?;
-    let candidates = [tokenizer.encode_plain(&fact.subject)?, tokenizer.encode_plain(&format!(" {}", fact.subject))?];
-    let Some(subject) = tracing::locate_subject(&tokens, &candidates) else {
-        return Ok(Err(format!("the subject {:?} is not a token span of the prompt", fact.subject)));
-    };
-    let Some(&target) = tokenizer.encode_plain(&fact.target)?.first() else {
-        return Ok(Err("the target is empty".to_string()));
-    };
-    Ok(Ok(TracePrompt { tokens, subject, target }))
-}
-
 /// What became of one fact: traced, or skipped with the reason (the model does not know it, or the subject is not a
 /// token span of the prompt).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,7 +130,7 @@ pub fn trace_fact(
     level: f64,
     options: &TraceOptions,
 ) -> Result<(FactOutcome, LoadedModel)> {
-    let prompt = match prepare(tokenizer, fact)? {
+    let prompt = match TracePrompt::from_text(tokenizer, &fact.prompt, &fact.subject, &fact.target)? {
         Ok(prompt) => prompt,
         Err(reason) => return Ok((FactOutcome::Skipped(reason), model)),
     };

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{
     output::StudyOutput,
-    tracing::{self, Trace, TraceOptions},
+    tracing::{self, Trace, TraceOptions, TracePrompt},
 };
 use crate::{
     error::{Result, VeneError},
@@ -37,16 +37,10 @@ pub fn trace_text(
     options: &TraceOptions,
     progress: impl FnMut(usize, usize),
 ) -> Result<(PromptTrace, LoadedModel)> {
-    let tokens = tokenizer.encode(prompt)?;
-    let candidates = [tokenizer.encode_plain(subject)?, tokenizer.encode_plain(&format!(" {subject}"))?];
-    let span = tracing::locate_subject(&tokens, &candidates).ok_or_else(|| {
-        VeneError::Inputs(format!("the subject {subject:?} is not a token span of the prompt {prompt:?}"))
-    })?;
-    let target_id = *tokenizer
-        .encode_plain(target)?
-        .first()
-        .ok_or_else(|| VeneError::Inputs("the target is empty: give the text whose first token is scored".into()))?;
-    let (trace, model) = tracing::trace(model, plugins, &tokens, span, target_id, options, progress)?;
+    let prepared = TracePrompt::from_text(tokenizer, prompt, subject, target)?.map_err(VeneError::Inputs)?;
+    let level = tracing::noise_level(&model, options)?;
+    let (trace, model) = tracing::trace_at_level(model, plugins, &prepared, level, options, progress)?;
+    let (tokens, span) = (&prepared.tokens, prepared.subject);
     let labels = tokens
         .iter()
         .enumerate()

@@ -23,6 +23,7 @@ use crate::{
     locations::{Subspaces, UnitLocations},
     model::{ForwardInputs, LoadedModel},
     plugins::PluginSet,
+    text::TextTokenizer,
 };
 
 /// How to trace.
@@ -132,6 +133,27 @@ pub struct TracePrompt {
     pub tokens: Vec<i64>,
     pub subject: (usize, usize),
     pub target: i64,
+}
+
+impl TracePrompt {
+    /// `prompt` tokenized, with `subject` found among its tokens (with or without a leading space) and the first
+    /// token of `target`; or why it cannot be traced.
+    pub fn from_text(
+        tokenizer: &TextTokenizer,
+        prompt: &str,
+        subject: &str,
+        target: &str,
+    ) -> Result<std::result::Result<Self, String>> {
+        let tokens = tokenizer.encode(prompt)?;
+        let candidates = [tokenizer.encode_plain(subject)?, tokenizer.encode_plain(&format!(" {subject}"))?];
+        let Some(subject) = locate_subject(&tokens, &candidates) else {
+            return Ok(Err(format!("the subject {subject:?} is not a token span of the prompt {prompt:?}")));
+        };
+        let Some(&target) = tokenizer.encode_plain(target)?.first() else {
+            return Ok(Err(format!("the target {target:?} has no token to score")));
+        };
+        Ok(Ok(Self { tokens, subject, target }))
+    }
 }
 
 /// Traces `tokens` (one prompt) whose subject occupies `subject`, for `target`.

@@ -88,6 +88,7 @@ pub fn run(args: InterchangeSearchArgs) -> Result<()> {
     finish_study(&study_output(&found)?, &args.out)
 }
 
+/// Writes interchange_search.json and the summary from a finished sharded search.
 pub fn merge(out: &Path) -> Result<()> {
     let (manifest, items) = sharding::collect::<SearchItem, ItemAttempts>(&ShardStore::new(out))?;
     let context = &manifest.context;

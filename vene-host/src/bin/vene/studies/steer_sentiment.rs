@@ -102,6 +102,7 @@ pub fn run(args: SteerSentimentArgs) -> Result<()> {
     finish_study(&study_output(&found)?, &args.out)
 }
 
+/// Writes steer_sentiment.json, the figures and the summary from a finished sharded study.
 pub fn merge(out: &Path) -> Result<()> {
     let (manifest, continuations) = sharding::collect::<SteeringRun, Continuation>(&ShardStore::new(out))?;
     let setup: SentimentSetup = serde_json::from_value(manifest.context)?;
