@@ -506,7 +506,7 @@ fn a_fact_whose_subject_is_not_in_its_prompt_names_its_line() {
 #[test]
 fn line_plots_label_integer_steps_and_no_negative_zero() {
     let dir = scratch("plot-ticks");
-    let values: Vec<f64> = (0..20).map(|i| (i as f64 - 10.0) * 0.004).collect();
+    let values: Vec<f64> = (0..20).map(|i| (i as f64 - 10.0) * 0.00025).collect();
     let series = vec![("shift".to_string(), values)];
     vene_host::studies::plot::lines(&dir, "shift", "a shift", "generated token", &series).unwrap();
     let svg = std::fs::read_to_string(dir.join("shift.svg")).unwrap();
@@ -514,6 +514,11 @@ fn line_plots_label_integer_steps_and_no_negative_zero() {
     assert!(labels.contains(&"18"), "{labels:?}");
     assert!(!labels.iter().any(|l| l.ends_with(".0") && l.parse::<f64>().is_ok_and(|v| v > 1.0)), "{labels:?}");
     assert!(!labels.iter().any(|l| l.starts_with("-0") && l.parse::<f64>() == Ok(0.0)), "{labels:?}");
+    // The y ticks (every label with a decimal point) are told apart.
+    let y_ticks: Vec<&&str> = labels.iter().filter(|l| l.contains('.') && l.parse::<f64>().is_ok()).collect();
+    let distinct: std::collections::BTreeSet<&&str> = y_ticks.iter().copied().collect();
+    assert!(y_ticks.len() >= 3 && distinct.len() == y_ticks.len(), "{y_ticks:?}");
     assert_eq!(vene_host::studies::plot::tick(-0.0004, 3), "0.000");
     assert_eq!(vene_host::studies::plot::tick(-0.04, 2), "-0.04");
+    assert_eq!(vene_host::studies::plot::tick(-0.0022, 4), "-0.0022");
 }

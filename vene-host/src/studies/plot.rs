@@ -262,14 +262,13 @@ where
     Ok(())
 }
 
-/// Decimals that tell apart the ticks of an axis spanning `span`.
+/// Decimals that tell apart the ticks of an axis spanning `span` (about ten ticks, so about `span / 10` apart).
 fn tick_decimals(span: f64) -> usize {
-    match span {
-        s if s >= 10.0 => 0,
-        s if s >= 1.0 => 1,
-        s if s >= 0.1 => 2,
-        _ => 3,
+    let step = span / 10.0;
+    if !step.is_finite() || step <= 0.0 || step >= 1.0 {
+        return 0;
     }
+    ((-step.log10()).ceil() as usize).min(8)
 }
 
 /// A tick label with `decimals` decimals; a value that rounds to zero is written without a minus sign.
