@@ -14,6 +14,7 @@ import torch  # noqa: F401  (first: the extension resolves libtorch to the copy 
 
 from . import _native
 from ._native import VeneError
+from .causal import CausalModel
 from .config import IntervenableConfig, RepresentationConfig
 from .interventions import (
     AdditionIntervention,
@@ -47,6 +48,7 @@ __all__ = [
     "AdditionIntervention",
     "AutoencoderIntervention",
     "BoundlessRotatedSpaceIntervention",
+    "CausalModel",
     "CollectIntervention",
     "IntervenableConfig",
     "IntervenableModel",

@@ -200,8 +200,11 @@ class IntervenableModel:
         """``train()`` / ``train(False)`` set training mode, as on a torch module. ``train(examples, ...)`` runs
         vene's trainer (Adam, warm-up then linear decay, cross entropy at the last position, the model frozen) on
         counterfactual examples (``vene train``'s JSON-lines file, or a list of dicts with ``base``, ``sources``,
-        ``unit_locations``, ``subspaces``, ``label``); options: epochs, batch_size, learning_rate,
-        warmup_fraction, eval_fraction, seed, checkpoint, checkpoint_every. Returns the report (losses, IIA)."""
+        ``unit_locations``, ``subspaces``, ``label``, ``base_label``); options: epochs, batch_size, learning_rate,
+        warmup_fraction, eval_fraction, seed, checkpoint, checkpoint_every. With ``train_model=True`` the model's
+        own weights are trained too (interchange intervention training: ``interchange_weight`` × the
+        counterfactual loss + ``task_weight`` × the loss on ``base_label``); save them with ``save_model``.
+        Returns the report (losses, IIA, task accuracy)."""
         if isinstance(examples, bool):
             self._native.set_training(examples)
             return self
@@ -214,10 +217,16 @@ class IntervenableModel:
         self._native.set_training(False)
         return self
 
+    def save_model(self, directory: Any) -> None:
+        """Writes the model's weights (after ``train(..., train_model=True)``) as a checkpoint ``vene.load`` and
+        pyvene load: model.safetensors beside copies of the model's config and tokenizer files."""
+        self._native.save_model(os.fspath(os.path.expanduser(directory)))
+
     def evaluate(self, examples: Any, batch_size: int = 16) -> dict:
-        """Loss and interchange intervention accuracy on counterfactual examples, without gradients."""
-        loss, iia = self._native.evaluate(_examples_text(examples), batch_size)
-        return {"loss": loss, "iia": iia}
+        """Loss, interchange intervention accuracy and, when the examples give ``base_label``, the plain model's
+        task accuracy, without gradients."""
+        loss, iia, task_accuracy = self._native.evaluate(_examples_text(examples), batch_size)
+        return {"loss": loss, "iia": iia, "task_accuracy": task_accuracy}
 
     def __repr__(self) -> str:
         return f"vene.IntervenableModel({len(self.sorted_keys)} interventions on {self.model!r})"

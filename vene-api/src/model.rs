@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 use crate::{
     catalog::ModelCatalog,
     error::{PluginError, PluginResult},
-    tensor::{OwnedTensor, TensorRef},
+    tensor::{NamedTensor, OwnedTensor, TensorRef},
 };
 
 #[repr(u8)]
@@ -223,6 +223,12 @@ pub struct ModelOutput {
 pub trait Model: Send + 'static {
     fn catalog(&self) -> ModelCatalog;
     fn forward(&self, inputs: &ModelInputs<'_>, hooks: &mut Hooks<'_>) -> PluginResult<ModelOutput>;
+
+    /// The weights, named as in the checkpoint the model was loaded from (shallow handles that share storage with
+    /// the model's own), for training the model itself; empty when the adapter does not offer them.
+    fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A model family's loader, as its adapter implements it.
@@ -245,6 +251,7 @@ pub struct ModelOutputAbi {
 pub trait ModelAbi: Send {
     fn catalog(&self) -> RResult<ModelCatalog, PluginError>;
     fn forward(&self, inputs: ModelInputs<'_>, hooks: Hooks<'_>) -> RResult<ModelOutputAbi, PluginError>;
+    fn parameters(&self) -> RResult<RVec<NamedTensor>, PluginError>;
 }
 
 /// A model adapter across the boundary.

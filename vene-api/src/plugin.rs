@@ -105,6 +105,10 @@ impl ModelAbi for GuardedModel {
             })
         })
     }
+
+    fn parameters(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard("model parameters", || Ok(named(self.0.parameters()?)))
+    }
 }
 
 struct GuardedFactory<F>(F);

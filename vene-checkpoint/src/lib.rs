@@ -56,7 +56,14 @@ pub fn read_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {
 /// All weights of a checkpoint, loaded onto one device in one dtype (floating-point weights only are cast).
 pub struct Weights {
     dir: PathBuf,
-    tensors: HashMap<String, Tensor>,
+    /// By the name the adapter asks for: the name in the file and the tensor.
+    tensors: HashMap<String, (String, Tensor)>,
+    /// What was taken, by the name in the file (shallow handles), so a model can offer its weights for training.
+    taken: Vec<(String, Tensor)>,
+}
+
+fn by_name(tensors: HashMap<String, Tensor>) -> HashMap<String, (String, Tensor)> {
+    tensors.into_iter().map(|(name, tensor)| (name.clone(), (name, tensor))).collect()
 }
 
 impl Weights {
@@ -84,12 +91,12 @@ impl Weights {
                 }
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), tensors })
+        Ok(Self { dir: dir.to_path_buf(), tensors: by_name(tensors), taken: Vec::new() })
     }
 
     /// Weights held in memory (e.g. a freshly initialised model); `dir` is only used in messages.
     pub fn from_tensors(dir: &Path, tensors: HashMap<String, Tensor>) -> Self {
-        Self { dir: dir.to_path_buf(), tensors }
+        Self { dir: dir.to_path_buf(), tensors: by_name(tensors), taken: Vec::new() }
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -105,9 +112,9 @@ impl Weights {
         let tensors = std::mem::take(&mut self.tensors);
         self.tensors = tensors
             .into_iter()
-            .map(|(name, tensor)| {
+            .map(|(name, entry)| {
                 let stripped = prefixes.iter().find_map(|p| name.strip_prefix(p)).map(str::to_string);
-                (stripped.unwrap_or(name), tensor)
+                (stripped.unwrap_or(name), entry)
             })
             .collect();
     }
@@ -117,36 +124,42 @@ impl Weights {
         let tensors = std::mem::take(&mut self.tensors);
         self.tensors = tensors
             .into_iter()
-            .map(|(name, tensor)| {
+            .map(|(name, entry)| {
                 let renamed =
                     renames.iter().find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")));
-                (renamed.unwrap_or(name), tensor)
+                (renamed.unwrap_or(name), entry)
             })
             .collect();
     }
 
     /// Takes the weight `name`, checking its shape.
     pub fn take(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
-        let tensor = self
-            .tensors
-            .remove(name)
-            .ok_or_else(|| CheckpointError::MissingWeight { dir: self.dir.clone(), name: name.to_string() })?;
-        if tensor.size() != shape {
+        let actual = self.tensors.get(name).map(|(_, tensor)| tensor.size());
+        if actual.as_ref().is_some_and(|actual| actual != shape) {
             return Err(CheckpointError::WrongShape {
                 dir: self.dir.clone(),
                 name: name.to_string(),
-                actual: tensor.size(),
+                actual: actual.unwrap_or_default(),
                 expected: shape.to_vec(),
             });
         }
-        Ok(tensor)
+        self.take_any(name)
     }
 
     /// Takes the weight `name`, whatever its shape.
     pub fn take_any(&mut self, name: &str) -> Result<Tensor> {
-        self.tensors
+        let (file_name, tensor) = self
+            .tensors
             .remove(name)
-            .ok_or_else(|| CheckpointError::MissingWeight { dir: self.dir.clone(), name: name.to_string() })
+            .ok_or_else(|| CheckpointError::MissingWeight { dir: self.dir.clone(), name: name.to_string() })?;
+        self.taken.push((file_name, tensor.shallow_clone()));
+        Ok(tensor)
+    }
+
+    /// The weights taken so far, by their names in the file: for a model that uses them as they are, its
+    /// trainable parameters.
+    pub fn taken(&self) -> Vec<(String, Tensor)> {
+        self.taken.iter().map(|(name, tensor)| (name.clone(), tensor.shallow_clone())).collect()
     }
 
     /// Takes `name` if the checkpoint has it.

@@ -102,6 +102,11 @@ pub struct IntervenableConfig {
 }
 
 impl IntervenableConfig {
+    /// No representations: runs are plain forward passes (training the model on its task alone).
+    pub fn empty() -> Self {
+        Self { mode: Mode::default(), representations: Vec::new() }
+    }
+
     pub fn from_json(text: &str) -> std::result::Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }

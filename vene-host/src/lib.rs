@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod causal;
 pub mod config;
 pub mod datasets;
 pub mod demo;
@@ -33,6 +34,7 @@ pub mod saved;
 pub mod sharding;
 pub mod studies;
 pub mod text;
+pub mod toy;
 pub mod train;
 pub mod units;
 pub mod vectors;

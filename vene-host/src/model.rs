@@ -269,6 +269,23 @@ impl LoadedModel {
         })
     }
 
+    /// The model's own weights by their checkpoint names (sharing storage with the model), for training it; an error
+    /// names the model type when its adapter does not offer them.
+    pub fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        let named = self
+            .inner
+            .parameters()
+            .into_result()
+            .map_err(|error| VeneError::Model { context: "reading the model's weights".to_string(), error })?;
+        if named.is_empty() {
+            return Err(VeneError::Config(format!(
+                "the {} adapter does not offer its weights for training (the mlp and gru adapters do)",
+                self.catalog.model_type
+            )));
+        }
+        Ok(named.into_iter().map(vene_api::tensor::NamedTensor::into_pair).collect())
+    }
+
     /// A plain forward pass with no hook site active.
     pub fn forward_plain(&self, inputs: &ForwardInputs) -> Result<ForwardOutput> {
         self.forward(inputs, Hooks::none())

@@ -47,3 +47,29 @@ pub fn check_replaced_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(parent).map_err(|error| refuse(path, error.to_string()))?;
     probe(parent, path)
 }
+
+/// Fills a staging directory beside `dir` with `fill`, then puts it in place of `dir` (an old `dir` is replaced
+/// only once the new one is complete).
+pub fn write_dir(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VeneError::Io { path: path.clone(), source }
+    };
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("saved");
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging = parent.join(format!(".{name}.saving-{}", std::process::id()));
+    std::fs::remove_dir_all(&staging).ok();
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    if let Err(error) = fill(&staging) {
+        std::fs::remove_dir_all(&staging).ok();
+        return Err(error);
+    }
+    let retired = parent.join(format!(".{name}.replaced-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::rename(dir, &retired).map_err(io(dir))?;
+    }
+    std::fs::rename(&staging, dir).map_err(io(dir))?;
+    std::fs::remove_dir_all(&retired).ok();
+    Ok(())
+}

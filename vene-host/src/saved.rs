@@ -2,7 +2,7 @@
 //! `interventions.safetensors` (each intervention's state as `{key}/{name}`). It is what one uploads to a hub repo.
 //! Directories saved by pyvene (`config.json` with positional representations + `intkey_*.bin`) load too.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::Tensor;
 
@@ -81,25 +81,11 @@ impl SavedInterventions {
 /// Writes `model`'s config and intervention state to `dir`. The files are written into a fresh sibling directory
 /// that then replaces `dir`, so an interrupted save never leaves a mix of old and new files.
 pub fn save(model: &IntervenableModel, dir: &Path) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| VeneError::Io { path: path.clone(), source }
-    };
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("interventions");
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let staging: PathBuf = parent.join(format!(".{name}.saving-{}", std::process::id()));
-    std::fs::remove_dir_all(&staging).ok();
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let config = serde_json::to_string_pretty(model.config()).map_err(|e| VeneError::Config(e.to_string()))?;
-    std::fs::write(staging.join("config.json"), config).map_err(io(&staging))?;
-    let state: Vec<(String, Tensor)> = model.state()?.into_iter().map(|(n, t)| (n, t.detach())).collect();
-    vene_checkpoint::save_safetensors(&staging.join(STATE_FILE), &state)?;
-    let retired = parent.join(format!(".{name}.replaced-{}", std::process::id()));
-    if dir.exists() {
-        std::fs::rename(dir, &retired).map_err(io(dir))?;
-    }
-    std::fs::rename(&staging, dir).map_err(io(dir))?;
-    std::fs::remove_dir_all(&retired).ok();
-    Ok(())
+    crate::outputs::write_dir(dir, |staging| {
+        let config = serde_json::to_string_pretty(model.config()).map_err(|e| VeneError::Config(e.to_string()))?;
+        std::fs::write(staging.join("config.json"), config)
+            .map_err(|source| VeneError::Io { path: staging.to_path_buf(), source })?;
+        let state: Vec<(String, Tensor)> = model.state()?.into_iter().map(|(n, t)| (n, t.detach())).collect();
+        Ok(vene_checkpoint::save_safetensors(&staging.join(STATE_FILE), &state)?)
+    })
 }

@@ -13,7 +13,7 @@ use vene_host::{
     locations::{Subspaces, UnitLocations},
     model::ForwardInputs,
     saved::{self, SavedInterventions},
-    train::{self, TrainOptions},
+    train::{self, ModelObjective, TrainOptions},
 };
 
 use crate::{
@@ -200,7 +200,8 @@ impl Intervenable {
     /// vene's trainer on JSON-lines counterfactual examples (`vene train`'s format); returns its report. `progress`
     /// is called with `(step, total, loss, iia)` after every step.
     #[pyo3(signature = (examples, epochs=3, batch_size=16, learning_rate=1e-3, warmup_fraction=0.1, eval_fraction=0.2,
-                        seed=0, checkpoint=None, checkpoint_every=50, progress=None))]
+                        seed=0, checkpoint=None, checkpoint_every=50, train_model=false, interchange_weight=1.0,
+                        task_weight=1.0, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
         &mut self,
@@ -214,6 +215,9 @@ impl Intervenable {
         seed: u64,
         checkpoint: Option<PathBuf>,
         checkpoint_every: usize,
+        train_model: bool,
+        interchange_weight: f64,
+        task_weight: f64,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let options = TrainOptions {
@@ -225,6 +229,7 @@ impl Intervenable {
             seed,
             checkpoint,
             checkpoint_every,
+            model_objective: train_model.then_some(ModelObjective { interchange_weight, task_weight }),
         };
         let examples = train::parse_dataset(examples, "the training examples").or_raise()?;
         let (train_set, eval_set) = train::split(&examples, options.eval_fraction, options.seed);
@@ -249,6 +254,7 @@ impl Intervenable {
             let dict = PyDict::new(py);
             dict.set_item("loss", m.loss)?;
             dict.set_item("iia", m.iia)?;
+            dict.set_item("task_accuracy", m.task_accuracy)?;
             dict.set_item("examples", m.examples)?;
             Ok(dict)
         };
@@ -262,15 +268,20 @@ impl Intervenable {
         Ok(dict)
     }
 
-    /// Loss and IIA on JSON-lines examples, without gradients.
+    /// Writes the model's (trained) weights to `dir` as a checkpoint its adapter loads.
+    fn save_model(&self, py: Python<'_>, dir: PathBuf) -> PyResult<()> {
+        released(py, "saving the model", || train::save_model(self.inner.model(), &dir).or_raise())
+    }
+
+    /// Loss, IIA and (with factual labels) task accuracy on JSON-lines examples, without gradients.
     #[pyo3(signature = (examples, batch_size=16))]
-    fn evaluate(&mut self, py: Python<'_>, examples: &str, batch_size: usize) -> PyResult<(f64, f64)> {
+    fn evaluate(&mut self, py: Python<'_>, examples: &str, batch_size: usize) -> PyResult<(f64, f64, Option<f64>)> {
         let examples = train::parse_dataset(examples, "the evaluation examples").or_raise()?;
         let all: Vec<&train::TrainingExample> = examples.iter().collect();
         let tokenizer = self.model.borrow(py).tokenizer.clone();
         let metrics = released(py, "evaluation", || {
             train::evaluate(&mut self.inner, &all, batch_size, tokenizer.as_deref()).or_raise()
         })?;
-        Ok((metrics.loss, metrics.iia))
+        Ok((metrics.loss, metrics.iia, metrics.task_accuracy))
     }
 }

@@ -2,6 +2,7 @@
 //! (torch tensors shared without copying, JSON text for configs and unit locations) and calls vene-host; the
 //! pyvene-shaped API is written in Python on top of it (`python/vene`).
 
+mod causal;
 mod erasure;
 mod errors;
 mod intervenable;
@@ -25,6 +26,9 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(plugins::set_num_threads, module)?)?;
     module.add_function(wrap_pyfunction!(tensor::roundtrip, module)?)?;
     module.add_function(wrap_pyfunction!(erasure::fit_leace, module)?)?;
+    module.add_function(wrap_pyfunction!(causal::causal_check, module)?)?;
+    module.add_function(wrap_pyfunction!(causal::causal_factual, module)?)?;
+    module.add_function(wrap_pyfunction!(causal::causal_counterfactual, module)?)?;
     for study in [
         wrap_pyfunction!(studies::trace, module)?,
         wrap_pyfunction!(studies::trace_facts, module)?,

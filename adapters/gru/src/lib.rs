@@ -53,6 +53,7 @@ pub struct Gru {
     body: GruBody,
     head: Head,
     catalog: ModelCatalog,
+    parameters: Vec<(String, Tensor)>,
 }
 
 impl Gru {
@@ -85,7 +86,7 @@ impl Gru {
             input: if include_emb { InputKind::TokenIds } else { InputKind::Features },
             components: catalog_components.into(),
         };
-        Ok(Self { body, head, catalog })
+        Ok(Self { body, head, catalog, parameters: weights.taken() })
     }
 }
 
@@ -115,5 +116,9 @@ impl Model for Gru {
             }
         };
         Ok(ModelOutput { output, present: Vec::new() })
+    }
+
+    fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
+        Ok(self.parameters.iter().map(|(name, tensor)| (name.clone(), tensor.shallow_clone())).collect())
     }
 }

@@ -78,6 +78,7 @@ pub struct Mlp {
     blocks: Vec<Linear>,
     score: Option<Linear>,
     catalog: ModelCatalog,
+    parameters: Vec<(String, Tensor)>,
 }
 
 impl Mlp {
@@ -123,7 +124,7 @@ impl Mlp {
             ]
             .into(),
         };
-        Ok(Self { config, activation, wte, blocks, score, catalog })
+        Ok(Self { config, activation, wte, blocks, score, catalog, parameters: weights.taken() })
     }
 }
 
@@ -167,5 +168,9 @@ impl Model for Mlp {
             None => h,
         };
         Ok(ModelOutput { output, present: Vec::new() })
+    }
+
+    fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
+        Ok(self.parameters.iter().map(|(name, tensor)| (name.clone(), tensor.shallow_clone())).collect())
     }
 }

@@ -2,11 +2,13 @@
 //! generate, run the paper's studies on any model, and the demo. One module per command (or family of commands),
 //! each with its clap `Args` beside the code that runs it; this file parses, dispatches and prints errors.
 
+mod causal_model;
 mod common;
 mod demo;
 mod generate;
 mod inspect;
 mod merge;
+mod new_model;
 mod run;
 mod slurm;
 mod studies;
@@ -33,7 +35,8 @@ enum Command {
     Plugins(inspect::PluginsArgs),
     /// Show a model's hook-site catalog.
     Sites(inspect::SitesArgs),
-    /// Train the config's interventions on counterfactual data and save them.
+    /// Train the config's interventions on counterfactual data and save them; with --train-model, the model's own
+    /// weights too (interchange intervention training).
     Train(train::TrainArgs),
     /// Interchange intervention accuracy of saved interventions on counterfactual data.
     Eval(train::EvalArgs),
@@ -69,6 +72,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Causal tracing: corrupt the subject, restore each site, and plot how much of the target comes back.
     Trace(trace::TraceArgs),
+    /// A high-level causal model (JSON): check and show it, and write the factual and counterfactual data it
+    /// generates as `vene train` lines.
+    CausalModel(causal_model::CausalModelArgs),
+    /// A freshly initialised model (pyvene's MLP) to train on a causal model's task.
+    NewModel(new_model::NewModelArgs),
     /// Run an intervened forward pass and save its outputs.
     Run(run::RunArgs),
     /// Write the result of a sharded sweep (`--shard I/N` runs into one --out) once every shard is done: the same
@@ -109,6 +117,8 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Channels(args) => channels::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::CausalModel(args) => causal_model::run(args),
+        Command::NewModel(args) => new_model::run(args),
         Command::Run(args) => run::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Slurm(args) => slurm::run(args),
