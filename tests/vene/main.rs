@@ -15,6 +15,7 @@ mod gguf;
 mod interventions;
 mod llama;
 mod loading;
+mod path_patching;
 mod plugins;
 mod real_model;
 mod reference;

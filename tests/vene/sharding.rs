@@ -294,6 +294,7 @@ fn cli_sweeps_merge_to_the_single_process_results() {
 
     interchange_search_shards_merge_to_the_single_process_search(&dir, &model);
     steer_sentiment_shards_merge_to_the_single_process_study(&dir, &model);
+    path_patch_shards_merge_to_the_single_process_study(&dir, &model);
 
     let mut submit: Vec<String> = ["slurm", "--array", "3", "--", "vene"].map(String::from).to_vec();
     submit.extend(args(&dir.join("unsubmitted")));
@@ -372,6 +373,33 @@ fn steer_sentiment_shards_merge_to_the_single_process_study(dir: &Path, model: &
     assert!(run(args(&out, Some("1/3"))).contains("10 of the sweep's 10 items are finished"));
     succeeds(&["merge", out.to_str().unwrap()]);
     for name in ["steer_sentiment.json", "shift.svg", "sweep.svg"] {
+        let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
+        assert!(a == b, "{name}: the merged file differs from the single-process one");
+    }
+}
+
+fn path_patch_shards_merge_to_the_single_process_study(dir: &Path, model: &Path) {
+    let prompts = dir.join("ioi.jsonl");
+    let lines = [
+        r#"{"clean": "w5 w9 w12 w5 w40", "corrupted": "w7 w9 w30 w8 w40", "target": "w5", "distractor": "w12"}"#,
+        r#"{"clean": "w3 w3 w61 w17", "corrupted": "w2 w44 w61 w90", "target": "w17", "distractor": "w3"}"#,
+    ];
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let (single, out) = (dir.join("path-single"), dir.join("path-sharded"));
+    let args = |out: &Path, shard: Option<&str>| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["path-patch", "--model", model.to_str().unwrap(), "--receivers", "query"].map(String::from).to_vec();
+        args.extend(["--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap()].map(String::from));
+        args.extend(shard.map(|s| ["--shard".to_string(), s.to_string()]).into_iter().flatten());
+        args
+    };
+    let run = |args: Vec<String>| succeeds(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args(&single, None));
+    // 3 layers × 4 heads: 12 senders.
+    assert!(run(args(&out, Some("1/2"))).contains("shard 1/2: computed 6 items"));
+    assert!(run(args(&out, Some("0/2"))).contains("12 of the sweep's 12 items are finished"));
+    succeeds(&["merge", out.to_str().unwrap()]);
+    for name in ["path_patching.json", "senders_to_receivers.svg"] {
         let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
         assert!(a == b, "{name}: the merged file differs from the single-process one");
     }

@@ -68,6 +68,38 @@ impl ForwardInputs {
         self
     }
 
+    /// Another handle on the same tensors.
+    pub fn shallow_clone(&self) -> Self {
+        let share = |t: &Option<Tensor>| t.as_ref().map(Tensor::shallow_clone);
+        Self {
+            input_ids: share(&self.input_ids),
+            features: share(&self.features),
+            attention_mask: share(&self.attention_mask),
+            past: self.past.iter().map(Tensor::shallow_clone).collect(),
+            use_cache: self.use_cache,
+            output_positions: share(&self.output_positions),
+        }
+    }
+
+    /// The batch `times` times over, copy after copy (no key/value cache).
+    pub fn repeat(&self, times: i64) -> Self {
+        let along_batch = |t: &Option<Tensor>| {
+            t.as_ref().map(|t| {
+                let mut shape = vec![1; t.dim()];
+                shape[0] = times;
+                t.repeat(&shape)
+            })
+        };
+        Self {
+            input_ids: along_batch(&self.input_ids),
+            features: along_batch(&self.features),
+            attention_mask: along_batch(&self.attention_mask),
+            past: Vec::new(),
+            use_cache: false,
+            output_positions: along_batch(&self.output_positions),
+        }
+    }
+
     pub fn batch_size(&self) -> i64 {
         self.input_ids.as_ref().or(self.features.as_ref()).map_or(0, |t| t.size().first().copied().unwrap_or(0))
     }

@@ -1,4 +1,5 @@
-//! The real-model studies' items (facts, wording × layer combinations, continuations, DAS cells) through the demo's
+//! The real-model studies' items (facts, wording × layer combinations, continuations, DAS cells, path-patching
+//! senders) through the demo's
 //! item cache: a second `vene demo` with the same model and grid reads them back instead of computing them again,
 //! and reports how many it reused. Each study's items and options are the ones its sharded command uses.
 
@@ -11,6 +12,7 @@ use crate::{
     studies::{
         facts::{self, Fact, FactsTrace},
         interchange_search::{self, InterchangeSearch, SearchItem, SearchSetup},
+        path_patching::{self, Baseline, PathBatch, PathOptions, PathPatching},
         probe::{self, DasProbe, ProbeCell, ProbeSetup},
         sentiment::{self, SentimentSetup, SentimentSteering, SteeringRun},
         tracing::{self, TraceOptions},
@@ -107,4 +109,24 @@ pub fn steering(
     let settings = (study, setup.sweep_options()?);
     let (results, model) = run(context, settings, &sentiment::steering_runs(setup), model, compute, progress)?;
     Ok((sentiment::assemble(setup, results), model))
+}
+
+/// [`path_patching::sender_effects`], one item per sender head.
+pub fn path_patching(
+    model: LoadedModel,
+    context: &Context,
+    (batch, options): (&PathBatch, &PathOptions),
+    senders: &[(u32, u32)],
+    study: &'static str,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(PathPatching, LoadedModel)> {
+    let baseline = Baseline::measure(&model, batch)?;
+    let plugins = context.plugins;
+    let compute = |model: LoadedModel, sender: &(u32, u32)| {
+        let effects = path_patching::sender_effects(&model, plugins, batch, &baseline, *sender, options)?;
+        Ok((effects, model))
+    };
+    let settings = (study, path_patching::sweep_options(batch, options)?);
+    let (results, model) = run(context, settings, &path_patching::items(senders), model, compute, progress)?;
+    Ok((path_patching::assemble(path_patching::Shape::of(&model, batch), options, baseline, results), model))
 }

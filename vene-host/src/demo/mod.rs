@@ -2,6 +2,7 @@
 //! file lock so concurrent runs end with one good copy), then runs the studies on them and writes an HTML report.
 
 pub mod cached;
+pub mod circuits;
 pub mod corpus;
 pub mod language_model;
 pub mod plan;

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{
     cached::Context,
-    ensure_built,
+    circuits, ensure_built,
     language_model::{self, Architecture, LmRecipe},
     model_name,
     real_model::{self, RealGrid},
@@ -153,12 +153,13 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
     let (interchange, model) = real_model::interchange(model, &context, grid, progress)?;
     let (steering, model) = real_model::steering(model, &context, grid, progress)?;
     let (das_probe, model) = real_model::das_versus_probe(model, &context, grid, progress)?;
+    let (path_patching, model) = circuits::path_patching(model, &context, grid.path_senders.as_deref(), progress)?;
     drop(model);
     let gru = gru_text(&mut demo)?;
     let images = gru_images(&mut demo)?;
     let backpack = backpack_senses(&mut demo)?;
     let cnn = cnn_channels(&mut demo)?;
-    let findings = [tracing, eiffel, interchange, steering, das_probe, gru, images, backpack, cnn];
+    let findings = [tracing, eiffel, interchange, steering, das_probe, path_patching, gru, images, backpack, cnn];
     let mut results = serde_json::Map::new();
     let mut sections = Vec::new();
     for finding in findings {

@@ -51,6 +51,8 @@ pub struct RealGrid {
     pub sweep: Vec<f64>,
     pub max_new_tokens: usize,
     pub das: DasBudget,
+    /// The path-patching senders (every head when `None`).
+    pub path_senders: Option<Vec<(u32, u32)>>,
 }
 
 impl RealGrid {
@@ -65,6 +67,7 @@ impl RealGrid {
             sweep: vec![0.3, 3.0, 10.0, 30.0],
             max_new_tokens: 20,
             das: DasBudget { positions: Some(vec![1, 3]), pairs: Some(96), epochs: 2 },
+            path_senders: None,
         }
     }
 
@@ -79,6 +82,7 @@ impl RealGrid {
             sweep: vec![0.3, 10.0],
             max_new_tokens: 8,
             das: DasBudget { positions: Some(vec![3]), pairs: Some(48), epochs: 2 },
+            path_senders: Some([11, 15].iter().flat_map(|&l| (0..4).map(move |h| (l, h))).collect()),
         }
     }
 }

@@ -204,6 +204,45 @@ impl IntervenableModel {
         self.run_prepared(base, &prepared, subspaces)
     }
 
+    /// pyvene's `source_representations`: the base run with `activations[i]` as the source of representation `i`
+    /// instead of a source run (shaped as a collect representation at the same units returns it); `None` for
+    /// representations that read no source run.
+    pub fn run_with_activations(
+        &mut self,
+        base: &ForwardInputs,
+        activations: Vec<Option<Tensor>>,
+        locations: &UnitLocations,
+        subspaces: &Subspaces,
+    ) -> Result<RunOutput> {
+        if activations.len() != self.reps.len() {
+            return Err(VeneError::Sources(format!(
+                "{} source activations for {} representations (give one per representation, null where none is read)",
+                activations.len(),
+                self.reps.len()
+            )));
+        }
+        let batch = base.batch_size();
+        let count = self.reps.len();
+        let mut setters = Vec::with_capacity(count);
+        for (rep, activation) in activations.iter().enumerate() {
+            let bound = &self.reps[rep];
+            if bound.unit == UnitKind::Timestep {
+                return Err(VeneError::Sources(format!(
+                    "{}: source activations are not taken at timestep units; give a source run",
+                    bound.description
+                )));
+            }
+            if bound.reads_source_run() && activation.is_none() {
+                return Err(VeneError::Sources(format!("{} reads a source but got no activation", bound.description)));
+            }
+            setters.push((rep, self.selection(locations, "sources->base", false, rep, count, rep, batch)?));
+        }
+        let mut state = RunState::new(count);
+        state.base_batch = batch;
+        state.activations = activations;
+        self.run_prepared(base, &PreparedRun { state, setters, batch }, subspaces)
+    }
+
     /// Runs the source passes once; the result drives any number of base passes (e.g. decoding steps, whose
     /// locations are relative to each pass's tokens).
     pub fn prepare(

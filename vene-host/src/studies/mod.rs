@@ -6,6 +6,7 @@ pub mod facts;
 pub mod interchange;
 pub mod interchange_search;
 pub mod output;
+pub mod path_patching;
 pub mod plot;
 pub mod probe;
 pub mod prompt_trace;

@@ -24,8 +24,9 @@ fn plot_error(path: &Path, error: impl std::fmt::Display) -> VeneError {
     VeneError::Config(format!("cannot draw {}: {error}", path.display()))
 }
 
-/// A heatmap: `values[row][column]` in `[0, max]`, rows labelled top to bottom, columns left to right, with a colour
-/// bar saying what the values measure (`scale_label`).
+/// A heatmap: `values[row][column]` in `[0, max]` (or `[-max, max]` when some are negative: negative ones are drawn
+/// in blue), rows labelled top to bottom, columns left to right, with a colour bar saying what the values measure
+/// (`scale_label`).
 pub struct Heatmap<'a> {
     pub title: &'a str,
     pub row_labels: &'a [String],
@@ -38,10 +39,15 @@ pub struct Heatmap<'a> {
 /// Width of the colour bar beside a heatmap, its labels included.
 const COLOUR_BAR_WIDTH: u32 = 96;
 
-/// A heatmap cell's colour: white at 0, deep red-pink at `max`.
+/// A heatmap cell's colour: white at 0, deep red-pink at `max`, deep blue at `-max`.
 fn shade_of(value: f64, max: f64) -> RGBColor {
-    let shade = (value / max.max(1e-12)).clamp(0.0, 1.0);
-    RGBColor(255, (255.0 * (1.0 - shade)) as u8, (255.0 * (1.0 - 0.8 * shade)) as u8)
+    let shade = (value.abs() / max.max(1e-12)).clamp(0.0, 1.0);
+    let (strong, weak) = ((255.0 * (1.0 - 0.8 * shade)) as u8, (255.0 * (1.0 - shade)) as u8);
+    if value < 0.0 {
+        RGBColor(weak, strong, 255)
+    } else {
+        RGBColor(255, weak, strong)
+    }
 }
 
 /// One cell in pixels (`x0, y0, x1, y1`) with the text its SVG tooltip shows.
@@ -151,12 +157,14 @@ where
     B::ErrorType: 'static,
 {
     let max = map.max.max(1e-12);
+    let diverging = map.values.iter().flatten().any(|&v| v < 0.0);
+    let low_end = if diverging { -max } else { 0.0 };
     let mut chart = ChartBuilder::on(area)
         .margin_top(32)
         .margin_bottom(40)
         .margin_right(8)
         .y_label_area_size(44)
-        .build_cartesian_2d(0f64..1.0, 0f64..max)?;
+        .build_cartesian_2d(0f64..1.0, low_end..max)?;
     chart
         .configure_mesh()
         .disable_mesh()
@@ -167,8 +175,9 @@ where
         .label_style(("sans-serif", 11))
         .draw()?;
     let steps = 48;
+    let span = max - low_end;
     chart.draw_series((0..steps).map(|i| {
-        let (low, high) = (max * i as f64 / steps as f64, max * (i + 1) as f64 / steps as f64);
+        let (low, high) = (low_end + span * i as f64 / steps as f64, low_end + span * (i + 1) as f64 / steps as f64);
         Rectangle::new([(0.0, low), (1.0, high)], shade_of((low + high) / 2.0, max).filled())
     }))?;
     Ok(())

@@ -20,7 +20,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use studies::{channels, das_probe, interchange, interchange_search, senses, steer, steer_sentiment, timesteps, trace};
+use studies::{
+    channels, das_probe, interchange, interchange_search, path_patch, senses, steer, steer_sentiment, timesteps, trace,
+};
 
 #[derive(Parser)]
 #[command(name = "vene", version, about = "Interventions on neural model internals (pyvene semantics, native plugins)")]
@@ -77,6 +79,9 @@ enum Command {
     CausalModel(causal_model::CausalModelArgs),
     /// A freshly initialised model (pyvene's MLP) to train on a causal model's task.
     NewModel(new_model::NewModelArgs),
+    /// Path patching (IOI-style): each sender head's effect along the direct path to the logits, or to later heads'
+    /// query / key / value inputs, from clean and corrupted prompt pairs; heatmaps and the strongest heads.
+    PathPatch(path_patch::PathPatchArgs),
     /// Run an intervened forward pass and save its outputs.
     Run(run::RunArgs),
     /// Write the result of a sharded sweep (`--shard I/N` runs into one --out) once every shard is done: the same
@@ -119,6 +124,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Trace(args) => trace::run(args),
         Command::CausalModel(args) => causal_model::run(args),
         Command::NewModel(args) => new_model::run(args),
+        Command::PathPatch(args) => path_patch::run(args),
         Command::Run(args) => run::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Slurm(args) => slurm::run(args),

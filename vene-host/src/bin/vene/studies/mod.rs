@@ -5,6 +5,7 @@ pub mod channels;
 pub mod das_probe;
 pub mod interchange;
 pub mod interchange_search;
+pub mod path_patch;
 pub mod senses;
 pub mod steer;
 pub mod steer_sentiment;
