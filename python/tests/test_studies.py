@@ -79,6 +79,24 @@ def test_das_probe_matches_vene_das_probe(word_model, tmp_path):
     assert len(found["das_iia"]) == 3  # positions × layers
 
 
+PATH_PROMPTS = [
+    {"clean": "w5 w9 w12 w5 w40", "corrupted": "w7 w9 w30 w8 w40", "target": "w5", "distractor": "w12"},
+    {"clean": "w3 w3 w61 w17", "corrupted": "w2 w44 w61 w90", "target": "w17", "distractor": "w3"},
+]
+
+
+def test_path_patch_matches_vene_path_patch(word_model, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(p) for p in PATH_PROMPTS))
+    cli("path-patch", "--model", word_model, "--prompts", prompts, "--senders", "1.0,1.2,2.3", "--out", tmp_path / "cli")
+    found = vene.studies.path_patch(vene.load(word_model), PATH_PROMPTS, senders=[(1, 0), (1, 2), (2, 3)],
+                                    out=tmp_path / "py")
+    same_files(tmp_path / "cli", tmp_path / "py", ["path_patching.json", "senders_to_logits.svg"])
+    assert [(s["layer"], s["head"]) for s in found["senders"]] == [(1, 0), (1, 2), (2, 3)]
+    with pytest.raises(vene.VeneError, match=r'invalid receivers: "queries" \(valid: logits, query, key, value\)'):
+        vene.studies.path_patch(vene.load(word_model), PATH_PROMPTS, receivers="queries")
+
+
 def test_interchange_search_matches_vene_interchange_search(word_model, tmp_path):
     wordings = [{"base": "w1 w2 w3 w4", "attribute_source": "w1 w5 w3 w4", "entity_source": "w1 w2 w6 w4"},
                 {"base": "w8 w2 w3", "attribute_source": "w8 w9 w3", "entity_source": "w8 w2 w10"}]

@@ -130,3 +130,23 @@ def steer_sentiment(
             component, max_new_tokens, _out(out), progress,
         )
     )
+
+
+def path_patch(
+    model: Model,
+    prompts: Union[PathLike, Sequence[Mapping]],
+    receivers: str = "logits",
+    senders: Optional[Sequence[Sequence[int]]] = None,
+    freeze_mlps: bool = False,
+    out: Optional[PathLike] = None,
+    progress: Progress = None,
+) -> dict:
+    """Path patching (Wang et al.): each sender head's output taken from the corrupted prompt with every later head
+    (and, with ``freeze_mlps``, every MLP) frozen at its clean value; its effect on the logit difference (target −
+    distractor) at the logits or, with ``receivers`` query / key / value, through each later head's input.
+    ``prompts``: ``{"clean", "corrupted", "target", "distractor"}`` records or a JSON-lines file; ``senders``:
+    ``(layer, head)`` pairs (default: every head). Effects are ``(patched − clean) / (clean − corrupted)``."""
+    pairs = [tuple(map(int, s)) for s in senders] if senders is not None else None
+    return _result(
+        _native.path_patch(model._native, _json_lines(prompts), receivers, pairs, freeze_mlps, _out(out), progress)
+    )

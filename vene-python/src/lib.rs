@@ -35,6 +35,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(studies::das_probe, module)?,
         wrap_pyfunction!(studies::interchange_search, module)?,
         wrap_pyfunction!(studies::steer_sentiment, module)?,
+        wrap_pyfunction!(studies::path_patch, module)?,
     ] {
         module.add_function(study)?;
     }

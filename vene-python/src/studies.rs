@@ -12,6 +12,7 @@ use vene_host::{
         facts,
         interchange_search::{self as search_study, SearchSetup, Wording},
         output::StudyOutput,
+        path_patching::{self, PathBatch, PathOptions, PathPrompt, Receivers},
         probe::{self, DasBudget, ProbeSetup},
         prompt_trace,
         sentiment::{self, SentimentSetup},
@@ -228,4 +229,35 @@ pub fn steer_sentiment(
         sentiment::sentiment_steering(model, plugins, tokenizer, &setup, progress)
     })?;
     finish(sentiment::study_output(&found), None, out)
+}
+
+/// Path patching of attention heads (`vene path-patch`); `prompts_jsonl` is JSON-lines text of
+/// `{"clean", "corrupted", "target", "distractor"}`, `receivers` one of logits, query, key, value.
+#[pyfunction]
+#[pyo3(signature = (model, prompts_jsonl, receivers="logits", senders=None, freeze_mlps=false, out=None,
+                    progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn path_patch(
+    py: Python<'_>,
+    model: &Model,
+    prompts_jsonl: &str,
+    receivers: &str,
+    senders: Option<Vec<(u32, u32)>>,
+    freeze_mlps: bool,
+    out: Option<PathBuf>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<(String, String)> {
+    let shape = "{\"clean\": …, \"corrupted\": …, \"target\": …, \"distractor\": …}";
+    let prompts: Vec<PathPrompt> =
+        vene_host::studies::parse_json_lines(prompts_jsonl, "the prompts", shape).or_raise()?;
+    let receivers: Receivers = serde_json::from_value(serde_json::json!(receivers))
+        .map_err(|_| raise(format!("invalid receivers: {receivers:?} (valid: logits, query, key, value)")))?;
+    let options = PathOptions { receivers, freeze_mlps };
+    let found = run_study(py, model, "path patching", progress, |(model, plugins, tokenizer), progress| {
+        let batch = PathBatch::new(tokenizer, &prompts, model.device())?;
+        let senders = senders.unwrap_or_else(|| path_patching::all_heads(&model));
+        let found = path_patching::run(&model, plugins, &batch, &senders, &options, progress)?;
+        Ok((found, model))
+    })?;
+    finish(path_patching::study_output(&found, &out.clone().unwrap_or_default()), None, out)
 }

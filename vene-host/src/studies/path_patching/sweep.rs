@@ -125,8 +125,10 @@ pub fn study_output(found: &PathPatching, out: &Path) -> Result<StudyOutput> {
             max,
         });
     } else {
+        // Receivers from the layer after the earliest sender: earlier heads receive nothing.
+        let first = found.senders.iter().map(|s| s.layer + 1).min().unwrap_or(0).min(found.layers.saturating_sub(1));
         let receivers: Vec<(u32, u32)> =
-            (0..found.layers).flat_map(|l| (0..found.heads).map(move |h| (l, h))).collect();
+            (first..found.layers).flat_map(|l| (0..found.heads).map(move |h| (l, h))).collect();
         let values: Vec<Vec<f64>> = found
             .senders
             .iter()
@@ -143,7 +145,12 @@ pub fn study_output(found: &PathPatching, out: &Path) -> Result<StudyOutput> {
             name: "senders_to_receivers".to_string(),
             title: format!("path patching: sender head → receiver {input}"),
             row_labels: found.senders.iter().map(|s| format!("L{}.H{}", s.layer, s.head)).collect(),
-            column_label: format!("receiver head (layer-major, {} per layer)", found.heads),
+            column_label: format!(
+                "receiver head, column {} × (layer − {first}) + head (L{first}.H0 … L{}.H{})",
+                found.heads,
+                found.layers.saturating_sub(1),
+                found.heads.saturating_sub(1)
+            ),
             scale_label: scale,
             values,
             max,
