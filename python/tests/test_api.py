@@ -276,3 +276,20 @@ def test_leace_fitted_on_collected_activations_erases_the_label(gpt2):
     assert gap(after) < 1e-4
     with pytest.raises(vene.VeneError, match=r"at least two classes present"):
         vene.LeaceIntervention.fit(before, torch.zeros(len(before), dtype=torch.long))
+
+
+def test_inlp_fitted_in_python_removes_what_probes_read():
+    """INLP on seeded activations whose class shifts them along two directions: the first probe reads the class,
+    later ones are near chance, and the fitted type projects the directions out through the engine's contract."""
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 2, (400,), generator=generator)
+    directions = torch.randn(2, 8, generator=generator)
+    x = torch.randn(400, 8, generator=generator) + labels[:, None].float() * (2 * directions[0] + directions[1])
+    fitted = vene.NullspaceProjectionIntervention.fit(x, labels, iterations=4)
+    assert fitted.accuracies[0] > 0.9 and fitted.accuracies[-1] < 0.65, fitted.accuracies
+    found = fitted.options["directions"]
+    assert found.shape == (4, 8)
+    assert torch.allclose(found @ found.T, torch.eye(4), atol=1e-5)
+    assert fitted.to_json()["type"] == "nullspace_projection"
+    with pytest.raises(vene.VeneError, match=r"INLP needs at least one iteration"):
+        vene.NullspaceProjectionIntervention.fit(x, labels, iterations=0)

@@ -129,7 +129,22 @@ class LeaceIntervention(Intervention):
         return cls(eraser=eraser, mean=mean)
 
 
-NullspaceProjectionIntervention = _kind(
-    "NullspaceProjectionIntervention", "nullspace_projection",
-    "INLP's projection: removes the span of linear probes' directions (directions= r x n).",
-)
+class NullspaceProjectionIntervention(Intervention):
+    """INLP's projection (Ravfogel et al. 2020): removes the span of linear probes' directions (directions= r x n)."""
+
+    type = "nullspace_projection"
+
+    @classmethod
+    def fit(cls, activations: torch.Tensor, labels: torch.Tensor, iterations: int = 10) -> "NullspaceProjectionIntervention":
+        """Iterated nullspace projection on ``activations`` (examples x width, or any shape ending in the width)
+        and integer class ``labels``: ``iterations`` logistic probes, each trained with the earlier ones'
+        directions removed. The held-out accuracy of each probe is in ``.accuracies``."""
+        from . import _native
+
+        width = activations.shape[-1]
+        directions, accuracies = _native.fit_inlp(
+            activations.detach().reshape(-1, width), labels.reshape(-1).long(), iterations
+        )
+        fitted = cls(directions=directions)
+        fitted.accuracies = accuracies
+        return fitted

@@ -2,7 +2,12 @@
 //! types act through the engine; bad erasers are refused by name.
 
 use tch::{Kind, Tensor};
-use vene_host::{config::IntervenableConfig, engine::IntervenableModel, erasure::fit_leace, model::ForwardInputs};
+use vene_host::{
+    config::IntervenableConfig,
+    engine::IntervenableModel,
+    erasure::{fit_inlp, fit_leace},
+    model::ForwardInputs,
+};
 
 use crate::common::*;
 
@@ -45,6 +50,29 @@ fn leace_refuses_labels_that_do_not_fit() {
     assert!(error.contains("at least two classes present; found 1 distinct label(s)"), "{error}");
     let error = fit_leace(&x, &labels.narrow(0, 0, 10)).err().expect("too few labels").to_string();
     assert!(error.contains("one label per example: 400 examples, labels of shape [10]"), "{error}");
+}
+
+/// INLP: the first probe reads the class, each iteration removes what the last probe used, and after a few no
+/// linear probe does better than chance on held-out examples; the directions are orthonormal, one per iteration.
+#[test]
+fn inlp_removes_what_linear_probes_read() {
+    let (x, labels) = labelled_activations();
+    let fitted = fit_inlp(&x, &labels, 6).unwrap();
+    assert_eq!(fitted.directions.size(), [6, 8]);
+    let gram = fitted.directions.matmul(&fitted.directions.tr());
+    let off = (&gram - Tensor::eye(6, (Kind::Float, tch::Device::Cpu))).abs().max().double_value(&[]);
+    assert!(off < 1e-5, "orthonormal directions: {gram}");
+    let accuracies = &fitted.accuracies;
+    assert!(accuracies[0] > 0.9, "the first probe reads the class: {accuracies:?}");
+    assert!(*accuracies.last().unwrap() < 0.65, "after five removals probes are near chance: {accuracies:?}");
+    // The class means coincide along every remaining direction only approximately (INLP is not LEACE), but the
+    // gap shrinks.
+    let erased = &x - x.matmul(&fitted.directions.tr()).matmul(&fitted.directions);
+    assert!(class_mean_gap(&erased, &labels) < 0.5 * class_mean_gap(&x, &labels));
+    let error = fit_inlp(&x, &labels, 0).err().expect("no iterations").to_string();
+    assert!(error.contains("INLP needs at least one iteration"), "{error}");
+    let error = fit_inlp(&x, &labels.zeros_like(), 2).err().expect("one class").to_string();
+    assert!(error.contains("INLP needs class labels 0, 1, … with at least two classes present; found 1"), "{error}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(plugins::set_num_threads, module)?)?;
     module.add_function(wrap_pyfunction!(tensor::roundtrip, module)?)?;
     module.add_function(wrap_pyfunction!(erasure::fit_leace, module)?)?;
+    module.add_function(wrap_pyfunction!(erasure::fit_inlp, module)?)?;
     module.add_function(wrap_pyfunction!(causal::causal_check, module)?)?;
     module.add_function(wrap_pyfunction!(causal::causal_factual, module)?)?;
     module.add_function(wrap_pyfunction!(causal::causal_counterfactual, module)?)?;
