@@ -141,7 +141,7 @@ def main():
     shared = [s for s in senders if s in theirs]
     worst = max(shared, key=lambda s: abs(effects[s] - theirs[s]), default=None)
     if worst is not None:
-        print(f"\nmax |effect difference| {abs(effects[worst] - theirs[worst]):.5f} at L{worst[0]}.H{worst[1]} "
+        print(f"\nmax |effect difference| {abs(effects[worst] - theirs[worst]):.2e} at L{worst[0]}.H{worst[1]} "
               f"over {len(shared)} senders")
     for name, table in (("python", effects), ("vene", {s: theirs[s] for s in shared})):
         top = sorted(table, key=lambda s: -abs(table[s]))[:5]

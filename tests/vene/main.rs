@@ -20,6 +20,7 @@ mod plugins;
 mod real_model;
 mod reference;
 mod robustness;
+mod scrubbing;
 mod sharding;
 mod studies;
 mod units;

@@ -10,6 +10,7 @@ pub mod path_patching;
 pub mod plot;
 pub mod probe;
 pub mod prompt_trace;
+pub mod scrubbing;
 pub mod senses;
 pub mod sentiment;
 pub mod steering;

@@ -21,7 +21,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use studies::{
-    channels, das_probe, interchange, interchange_search, path_patch, senses, steer, steer_sentiment, timesteps, trace,
+    channels, das_probe, interchange, interchange_search, path_patch, scrub, senses, steer, steer_sentiment, timesteps,
+    trace,
 };
 
 #[derive(Parser)]
@@ -82,6 +83,9 @@ enum Command {
     /// Path patching (IOI-style): each sender head's effect along the direct path to the logits, or to later heads'
     /// query / key / value inputs, from clean and corrupted prompt pairs; heatmaps and the strongest heads.
     PathPatch(path_patch::PathPatchArgs),
+    /// Causal scrubbing: a hypothesis's kept heads and MLPs resampled from same-class inputs, every other node from
+    /// random ones; the loss it recovers against random hypotheses of its size.
+    Scrub(scrub::ScrubArgs),
     /// Run an intervened forward pass and save its outputs.
     Run(run::RunArgs),
     /// Write the result of a sharded sweep (`--shard I/N` runs into one --out) once every shard is done: the same
@@ -125,6 +129,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::CausalModel(args) => causal_model::run(args),
         Command::NewModel(args) => new_model::run(args),
         Command::PathPatch(args) => path_patch::run(args),
+        Command::Scrub(args) => scrub::run(args),
         Command::Run(args) => run::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Slurm(args) => slurm::run(args),

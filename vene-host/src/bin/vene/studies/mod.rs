@@ -6,6 +6,7 @@ pub mod das_probe;
 pub mod interchange;
 pub mod interchange_search;
 pub mod path_patch;
+pub mod scrub;
 pub mod senses;
 pub mod steer;
 pub mod steer_sentiment;
