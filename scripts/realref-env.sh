@@ -13,3 +13,6 @@ PYTHONPATH="$target" "$repo/.deps/pyref/bin/python" -c 'import transformers, ggu
 rm -rf "$target"
 "$repo/.deps/pyref/bin/python" -m pip --disable-pip-version-check --quiet install --target "$target" \
   transformers==5.24.0 gguf==0.19.0 sentencepiece protobuf accelerate
+# pip --target installs dependencies again, accelerate's newest torch among them, which would shadow pyref's pinned
+# torch (and bring its CUDA libraries): keep pyref's.
+rm -rf "$target"/torch "$target"/torch-* "$target"/nvidia "$target"/nvidia_* "$target"/triton "$target"/triton-*

@@ -101,3 +101,37 @@ fn erasure_types_act_through_the_engine_and_refuse_bad_shapes() {
     let error = bind(serde_json::json!({"type": "leace", "mean": [0.0]})).err().expect("no eraser").to_string();
     assert!(error.contains("leace: needs \"eraser\""), "{error}");
 }
+
+/// Amnesic probing refuses prompts whose names differ in length and positions outside the prompt.
+#[test]
+fn amnesic_probing_refuses_bad_setups_by_name() {
+    use vene_host::{
+        studies::amnesic::{amnesic_probe, AmnesicSetup, Eraser},
+        text::TextTokenizer,
+    };
+    let dir = scratch("amnesic-errors");
+    gpt2_with_word_tokenizer(&dir);
+    let plugins = plugins(&["vene_gpt2", "vene_erasure"]);
+    let model =
+        vene_host::model::LoadedModel::load(&plugins, &dir, vene_api::DeviceSpec::CPU, vene_api::DTypeSpec::F32)
+            .unwrap();
+    let tokenizer = TextTokenizer::for_model(&dir, "gpt2").unwrap().unwrap();
+    let setup = |names: Vec<&str>, position| AmnesicSetup {
+        template: "{name} w5 w6".to_string(),
+        classes: vec![
+            ("w1".to_string(), names.iter().map(|n| n.to_string()).collect()),
+            ("w2".to_string(), vec!["w20".to_string(), "w21".to_string(), "w22".to_string()]),
+        ],
+        layer: 1,
+        component: "block_output".to_string(),
+        position,
+        eraser: Eraser::Inlp(2),
+    };
+    let error = |s: AmnesicSetup| amnesic_probe(&model, &plugins, &tokenizer, &s).expect_err("refused").to_string();
+    assert!(error(setup(vec!["w10", "w11 w12"], 0))
+        .contains("\"w11 w12\" makes the prompt 4 tokens long where the first name makes it 3"));
+    assert!(error(setup(vec!["w10", "w11", "w12"], 3))
+        .contains("position 3 is outside the 3-token prompts (valid: 0 to 2)"));
+    let found = amnesic_probe(&model, &plugins, &tokenizer, &setup(vec!["w10", "w11", "w12", "w13"], 0)).unwrap();
+    assert_eq!((found.train_names, found.held_out_names), (5, 2));
+}

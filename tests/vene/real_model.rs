@@ -153,3 +153,38 @@ fn real_gemma3_causal_trace_of_a_known_fact() {
         assert!(worst < 1e-5, "{sweep}: with no noise a restoration moved p by {worst}");
     }
 }
+
+/// Amnesic probing on the real model (" he" / " she" after "NAME walked because"): LEACE at the name's position in
+/// layer 8 takes a probe to chance and the model's pronoun down to the majority class, while at layer 14 the model
+/// no longer reads gender from the name's position (DAS finds it at the last token by then) and erasing there leaves
+/// the pronoun as it was.
+#[test]
+fn real_gemma3_gender_erased_at_the_name() {
+    use vene_host::studies::amnesic::{amnesic_probe, AmnesicSetup, Eraser};
+    let (model, tokenizer) = gemma3();
+    let plugins = plugins(&["vene_llama", "vene_erasure"]);
+    let names = |file: &str| -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/das").join(file);
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let setup = |layer| AmnesicSetup {
+        template: "{name} walked because".to_string(),
+        classes: vec![(" he".to_string(), names("male_names.txt")), (" she".to_string(), names("female_names.txt"))],
+        layer,
+        component: "block_output".to_string(),
+        position: 1,
+        eraser: Eraser::Leace,
+    };
+    let early = amnesic_probe(&model, &plugins, &tokenizer, &setup(8)).unwrap();
+    assert!(early.behaviour_before > 0.95, "{early:?}");
+    assert!(early.probe_after < early.probe_before && early.probe_after <= early.majority + 1e-9, "{early:?}");
+    assert!(early.behaviour_after < early.behaviour_before - 0.1, "{early:?}");
+    let late = amnesic_probe(&model, &plugins, &tokenizer, &setup(14)).unwrap();
+    assert!(late.behaviour_after > 0.95, "{late:?}");
+}

@@ -123,13 +123,33 @@ pub fn fit_inlp(activations: &Tensor, labels: &Tensor, iterations: usize) -> Res
 
 /// A multinomial logistic probe without bias on centred activations: `classes × width` weights.
 fn train_probe(x: &Tensor, labels: &Tensor, classes: i64) -> Result<Tensor> {
-    let weights = Tensor::zeros([classes, x.size()[1]], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-    let mut optimizer = tch::COptimizer::adam(0.05, 0.9, 0.999, 0.0, 1e-8, false)?;
-    optimizer.add_parameters(&weights, 0)?;
-    for _ in 0..300 {
-        optimizer.zero_grad()?;
-        x.matmul(&weights.tr()).cross_entropy_for_logits(labels).backward();
-        optimizer.step()?;
-    }
-    Ok(weights.detach())
+    // Trained with gradients on even when the caller measures under `no_grad`.
+    tch::with_grad(|| {
+        let weights = Tensor::zeros([classes, x.size()[1]], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let mut optimizer = tch::COptimizer::adam(0.05, 0.9, 0.999, 0.0, 1e-8, false)?;
+        optimizer.add_parameters(&weights, 0)?;
+        for _ in 0..300 {
+            optimizer.zero_grad()?;
+            x.matmul(&weights.tr()).cross_entropy_for_logits(labels).f_backward()?;
+            optimizer.step()?;
+        }
+        Ok(weights.detach())
+    })
+}
+
+/// The held-out accuracy of a multinomial logistic probe trained on `train` (activations, labels) and tested on
+/// `test`, both centred and scaled by the training activations' mean and spread (a constant feature gives it a bias,
+/// so unbalanced classes are fitted too).
+pub fn probe_accuracy(train: (&Tensor, &Tensor), test: (&Tensor, &Tensor), classes: i64) -> Result<f64> {
+    let x = train.0.detach().to_kind(Kind::Float).to_device(tch::Device::Cpu);
+    let mean = x.mean_dim(0, true, Kind::Float);
+    let scale = (&x - &mean).std(true).double_value(&[]) + 1e-6;
+    let with_bias = |x: Tensor| Tensor::cat(&[x.ones_like().narrow(1, 0, 1), x], 1);
+    let labels = train.1.to_kind(Kind::Int64).to_device(tch::Device::Cpu);
+    let weights = train_probe(&with_bias((&x - &mean) / scale), &labels, classes)?;
+    let _no_grad = tch::no_grad_guard();
+    let test_x = with_bias((test.0.detach().to_kind(Kind::Float).to_device(tch::Device::Cpu) - &mean) / scale);
+    let predicted = test_x.matmul(&weights.tr()).argmax(-1, false);
+    let right = predicted.eq_tensor(&test.1.to_kind(Kind::Int64).to_device(tch::Device::Cpu)).to_kind(Kind::Float);
+    Ok(right.mean(Kind::Float).double_value(&[]))
 }

@@ -1,6 +1,7 @@
 //! The paper's studies as library functions behind `vene` subcommands; each result becomes a
 //! [`output::StudyOutput`] (PNG + SVG figures and a JSON of its numbers) written by one writer.
 
+pub mod amnesic;
 pub mod channels;
 pub mod facts;
 pub mod interchange;

@@ -21,8 +21,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use studies::{
-    channels, das_probe, interchange, interchange_search, path_patch, scrub, senses, steer, steer_sentiment, timesteps,
-    trace,
+    channels, das_probe, erase, interchange, interchange_search, path_patch, scrub, senses, steer, steer_sentiment,
+    timesteps, trace,
 };
 
 #[derive(Parser)]
@@ -83,6 +83,9 @@ enum Command {
     /// Path patching (IOI-style): each sender head's effect along the direct path to the logits, or to later heads'
     /// query / key / value inputs, from clean and corrupted prompt pairs; heatmaps and the strongest heads.
     PathPatch(path_patch::PathPatchArgs),
+    /// Amnesic probing: a class erased from one site (LEACE or INLP, fitted on training names), and what a fresh
+    /// probe and the model itself still get right on held-out names.
+    Erase(erase::EraseArgs),
     /// Causal scrubbing: a hypothesis's kept heads and MLPs resampled from same-class inputs, every other node from
     /// random ones; the loss it recovers against random hypotheses of its size.
     Scrub(scrub::ScrubArgs),
@@ -130,6 +133,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::NewModel(args) => new_model::run(args),
         Command::PathPatch(args) => path_patch::run(args),
         Command::Scrub(args) => scrub::run(args),
+        Command::Erase(args) => erase::run(args),
         Command::Run(args) => run::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Slurm(args) => slurm::run(args),

@@ -11,6 +11,8 @@
 
 mod sweep;
 
+use std::cell::OnceCell;
+
 pub use sweep::{all_heads, assemble, items, run, strongest, study_output, sweep_options, PathPatching, Shape};
 
 use serde::{Deserialize, Serialize};
@@ -76,6 +78,16 @@ pub struct PathBatch {
     pub prompts: usize,
     /// The prompts as given, for a sweep's identity.
     pub texts: Vec<PathPrompt>,
+    /// The clean and corrupted activations every sender's run reads, collected on first use.
+    sources: OnceCell<Sources>,
+}
+
+/// Per layer: every head's output on the corrupted prompts `(batch, heads, seq, head_dim)`, and the clean prompts'
+/// attention value output `(batch, seq, width)` and MLP output.
+struct Sources {
+    corrupted_heads: Vec<Tensor>,
+    clean_attention: Vec<Tensor>,
+    clean_mlp: Vec<Tensor>,
 }
 
 fn single_token(tokenizer: &TextTokenizer, word: &str, line: usize) -> Result<i64> {
@@ -124,7 +136,35 @@ impl PathBatch {
             distractor: Tensor::from_slice(&distractor).to_device(device),
             prompts: prompts.len(),
             texts: prompts.to_vec(),
+            sources: OnceCell::new(),
         })
+    }
+
+    /// The activations the senders' runs read, collected by one corrupted and one clean pass the first time.
+    fn sources(&self, model: &LoadedModel, plugins: &PluginSet) -> Result<&Sources> {
+        if let Some(sources) = self.sources.get() {
+            return Ok(sources);
+        }
+        let layers = model.catalog().num_layers;
+        let collect = |inputs: &ForwardInputs, sites: &[(&str, &str)]| -> Result<Vec<Tensor>> {
+            let representations = (0..layers)
+                .flat_map(|layer| {
+                    sites.iter().map(move |(component, unit)| {
+                        json!({"layer": layer, "component": component, "unit": unit, "intervention": {"type": "collect"}})
+                    })
+                })
+                .collect();
+            let mut collector = bind(model, plugins, representations)?;
+            Ok(collector.run(inputs, &[], &UnitLocations::whole(), &Subspaces::None)?.collected)
+        };
+        let corrupted_heads = collect(&self.corrupted, &[("head_attention_value_output", "h")])?;
+        let mut clean = collect(&self.clean, &[("attention_value_output", "pos"), ("mlp_output", "pos")])?.into_iter();
+        let (mut clean_attention, mut clean_mlp) = (Vec::new(), Vec::new());
+        while let (Some(attention), Some(mlp)) = (clean.next(), clean.next()) {
+            clean_attention.push(attention);
+            clean_mlp.push(mlp);
+        }
+        Ok(self.sources.get_or_init(|| Sources { corrupted_heads, clean_attention, clean_mlp }))
     }
 
     /// The mean logit difference (target − distractor) at each prompt's last position, per block of `prompts`
@@ -214,39 +254,37 @@ pub fn sender_effects(
             catalog.num_heads
         )));
     }
+    let sources = batch.sources(model, plugins)?;
     let vanilla = json!({"type": "vanilla"});
     let mut representations = vec![json!({"layer": layer, "component": "head_attention_value_output", "unit": "h",
-        "group_key": 0, "intervention": vanilla})];
+        "intervention": vanilla})];
+    let mut activations = vec![Some(sources.corrupted_heads[layer as usize].narrow(1, i64::from(head), 1))];
     let rows = batch.prompts;
     let mut locations = vec![json!(vec![vec![head]; rows])];
     let frozen_mlps = if options.freeze_mlps { layer..layers } else { layers..layers };
     for later in layer + 1..layers {
-        representations.push(json!({"layer": later, "component": "attention_value_output", "group_key": 1,
-            "intervention": vanilla}));
+        representations.push(json!({"layer": later, "component": "attention_value_output", "intervention": vanilla}));
+        activations.push(Some(sources.clean_attention[later as usize].shallow_clone()));
         locations.push(serde_json::Value::Null);
     }
     for mlp in frozen_mlps {
-        representations.push(json!({"layer": mlp, "component": "mlp_output", "group_key": 1,
-            "intervention": vanilla}));
+        representations.push(json!({"layer": mlp, "component": "mlp_output", "intervention": vanilla}));
+        activations.push(Some(sources.clean_mlp[mlp as usize].shallow_clone()));
         locations.push(serde_json::Value::Null);
     }
     let receiver_component = options.receivers.component();
     if let Some(component) = receiver_component {
         for later in layer + 1..layers {
-            representations.push(json!({"layer": later, "component": component, "unit": "h", "group_key": 1,
+            representations.push(json!({"layer": later, "component": component, "unit": "h",
                 "intervention": {"type": "collect"}}));
+            activations.push(None);
             locations.push(serde_json::Value::Null);
         }
     }
-    let representations_in_clean_group = representations.len() - 1;
     let unit_locations = UnitLocations::parse(Some(&json!({"sources->base": [locations.clone(), locations]})))?;
     let mut intervenable = bind(model, plugins, representations)?;
-    // Group 1 (frozen and collected sites, read from the clean prompt) is empty for a last-layer sender.
-    let mut sources = vec![Some(batch.corrupted.shallow_clone())];
-    if representations_in_clean_group > 0 {
-        sources.push(Some(batch.clean.shallow_clone()));
-    }
-    let run = intervenable.run(&batch.clean, &sources, &unit_locations, &Subspaces::None)?;
+    // One pass: the sources were collected once for every sender.
+    let run = intervenable.run_with_activations(&batch.clean, activations, &unit_locations, &Subspaces::None)?;
     let to_logits = match options.receivers {
         Receivers::Logits => Some(baseline.effect(batch.logit_differences(&run.output, &batch.clean)?[0])),
         _ => None,

@@ -3,6 +3,7 @@
 
 pub mod channels;
 pub mod das_probe;
+pub mod erase;
 pub mod interchange;
 pub mod interchange_search;
 pub mod path_patch;
