@@ -458,7 +458,7 @@ fn report_renders_in_chromium(report: &std::path::Path) {
     assert!(images >= 15, "{images} figures");
     assert_eq!(body_data(&dom, "data-broken-images"), 0, "figures that did not load");
     let sections: Vec<&str> = dom.split("<section").skip(1).map(|s| &s[..s.find("</section>").unwrap()]).collect();
-    assert_eq!(sections.len(), 9, "one section per study");
+    assert_eq!(sections.len(), 10, "one section per study");
     for section in &sections {
         for part in ["Question.", "Measured here.", "Reproduce", "<pre>vene", "<h2>"] {
             assert!(
