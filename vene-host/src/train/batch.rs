@@ -76,34 +76,64 @@ fn label_id(label: &Label, tokenizer: Option<&TextTokenizer>) -> Result<i64> {
     }
 }
 
+/// One example converted to tensors, once per run rather than once per step.
+pub struct PreparedExample {
+    base: ForwardInputs,
+    sources: Vec<Option<ForwardInputs>>,
+    locations: UnitLocations,
+    subspaces: Subspaces,
+    label: i64,
+    base_label: Option<i64>,
+}
+
+impl PreparedExample {
+    pub fn new(example: &TrainingExample, tokenizer: Option<&TextTokenizer>, device: tch::Device) -> Result<Self> {
+        let convert = |json: &ExampleJson, what: &str| json.to_inputs(what, device, tokenizer);
+        let base = convert(&example.base, "base")?;
+        let batch = base.batch_size() as usize;
+        if batch != 1 {
+            return Err(VeneError::Inputs(format!("each training example holds one base, found {batch}")));
+        }
+        Ok(Self {
+            base,
+            sources: example
+                .sources
+                .iter()
+                .map(|source| source.as_ref().map(|s| convert(s, "sources")).transpose())
+                .collect::<Result<_>>()?,
+            locations: UnitLocations::parse(example.unit_locations.as_ref())?,
+            subspaces: Subspaces::parse(example.subspaces.as_ref())?,
+            label: label_id(&example.label, tokenizer)?,
+            base_label: example.base_label.as_ref().map(|l| label_id(l, tokenizer)).transpose()?,
+        })
+    }
+
+    /// Every example of `examples`, converted.
+    pub fn all(
+        examples: &[&TrainingExample],
+        tokenizer: Option<&TextTokenizer>,
+        device: tch::Device,
+    ) -> Result<Vec<Self>> {
+        examples.iter().map(|e| Self::new(e, tokenizer, device)).collect()
+    }
+}
+
 impl Batch {
     pub fn new(examples: &[&TrainingExample], tokenizer: Option<&TextTokenizer>, device: tch::Device) -> Result<Self> {
-        let convert = |json: &ExampleJson, what: &str| json.to_inputs(what, device, tokenizer);
-        let mut bases = Vec::new();
-        let mut locations = Vec::new();
-        let mut subspaces = Vec::new();
-        let mut labels = Vec::new();
-        let mut base_labels = Vec::new();
+        let prepared = PreparedExample::all(examples, tokenizer, device)?;
+        Self::stack(&prepared.iter().collect::<Vec<_>>(), device)
+    }
+
+    /// Stacks converted examples into one batch.
+    pub fn stack(examples: &[&PreparedExample], device: tch::Device) -> Result<Self> {
         let groups = examples.iter().map(|e| e.sources.len()).max().unwrap_or(0);
         let mut sources: Vec<Vec<Option<ForwardInputs>>> = (0..groups).map(|_| Vec::new()).collect();
         for example in examples {
-            let base = convert(&example.base, "base")?;
-            let batch = base.batch_size() as usize;
-            if batch != 1 {
-                return Err(VeneError::Inputs(format!("each training example holds one base, found {batch}")));
-            }
             if example.sources.len() != groups {
                 return Err(VeneError::Inputs("examples of one dataset must give the same number of sources".into()));
             }
             for (group, source) in example.sources.iter().enumerate() {
-                sources[group].push(source.as_ref().map(|s| convert(s, "sources")).transpose()?);
-            }
-            bases.push(base);
-            locations.push((UnitLocations::parse(example.unit_locations.as_ref())?, 1));
-            subspaces.push((Subspaces::parse(example.subspaces.as_ref())?, 1));
-            labels.push(label_id(&example.label, tokenizer)?);
-            if let Some(label) = &example.base_label {
-                base_labels.push(label_id(label, tokenizer)?);
+                sources[group].push(source.as_ref().map(ForwardInputs::shallow_clone));
             }
         }
         let sources = sources
@@ -116,14 +146,16 @@ impl Batch {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        let labels: Vec<i64> = examples.iter().map(|e| e.label).collect();
+        let base_labels: Option<Vec<i64>> = examples.iter().map(|e| e.base_label).collect();
         Ok(Self {
-            base: stack_inputs(bases, "base")?.reading_last_position(),
+            base: stack_inputs(examples.iter().map(|e| e.base.shallow_clone()).collect(), "base")?
+                .reading_last_position(),
             sources,
-            locations: UnitLocations::stack(locations),
-            subspaces: Subspaces::Stacked(subspaces),
+            locations: UnitLocations::stack(examples.iter().map(|e| (e.locations.clone(), 1)).collect()),
+            subspaces: Subspaces::Stacked(examples.iter().map(|e| (e.subspaces.clone(), 1)).collect()),
             labels: Tensor::from_slice(&labels).to_device(device),
-            base_labels: (base_labels.len() == examples.len())
-                .then(|| Tensor::from_slice(&base_labels).to_device(device)),
+            base_labels: base_labels.map(|b| Tensor::from_slice(&b).to_device(device)),
         })
     }
 }

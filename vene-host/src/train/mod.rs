@@ -28,7 +28,7 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use batch::last_logits;
-pub use batch::Batch;
+pub use batch::{Batch, PreparedExample};
 use checkpoint::{resume, run_identity, save_checkpoint, Progress};
 pub use model_weights::{save_model, ModelObjective};
 
@@ -278,7 +278,9 @@ pub fn train(
     let total = steps_per_epoch * options.epochs.max(1);
     let warmup = ((total as f64) * options.warmup_fraction).round() as usize;
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let mut order: Vec<&TrainingExample> = train.to_vec();
+    let device = model.model().device();
+    let prepared = PreparedExample::all(train, tokenizer, device)?;
+    let mut order: Vec<&PreparedExample> = prepared.iter().collect();
     let resumed_at = progress_so_far.step;
     let mut step = 0;
     for epoch in 0..options.epochs.max(1) {
@@ -292,7 +294,7 @@ pub fn train(
             model.set_training(true);
             model.set_progress(step as f64 / total.max(1) as f64);
             optimizer.set_learning_rate(learning_rate_at(step, total, warmup, options.learning_rate));
-            let batch = Batch::new(chunk, tokenizer, model.model().device())?;
+            let batch = Batch::stack(chunk, device)?;
             let (value, correct) = optimize_step(model, &mut optimizer, &batch, model_objective)?;
             step += 1;
             progress_so_far.epoch_loss += value * chunk.len() as f64;
