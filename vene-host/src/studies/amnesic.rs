@@ -98,17 +98,7 @@ fn prepare(tokenizer: &TextTokenizer, setup: &AmnesicSetup, device: tch::Device)
             length.saturating_sub(1)
         )));
     }
-    let targets = setup
-        .classes
-        .iter()
-        .map(|(word, _)| {
-            tokenizer
-                .encode_plain(word)?
-                .first()
-                .copied()
-                .ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let targets = super::first_tokens(tokenizer, setup.classes.iter().map(|(word, _)| word.as_str()))?;
     let count = rows.len() as i64;
     let ids = Tensor::from_slice(&rows.concat()).view([count, -1]).to_device(device);
     Ok(Prepared {

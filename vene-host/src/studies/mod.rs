@@ -116,3 +116,16 @@ pub(crate) fn bind(model: LoadedModel, plugins: &PluginSet, config: serde_json::
         serde_json::from_value(config).map_err(|e| VeneError::Config(e.to_string()))?;
     IntervenableModel::new(model, config, plugins, 0)
 }
+
+/// Each word's first token (the class targets of the probing studies); an empty word is refused by name.
+pub fn first_tokens<'a>(tokenizer: &TextTokenizer, words: impl Iterator<Item = &'a str>) -> Result<Vec<i64>> {
+    words
+        .map(|word| {
+            tokenizer
+                .encode_plain(word)?
+                .first()
+                .copied()
+                .ok_or_else(|| crate::error::VeneError::Inputs(format!("{word:?} is empty")))
+        })
+        .collect()
+}

@@ -120,17 +120,7 @@ pub fn plan(tokenizer: &TextTokenizer, setup: &ProbeSetup, layers: usize) -> Res
         .enumerate()
         .flat_map(|(class, (_, names))| names.iter().map(move |n| (n.clone(), class)))
         .collect();
-    let targets = setup
-        .classes
-        .iter()
-        .map(|(word, _)| {
-            tokenizer
-                .encode_plain(word)?
-                .first()
-                .copied()
-                .ok_or_else(|| VeneError::Inputs(format!("{word:?} is empty")))
-        })
-        .collect::<Result<Vec<i64>>>()?;
+    let targets = super::first_tokens(tokenizer, setup.classes.iter().map(|(word, _)| word.as_str()))?;
     let positions = tokenizer.encode(&setup.prompt(&names[0].0))?.len();
     if let Some((name, _)) =
         names.iter().find(|(n, _)| tokenizer.encode(&setup.prompt(n)).map_or(true, |t| t.len() != positions))
