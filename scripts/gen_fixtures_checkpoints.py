@@ -6,6 +6,9 @@
   pickles/builtins_eval.bin  the same with builtins.eval
   pickles/truncated.bin      a valid state dict cut short
   pickles/oversized.bin      a state dict whose pickle declares more elements than its storage holds
+  pickles/legacy.pth         a state dict in torch's legacy (pre-zip) format: float, int64, half, a transposed view
+                             and two tensors sharing one storage
+  pickles/legacy_truncated.pth  the same cut inside its raw storages
 
 Run: scripts/pyref-env.sh && .deps/pyref/bin/python scripts/gen_fixtures_checkpoints.py
 """
@@ -82,6 +85,23 @@ def main():
     hostile = pickled.replace(b"K\x06", b"\x8a\x06\x00\x00\x00\x00\x00\x01", 1)
     assert hostile != pickled, "numel 6 not found in the pickle"
     torch_zip(os.path.join(OUT, "pickles", "oversized.bin"), hostile, [("0", storage)])
+
+    # The legacy layout: five pickles, then raw storages.
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 4
+    legacy_state = {
+        "weight": base,
+        "transposed": base.t(),
+        "row": base[1],
+        "steps": torch.arange(5, dtype=torch.int64) * 1000,
+        "half": torch.tensor([0.5, -1.25, 3.0], dtype=torch.float16),
+    }
+    legacy = io.BytesIO()
+    torch.save(legacy_state, legacy, _use_new_zipfile_serialization=False)
+    legacy = legacy.getvalue()
+    with open(os.path.join(OUT, "pickles", "legacy.pth"), "wb") as f:
+        f.write(legacy)
+    with open(os.path.join(OUT, "pickles", "legacy_truncated.pth"), "wb") as f:
+        f.write(legacy[:-10])
 
     with open(os.path.join(OUT, "README.md"), "w") as f:
         f.write(__doc__)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs libtorch 2.13.0 for vene from the PyPI torch wheel into .deps/libtorch-py (git-ignored), then the real
-# pretrained model (scripts/real-model.sh: Gemma 3 270M into the user's cache).
+# pretrained models (scripts/real-model.sh: Gemma 3 270M; scripts/real-assets.sh: the CRNN, EfficientNet-Lite0,
+# Silero VAD and photographs) into the user's cache.
 # Idempotent: a second run checks a stamp and does nothing. Wheels are cached in the user's cache dir
 # so fresh clones and CI reuse the download. VENE_CUDA=1 installs the full CUDA set instead of the lean CPU one.
 set -euo pipefail
@@ -20,6 +21,7 @@ flock 9
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dest/torch/lib/libtorch_cpu.so" ]; then
   "$repo/scripts/real-model.sh" >/dev/null
+  "$repo/scripts/real-assets.sh" >/dev/null
   exit 0
 fi
 
@@ -44,3 +46,4 @@ rm -rf "$dest"
 mv "$dest.partial" "$dest"
 echo "$want" > "$stamp"
 "$repo/scripts/real-model.sh" >/dev/null
+"$repo/scripts/real-assets.sh" >/dev/null

@@ -63,6 +63,36 @@ fn sizes_in_headers_are_checked_before_allocating() {
 }
 
 #[test]
+fn the_legacy_format_reads_every_tensor_as_torch_load_does() {
+    let tensors: std::collections::HashMap<_, _> =
+        read_torch_state_dict(&pickles().join("legacy.pth")).expect("legacy file reads").into_iter().collect();
+    let base = tch::Tensor::arange(12, (Kind::Float, Device::Cpu)).view([3, 4]) / 4.0;
+    assert_eq!(max_abs_diff(&tensors["weight"], &base), 0.0);
+    assert_eq!(max_abs_diff(&tensors["transposed"], &base.tr()), 0.0);
+    assert_eq!(max_abs_diff(&tensors["row"], &base.get(1)), 0.0);
+    assert_eq!(tensors["steps"].kind(), Kind::Int64);
+    assert_eq!(Vec::<i64>::try_from(&tensors["steps"]).unwrap(), vec![0, 1000, 2000, 3000, 4000]);
+    assert_eq!(tensors["half"].kind(), Kind::Half);
+    assert_eq!(Vec::<f32>::try_from(&tensors["half"].to_kind(Kind::Float)).unwrap(), vec![0.5, -1.25, 3.0]);
+}
+
+#[test]
+fn a_truncated_legacy_file_names_the_storage_it_lost() {
+    let error = error_of(&pickles().join("legacy_truncated.pth"));
+    assert!(error.contains("legacy_truncated.pth is not a valid PyTorch checkpoint"), "{error}");
+    assert!(error.contains("elements but the file ends before them"), "{error}");
+}
+
+#[test]
+fn a_file_that_is_neither_layout_names_both() {
+    let path = std::env::temp_dir().join(format!("vene-not-torch-{}.pth", std::process::id()));
+    std::fs::write(&path, b"GGUF\x03\x00\x00\x00 not a torch file").unwrap();
+    let error = error_of(&path);
+    std::fs::remove_file(&path).unwrap();
+    assert!(error.contains("neither a zip archive (torch.save since 1.6) nor a pickle stream"), "{error}");
+}
+
+#[test]
 fn damaged_safetensors_and_missing_weights_name_the_file_and_weight() {
     let dir = std::env::temp_dir().join(format!("vene-damaged-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

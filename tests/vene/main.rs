@@ -6,6 +6,7 @@
 mod adapters;
 mod causal;
 mod checkpoints;
+mod cnn_rnn;
 mod common;
 mod das;
 mod erasure;
@@ -17,6 +18,7 @@ mod llama;
 mod loading;
 mod path_patching;
 mod plugins;
+mod real_cnn_rnn;
 mod real_model;
 mod reference;
 mod robustness;

@@ -17,7 +17,8 @@ pub enum SiteLayout {
     AttentionWeights,
     /// `(batch, dim)` once per timestep of a recurrent model: unit `t`.
     Recurrent,
-    /// `(batch, dim)` with no sequence axis: the whole tensor.
+    /// `(batch, dim)` with no sequence axis (a pooled vector): unit `feature` selects coordinates, like pyvene's
+    /// dim-1 selection on 2-D tensors.
     Flat,
     /// `(batch, channels, height, width)`: units `channel`, `pos` (flattened spatial position).
     FeatureMap,
@@ -32,7 +33,7 @@ impl SiteLayout {
             SiteLayout::Sequence => &["pos"],
             SiteLayout::Heads | SiteLayout::AttentionWeights => &["h", "h.pos"],
             SiteLayout::Recurrent => &["t"],
-            SiteLayout::Flat => &[],
+            SiteLayout::Flat => &["feature"],
             SiteLayout::FeatureMap => &["channel", "pos"],
             SiteLayout::Senses => &["sense", "sense.pos"],
         }

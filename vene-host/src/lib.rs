@@ -38,3 +38,4 @@ pub mod toy;
 pub mod train;
 pub mod units;
 pub mod vectors;
+pub mod vision;

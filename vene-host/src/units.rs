@@ -39,6 +39,7 @@ pub fn unit_kind(layout: SiteLayout, unit: &str) -> Option<UnitKind> {
         (SiteLayout::Senses, "sense") => vec![1],
         (SiteLayout::Senses, "sense.pos") => vec![1, 2],
         (SiteLayout::FeatureMap, "channel") => vec![1],
+        (SiteLayout::Flat, "feature") => vec![1],
         (SiteLayout::FeatureMap, "pos") => return Some(UnitKind::Spatial),
         (SiteLayout::Recurrent, "t") => return Some(UnitKind::Timestep),
         _ => return None,

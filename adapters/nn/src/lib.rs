@@ -2,9 +2,11 @@
 //! may be held by the host, so nothing here writes into its inputs.
 
 pub mod backpack;
+pub mod conv;
 pub mod decoder;
 pub mod gpt2;
 pub mod gru;
+pub mod lstm;
 pub mod resnet;
 
 use tch::{Kind, Tensor};
