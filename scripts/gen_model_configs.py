@@ -4,6 +4,7 @@
 
   easyocr-english-g2   EasyOCR 1.7's `english_g2` recogniser: network_params (1, 256, 256) and its character set
                        (easyocr/config.py), image height 64, pixels (x / 255 - 0.5) / 0.5 as EasyOCR's NormalizePAD.
+  silero-vad           Silero VAD 16 kHz: 512-sample chunks with 64 samples of context, STFT of 256, LSTMCell(128).
   efficientnet-lite0   EfficientNet-B0's block arguments without squeeze-excitation (Lite), TensorFlow SAME padding,
                        inputs (x - 127) / 128 as the TF-Lite model was trained; ImageNet class names from torchvision.
 
@@ -54,6 +55,19 @@ def main():
             "hidden_size": 256,
             "characters": EASYOCR_ENGLISH_CHARACTERS,
             "preprocess": {"grayscale": True, "height": 64, "mean": [0.5], "std": [0.5]},
+        },
+    )
+    write(
+        "silero-vad",
+        {
+            "model_type": "silero_vad",
+            "source": "silero_vad_16k.safetensors (PyPI silero-vad 6.2.3), MIT",
+            "sample_rate": 16000,
+            "chunk": 512,
+            "context": 64,
+            "n_fft": 256,
+            "hidden_size": 128,
+            "conv_channels": [128, 64, 64, 128],
         },
     )
     classes = imagenet_classes(sys.argv[1])

@@ -67,7 +67,7 @@ PY
   mv "$file.partial" "$file"
 done
 
-for model in easyocr-english-g2 efficientnet-lite0; do
+for model in easyocr-english-g2 efficientnet-lite0 silero-vad; do
   cmp -s "$repo/examples/models/$model/config.json" "$cache/models/$model/config.json" ||
     cp "$repo/examples/models/$model/config.json" "$cache/models/$model/config.json"
 done

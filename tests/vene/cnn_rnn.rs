@@ -1,6 +1,7 @@
-//! The CRNN (EasyOCR's recogniser) and EfficientNet-Lite adapters against their PyTorch references
+//! The CRNN (EasyOCR's recogniser), EfficientNet-Lite and Silero VAD adapters against their PyTorch references
 //! (scripts/gen_fixtures_cnn_rnn.py): the output and every site, on seeded weights saved in the real layouts — a
-//! zip `pytorch_model.bin` with EasyOCR's `module.` prefix, and torch's legacy format for EfficientNet.
+//! zip `pytorch_model.bin` with EasyOCR's `module.` prefix, torch's legacy format for EfficientNet, safetensors for
+//! Silero.
 
 use std::collections::BTreeMap;
 
@@ -107,6 +108,11 @@ fn crnn_matches_easyocr_at_every_site() {
 #[test]
 fn efficientnet_lite_matches_its_reference_at_every_site() {
     matches_reference_at_every_site("vene_efficientnet", "efficientnet");
+}
+
+#[test]
+fn silero_vad_matches_its_reference_at_every_site() {
+    matches_reference_at_every_site("vene_silero", "silero");
 }
 
 #[test]

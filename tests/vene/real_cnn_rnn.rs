@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 use vene_api::{DTypeSpec, DeviceSpec};
 use vene_host::{
     model::{ForwardInputs, LoadedModel},
-    real_model::{easyocr_english, efficientnet_lite0, real_asset},
+    real_model::{easyocr_english, efficientnet_lite0, real_asset, silero_vad},
     vision::{ctc_greedy, load_photo, rgb_pixels, text_batch, Preprocess},
 };
 
@@ -92,4 +92,14 @@ fn real_crnn_reads_rendered_words() {
     let _no_grad = tch::no_grad_guard();
     let logits = model.forward_plain(&ForwardInputs::from_features(pixels)).unwrap().output;
     assert_eq!(ctc_greedy(&logits, &characters(&dir)), words);
+}
+
+#[test]
+fn real_silero_matches_its_reference() {
+    let reference = reference();
+    let model = load("vene_silero", &silero_vad().unwrap());
+    let _no_grad = tch::no_grad_guard();
+    let output = model.forward_plain(&ForwardInputs::from_features(reference["silero.input"].shallow_clone())).unwrap();
+    let difference = max_abs_diff(&output.output, &reference["silero.output"]);
+    assert!(difference < 1e-4, "speech probabilities differ by {difference}");
 }

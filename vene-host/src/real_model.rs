@@ -85,3 +85,8 @@ pub fn note_terms_on_first_use(path: &std::path::Path) {
     // Best effort: a read-only cache only means the note is shown again next time.
     let _ = std::fs::write(&marker, GEMMA_TERMS);
 }
+
+/// Silero VAD 16 kHz as a model directory.
+pub fn silero_vad() -> Result<PathBuf> {
+    real_asset("models/silero-vad/config.json").map(|_| cache_dir().join("models/silero-vad"))
+}

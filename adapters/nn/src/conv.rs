@@ -42,6 +42,10 @@ impl Conv {
         self.weight.size()[0]
     }
 
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     /// `(b, in, h, w)` → `(b, out, h', w')`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let kernel = self.weight.size()[2];
