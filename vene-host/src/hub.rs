@@ -45,6 +45,9 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     if path.is_dir() || vene_checkpoint::gguf::is_gguf(path) {
         return Ok(path.to_path_buf());
     }
+    if let Some(installed) = crate::real_model::installed(spec) {
+        return installed;
+    }
     if path.is_file() {
         return Err(VeneError::Config(format!(
             "model '{spec}' is a file but not a GGUF (.gguf) file: give a .gguf file, a model directory or a hub repo id"

@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audio;
 pub mod causal;
 pub mod config;
 pub mod datasets;

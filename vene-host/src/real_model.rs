@@ -90,3 +90,17 @@ pub fn note_terms_on_first_use(path: &std::path::Path) {
 pub fn silero_vad() -> Result<PathBuf> {
     real_asset("models/silero-vad/config.json").map(|_| cache_dir().join("models/silero-vad"))
 }
+
+/// The real models the set-up step installs, by the short names the commands take for `--model`.
+pub const INSTALLED_NAMES: [&str; 4] = ["gemma-3-270m", "easyocr-english-g2", "efficientnet-lite0", "silero-vad"];
+
+/// `Some(path)` when `name` is one of [`INSTALLED_NAMES`] (an error if that model is not installed), else `None`.
+pub fn installed(name: &str) -> Option<Result<PathBuf>> {
+    Some(match name {
+        "gemma-3-270m" => gemma3_270m(),
+        "easyocr-english-g2" => easyocr_english(),
+        "efficientnet-lite0" => efficientnet_lite0(),
+        "silero-vad" => silero_vad(),
+        _ => return None,
+    })
+}

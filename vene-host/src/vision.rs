@@ -67,6 +67,11 @@ impl Preprocess {
 
 /// A photograph as `(1, 3, crop, crop)`: shorter side resized (bilinear), centre crop, normalised.
 pub fn load_photo(path: &Path, preprocess: &Preprocess) -> Result<Tensor> {
+    load_photo_with_crop(path, preprocess).map(|(pixels, _)| pixels)
+}
+
+/// [`load_photo`], with the crop the model sees as an image.
+pub fn load_photo_with_crop(path: &Path, preprocess: &Preprocess) -> Result<(Tensor, RgbImage)> {
     let image = image::open(path)
         .map_err(|e| VeneError::Inputs(format!("{} is not a readable PNG or JPEG image: {e}", path.display())))?
         .to_rgb8();
@@ -74,7 +79,8 @@ pub fn load_photo(path: &Path, preprocess: &Preprocess) -> Result<Tensor> {
         return Err(VeneError::Config("preprocess needs resize_shorter and crop for photographs".into()));
     };
     let cropped = centre_crop(&resize_shorter(&image, shorter), crop);
-    preprocess.normalise(cropped.into_raw(), 3, crop as i64, crop as i64)
+    let pixels = preprocess.normalise(cropped.as_raw().clone(), 3, crop as i64, crop as i64)?;
+    Ok((pixels, cropped))
 }
 
 /// The `crop` × `crop` centre of `image` (exactly `(w - crop) / 2` from the left, as torchvision rounds).
@@ -141,18 +147,18 @@ pub fn render_text(text: &str, height: u32) -> GrayImage {
 }
 
 /// Words rendered at the model's strip height, right-padded to a common width by repeating each strip's last
-/// column (EasyOCR's `NormalizePAD`), as `(words, 1, height, width)`.
+/// column (EasyOCR's `NormalizePAD`), as `(words, 1, height, width)`, with the padded images.
 pub fn text_batch(words: &[&str], preprocess: &Preprocess) -> Result<(Tensor, Vec<GrayImage>)> {
     let height = preprocess.height.ok_or_else(|| VeneError::Config("preprocess needs a height for text".into()))?;
-    let images: Vec<GrayImage> = words.iter().map(|w| render_text(w, height)).collect();
-    let width = images.iter().map(|i| i.width()).max().unwrap_or(8);
+    let rendered: Vec<GrayImage> = words.iter().map(|w| render_text(w, height)).collect();
+    let width = rendered.iter().map(|i| i.width()).max().unwrap_or(8);
+    let images: Vec<GrayImage> = rendered
+        .iter()
+        .map(|image| GrayImage::from_fn(width, height, |x, y| *image.get_pixel(x.min(image.width() - 1), y)))
+        .collect();
     let strips = images
         .iter()
-        .map(|image| {
-            let strip = preprocess.normalise(image.as_raw().clone(), 1, height as i64, image.width() as i64)?;
-            let pad = (width - image.width()) as i64;
-            Ok(if pad > 0 { strip.pad([0, pad, 0, 0], "replicate", None) } else { strip })
-        })
+        .map(|image| preprocess.normalise(image.as_raw().clone(), 1, height as i64, width as i64))
         .collect::<Result<Vec<_>>>()?;
     Ok((Tensor::cat(&strips, 0), images))
 }

@@ -3,11 +3,14 @@
 
 pub mod amnesic;
 pub mod channels;
+pub mod cnn_tracing;
 pub mod facts;
 pub mod interchange;
 pub mod interchange_search;
+pub mod ocr_steps;
 pub mod output;
 pub mod path_patching;
+pub mod picture;
 pub mod plot;
 pub mod probe;
 pub mod prompt_trace;
@@ -17,6 +20,7 @@ pub mod sentiment;
 pub mod steering;
 pub mod timesteps;
 pub mod tracing;
+pub mod vad_state;
 
 use std::path::Path;
 

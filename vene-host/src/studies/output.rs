@@ -26,12 +26,17 @@ pub enum Figure {
     Lines { name: String, title: String, x_label: String, series: Vec<(String, Vec<f64>)> },
     /// The top words and their probabilities, on a scale to `max`.
     Bars { name: String, title: String, bars: TopWords, max: f64 },
+    /// An input with what was found drawn on it (rendered words, a photograph with an effect grid).
+    Picture { name: String, picture: super::picture::Picture },
 }
 
 impl Figure {
     pub fn name(&self) -> &str {
         match self {
-            Figure::Heatmap { name, .. } | Figure::Lines { name, .. } | Figure::Bars { name, .. } => name,
+            Figure::Heatmap { name, .. }
+            | Figure::Lines { name, .. }
+            | Figure::Bars { name, .. }
+            | Figure::Picture { name, .. } => name,
         }
     }
 
@@ -43,6 +48,7 @@ impl Figure {
             }
             Figure::Lines { name, title, x_label, series } => plot::lines(dir, name, title, x_label, series),
             Figure::Bars { name, title, bars, max } => plot::bars(dir, name, title, bars, *max),
+            Figure::Picture { name, picture } => super::picture::write(dir, name, picture),
         }
     }
 }

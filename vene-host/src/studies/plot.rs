@@ -13,7 +13,7 @@ use crate::error::{Result, VeneError};
 
 static FONT: Once = Once::new();
 
-fn ensure_font() {
+pub(super) fn ensure_font() {
     FONT.call_once(|| {
         // The font is compiled in, so registration cannot fail for a missing file.
         let _ = register_font("sans-serif", FontStyle::Normal, include_bytes!("../../assets/DejaVuSans.ttf"));
@@ -58,7 +58,7 @@ struct Cell {
 
 /// Draws a figure into a hidden file beside `path` (same extension: plotters picks the format by it) and renames it
 /// into place, so an interrupted run never leaves a half-written figure where a finished one was.
-fn write_figure(
+pub(super) fn write_figure(
     path: &Path,
     draw: impl FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>>,
 ) -> Result<()> {

@@ -48,8 +48,9 @@ impl PluginArgs {
 #[derive(Args, Clone)]
 pub struct ModelArgs {
     /// A model directory in Hugging Face layout (config.json + weights), a llama.cpp GGUF file (or a directory
-    /// holding one), or a hub repo id (`gpt2`, `EleutherAI/pythia-70m`) resolved through the Hugging Face cache
-    /// (downloaded unless HF_HUB_OFFLINE=1).
+    /// holding one), a real model the set-up installs by name (gemma-3-270m, easyocr-english-g2,
+    /// efficientnet-lite0, silero-vad), or a hub repo id (`gpt2`, `EleutherAI/pythia-70m`) resolved through the
+    /// Hugging Face cache (downloaded unless HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "DIR|FILE.gguf|REPO")]
     pub model: String,
     /// cpu, cuda or cuda:N.

@@ -21,8 +21,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use studies::{
-    channels, das_probe, erase, interchange, interchange_search, path_patch, scrub, senses, steer, steer_sentiment,
-    timesteps, trace,
+    channels, cnn_trace, das_probe, erase, interchange, interchange_search, ocr_steps, path_patch, scrub, senses,
+    steer, steer_sentiment, timesteps, trace, vad_state,
 };
 
 #[derive(Parser)]
@@ -66,8 +66,17 @@ enum Command {
     /// Recurrent models: zero a timestep, swap it from a source, and swap it across time, plotting the per-step
     /// effect on the last layer's hidden state.
     Timesteps(timesteps::TimestepsArgs),
+    /// CRNN text recognisers: swap one rendered word's BiLSTM state (or CNN column) into another's at each time step
+    /// and map which characters each step carries.
+    OcrSteps(ocr_steps::OcrStepsArgs),
+    /// Voice-activity models (Silero VAD): zero the LSTM state at a chunk of synthesised speech, or take it from
+    /// silence, and plot the speech probability after it against the clean run.
+    VadState(vad_state::VadStateArgs),
     /// Backpack models: scale each sense vector of a word and watch a target word's probability.
     Senses(senses::SensesArgs),
+    /// Image classifiers: causal tracing over blocks × spatial regions of noised photographs, and each photo's
+    /// regions swapped into the next; heatmaps and the regions drawn over the photos.
+    CnnTrace(cnn_trace::CnnTraceArgs),
     /// CNNs on Fashion-MNIST: zero each channel of a feature map and measure the true class's probability.
     Channels(channels::ChannelsArgs),
     /// The paper's studies on the real model (Gemma 3 270M) and, on toy models built once and cached, the GRU,
@@ -125,8 +134,11 @@ fn dispatch(command: Command) -> Result<()> {
         Command::SteerSentiment(args) => steer_sentiment::run(args),
         Command::DasProbe(args) => das_probe::run(args),
         Command::Timesteps(args) => timesteps::run(args),
+        Command::OcrSteps(args) => ocr_steps::run(args),
+        Command::VadState(args) => vad_state::run(args),
         Command::Senses(args) => senses::run(args),
         Command::Channels(args) => channels::run(args),
+        Command::CnnTrace(args) => cnn_trace::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Trace(args) => trace::run(args),
         Command::CausalModel(args) => causal_model::run(args),

@@ -2,10 +2,12 @@
 //! figures and numbers (a `StudyOutput`) into `--out`.
 
 pub mod channels;
+pub mod cnn_trace;
 pub mod das_probe;
 pub mod erase;
 pub mod interchange;
 pub mod interchange_search;
+pub mod ocr_steps;
 pub mod path_patch;
 pub mod scrub;
 pub mod senses;
@@ -13,3 +15,4 @@ pub mod steer;
 pub mod steer_sentiment;
 pub mod timesteps;
 pub mod trace;
+pub mod vad_state;
