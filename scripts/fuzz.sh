@@ -20,7 +20,7 @@ for case in tests/fixtures/gpt2/cases/*/; do
   cp "$case/inputs.json" "$seeds/unit_locations/$name.json" 2>/dev/null || true
 done
 cp tests/fixtures/gpt2/model/model.safetensors "$seeds/safetensors/gpt2.safetensors"
-cp tests/fixtures/checkpoints/pickles/*.bin "$seeds/pickle/"
+cp tests/fixtures/checkpoints/pickles/*.bin tests/fixtures/checkpoints/pickles/*.pth "$seeds/pickle/"
 cp tests/fixtures/gguf/*.gguf "$seeds/gguf/"
 for target in config unit_locations safetensors pickle gguf; do
   mkdir -p "fuzz/corpus/$target"

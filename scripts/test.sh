@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
-./scripts/datasets.sh
+./scripts/speech.sh
 ./scripts/browser.sh
 # A one-node Slurm cluster for the sharding test, stopped (by the pids it wrote) however the tests end.
 slurm_dir="${TMPDIR:-/tmp}/vene-slurm-test"

@@ -127,3 +127,24 @@ def test_study_errors_are_clear(word_model):
         vene.studies.trace(model, "w1 w2", "w7", "w3", samples=1)
     with pytest.raises(vene.VeneError, match=r"has no tokenizer"):
         vene.studies.trace(vene.load(FIXTURES / "mlp" / "model"), "a b", "a", "b")
+
+
+def test_real_cnn_rnn_studies_match_their_commands(tmp_path):
+    """The real CRNN and Silero VAD (installed by scripts/setup.sh, by name): the Python functions write what the
+    commands write, and find what the Rust tests assert (each read character carried near its column; the model
+    forgets a zeroed state within 20 chunks)."""
+    crnn = vene.load("easyocr-english-g2")
+    cli("ocr-steps", "--model", "easyocr-english-g2", "--pairs", "cat:dog", "--out", tmp_path / "cli")
+    found = vene.studies.ocr_steps(crnn, [("cat", "dog")], out=tmp_path / "py")
+    same_files(tmp_path / "cli", tmp_path / "py", ["ocr_steps.json", "cat_dog_lstm.svg", "cat_dog_words.png"])
+    pair = found["pairs"][0]
+    assert pair["base_read"] == "cat" and pair["source_read"] == "dog"
+    for column, row in zip(pair["columns"], pair["lstm"]["drop"]):
+        step = max(range(len(row)), key=row.__getitem__)
+        assert row[step] <= 0.5 or abs(step - column) <= 3, (column, step)
+    vad = vene.studies.vad_state(vene.load("silero-vad"), ["one two three four five"])
+    for intervention in vad["interventions"]:
+        assert 1 <= intervention["chunks_to_recover"] <= 20, intervention["name"]
+    with pytest.raises(vene.VeneError, match=r"a grid of 5 does not divide"):
+        vene.studies.cnn_trace(vene.load("efficientnet-lite0"), [tmp_path / "py" / "cat_dog_words.png"], grid=5,
+                               samples=1)

@@ -135,8 +135,10 @@ def load(
     dtype: Union[str, torch.dtype] = torch.float32,
     plugin_dirs: Optional[Sequence[Union[str, os.PathLike]]] = None,
 ) -> Model:
-    """Loads a model: a Hugging Face directory (config.json + safetensors, or pytorch_model.bin read as data), a
-    llama.cpp GGUF file, or a hub repo id from the Hugging Face cache, with whichever plugin provides its type."""
+    """Loads a model: a Hugging Face directory (config.json + safetensors, or pytorch_model.bin read as data, zip or
+    legacy), a llama.cpp GGUF file, a real model the set-up installs by name (``gemma-3-270m``,
+    ``easyocr-english-g2``, ``efficientnet-lite0``, ``silero-vad``), or a hub repo id from the Hugging Face cache, with
+    whichever plugin provides its type."""
     dtype_name = _DTYPES.get(dtype, dtype) if isinstance(dtype, torch.dtype) else str(dtype)
     if isinstance(dtype, torch.dtype) and dtype not in _DTYPES:
         raise _native.VeneError(f"unknown dtype {dtype}: use torch.float32, float16, bfloat16 or float64")

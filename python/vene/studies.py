@@ -150,3 +150,29 @@ def path_patch(
     return _result(
         _native.path_patch(model._native, _json_lines(prompts), receivers, pairs, freeze_mlps, _out(out), progress)
     )
+
+
+def ocr_steps(model: Model, pairs: Sequence[Sequence[str]] = (("hello", "world"), ("cat", "dog"), ("time", "step")),
+              layer: int = 0, out: Optional[PathLike] = None) -> dict:
+    """A CRNN (``vene.load("easyocr-english-g2")``) reading rendered words: for each ``(base, source)`` pair, the
+    source's BiLSTM state (layer ``layer``, h and c, both directions) and the CNN column the LSTM reads swapped into
+    the base at each step t; per read character, the probability it loses (``pairs[i]["lstm"]["drop"][char][t]``)."""
+    return _result(_native.ocr_steps(model._native, [(str(a), str(b)) for a, b in pairs], layer, _out(out)))
+
+
+def cnn_trace(model: Model, photos: Sequence[PathLike], grid: int = 7, noise: float = 2.0, samples: int = 2,
+              seed: int = 0, out: Optional[PathLike] = None) -> dict:
+    """Causal tracing on an image classifier (``vene.load("efficientnet-lite0")``): each photo noised, one region of a
+    ``grid`` × ``grid`` array over one block's output restored at a time (``photos[i]["trace"]["restored"][block]
+    [region]`` = p(clean class)), and each photo's regions swapped into the previous one."""
+    return _result(_native.cnn_trace(model._native, [os.fspath(p) for p in photos], grid, noise, samples, seed,
+                                     _out(out)))
+
+
+def vad_state(model: Model, texts: Sequence[str], gap: float = 0.6, chunks: Optional[Sequence[int]] = None,
+              out: Optional[PathLike] = None) -> dict:
+    """Silero VAD (``vene.load("silero-vad")``) on ``texts`` synthesised by espeak-ng: the LSTM state zeroed, or
+    taken from silence, at each of ``chunks`` (32 ms each; default five chunks into each stretch of speech), and the
+    speech probability of every chunk against the clean run."""
+    return _result(_native.vad_state(model._native, list(texts), gap, None if chunks is None else list(chunks),
+                                     _out(out)))

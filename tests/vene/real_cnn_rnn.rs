@@ -103,3 +103,95 @@ fn real_silero_matches_its_reference() {
     let difference = max_abs_diff(&output.output, &reference["silero.output"]);
     assert!(difference < 1e-4, "speech probabilities differ by {difference}");
 }
+
+/// Swapping the BiLSTM state (or the CNN column) of one word into another at step t takes away the character read
+/// at column t: most characters lose most of their probability at some step, always within 3 steps of their column.
+#[test]
+fn ocr_steps_each_character_is_carried_by_the_steps_at_its_column() {
+    use vene_host::studies::ocr_steps::{ocr_step_study, OcrSetup};
+    let model = load("vene_crnn", &easyocr_english().unwrap());
+    let (study, _) = ocr_step_study(model, &plugins(&["vene_crnn"]), &OcrSetup::demo()).unwrap();
+    let (mut characters, mut carried) = (0, 0);
+    for pair in &study.pairs {
+        assert_eq!(pair.base_read, pair.base, "the model reads the rendered base word");
+        assert_eq!(pair.source_read, pair.source, "the model reads the rendered source word");
+        for map in [&pair.lstm, &pair.cnn] {
+            assert!(map.reads.iter().any(|read| *read != pair.base), "some step changes what '{}' reads", pair.base);
+            for ((character, &column), row) in pair.characters.iter().zip(&pair.columns).zip(&map.drop) {
+                characters += 1;
+                let (step, drop) =
+                    row.iter().copied().enumerate().fold((0, f64::MIN), |b, (i, v)| if v > b.1 { (i, v) } else { b });
+                if drop > 0.5 {
+                    carried += 1;
+                    assert!(
+                        step.abs_diff(column) <= 3,
+                        "{}: '{character}' at column {column} is carried by step {step} ({})",
+                        pair.base,
+                        map.site
+                    );
+                }
+            }
+        }
+    }
+    assert!(carried * 3 >= characters * 2, "{carried} of {characters} characters lose > 0.5 at some step");
+}
+
+/// Noise takes the cat away; restoring one region of one block brings part of it back; regions of the espresso
+/// photo swapped in take some away.
+#[test]
+fn cnn_trace_restores_and_swaps_the_class_on_a_real_photo() {
+    use vene_host::{
+        studies::cnn_tracing::{cnn_trace_study, labels, CnnTraceOptions, Photo},
+        vision::load_photo_with_crop,
+    };
+    let dir = efficientnet_lite0().unwrap();
+    let model = load("vene_efficientnet", &dir);
+    let preprocess = Preprocess::of_model(&dir).unwrap();
+    let photos = ["chelsea.png", "coffee.png"]
+        .iter()
+        .map(|name| {
+            let (pixels, crop) =
+                load_photo_with_crop(&real_asset(&format!("photos/{name}")).unwrap(), &preprocess).unwrap();
+            Photo { name: name.to_string(), pixels, crop }
+        })
+        .take(2)
+        .collect();
+    let options = CnnTraceOptions { samples: 1, ..Default::default() };
+    let names = labels(&dir).unwrap();
+    let (study, _) = cnn_trace_study(model, &plugins(&["vene_efficientnet"]), photos, &names, &options).unwrap();
+    let cat = &study.photos[0];
+    let trace = &cat.trace;
+    assert!(["tabby", "tiger cat", "Egyptian cat"].contains(&trace.label.as_str()), "{}", trace.label);
+    assert!(trace.base < 0.25 * trace.clean, "noise takes the class away: {} of {}", trace.base, trace.clean);
+    let best = trace.restored[trace.best_block][trace.best_region];
+    assert!(best > trace.base + 0.05, "one region restores part of p({}): {best} vs {}", trace.label, trace.base);
+    let (source, swap) = cat.interchange.as_ref().expect("two photos give an interchange");
+    assert_eq!(source, "coffee.png");
+    let worst = swap.restored[swap.best_block][swap.best_region];
+    assert!(
+        worst < swap.clean - 0.05,
+        "a region of the coffee photo takes p({}) away: {worst} of {}",
+        swap.label,
+        swap.clean
+    );
+}
+
+/// Zeroing Silero's LSTM state inside speech drops the speech probability at that chunk, and the model recovers
+/// within a few hundred milliseconds.
+#[test]
+fn vad_state_zeroing_inside_speech_is_forgotten_within_chunks() {
+    use vene_host::studies::vad_state::vad_state_study;
+    let model = load("vene_silero", &silero_vad().unwrap());
+    let texts = vec!["one two three four five".to_string()];
+    let audio = vene_host::audio::utterances(&["one two three four five"], 0.6, 16_000, 512).unwrap();
+    let (study, _) = vad_state_study(model, &plugins(&["vene_silero"]), &audio, &texts, None).unwrap();
+    let speech = study.clean.iter().filter(|&&p| p > 0.5).count();
+    assert!(speech >= 20 && speech + 20 <= study.clean.len(), "speech and silence both found: {speech} chunks");
+    for intervention in &study.interventions {
+        let t = intervention.chunk as usize;
+        assert!(study.clean[t] > 0.9, "the chunk is inside speech");
+        assert!(intervention.probabilities[t] < study.clean[t] - 0.3, "{}: p drops at the chunk", intervention.name);
+        let recovered = intervention.chunks_to_recover.expect("the model recovers");
+        assert!((1..=20).contains(&recovered), "{}: recovered after {recovered} chunks", intervention.name);
+    }
+}

@@ -8,6 +8,7 @@ mod errors;
 mod intervenable;
 mod model;
 mod plugins;
+mod real_studies;
 mod studies;
 mod tensor;
 
@@ -37,6 +38,9 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(studies::interchange_search, module)?,
         wrap_pyfunction!(studies::steer_sentiment, module)?,
         wrap_pyfunction!(studies::path_patch, module)?,
+        wrap_pyfunction!(real_studies::ocr_steps, module)?,
+        wrap_pyfunction!(real_studies::cnn_trace, module)?,
+        wrap_pyfunction!(real_studies::vad_state, module)?,
     ] {
         module.add_function(study)?;
     }

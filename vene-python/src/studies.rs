@@ -75,7 +75,7 @@ type StudyModel<'a> = (LoadedModel, &'a PluginSet, &'a TextTokenizer);
 
 /// `(numbers as JSON text, summary)`, after writing the figures and the JSON file into `out` if given. The numbers
 /// are what the study's JSON file holds, unless `numbers` gives more.
-fn finish(
+pub(crate) fn finish(
     output: vene_host::error::Result<StudyOutput>,
     numbers: Option<serde_json::Value>,
     out: Option<PathBuf>,

@@ -89,6 +89,11 @@ impl LstmCell {
         self.weight_ih.size()[1]
     }
 
+    /// `x W_ih^T + b_ih` for every step of `(b, T, in)` at once.
+    pub fn project_inputs(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight_ih, Some(&self.bias_ih))
+    }
+
     /// One step from `(h, c)`: returns the new `(h, c)`, each site called with `layer` and `step`. `first_site` is
     /// the catalog index of this direction's [`Site::CellInput`].
     #[allow(clippy::too_many_arguments)]
@@ -101,10 +106,24 @@ impl LstmCell {
         input: Tensor,
         state: (&Tensor, &Tensor),
     ) -> PluginResult<(Tensor, Tensor)> {
+        let input = hooks.site_at(first_site + Site::CellInput as u32, layer, step, input)?;
+        self.step_projected(hooks, first_site, layer, step, self.project_inputs(&input), state)
+    }
+
+    /// [`LstmCell::step`] from the input already projected by [`LstmCell::project_inputs`] (when no intervention
+    /// touches `cell_input`, the whole sequence is projected in one product).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_projected(
+        &self,
+        hooks: &mut Hooks<'_>,
+        first_site: u32,
+        layer: u32,
+        step: u32,
+        projected: Tensor,
+        state: (&Tensor, &Tensor),
+    ) -> PluginResult<(Tensor, Tensor)> {
         let mut site = |site: Site, value: Tensor| hooks.site_at(first_site + site as u32, layer, step, value);
-        let input = site(Site::CellInput, input)?;
-        let gates =
-            input.linear(&self.weight_ih, Some(&self.bias_ih)) + state.0.linear(&self.weight_hh, Some(&self.bias_hh));
+        let gates = projected + state.0.linear(&self.weight_hh, Some(&self.bias_hh));
         let parts = gates.chunk(4, -1);
         let input_gate = site(Site::InputGate, parts[0].sigmoid())?;
         let forget_gate = site(Site::ForgetGate, parts[1].sigmoid())?;
@@ -196,8 +215,14 @@ fn run_direction(
     let (mut hidden, mut state) = (zeros.shallow_clone(), zeros);
     let mut outputs: Vec<Option<Tensor>> = (0..steps).map(|_| None).collect();
     let order: Vec<i64> = if reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
+    let projected = (!hooks.is_active(first_site + Site::CellInput as u32, layer)).then(|| cell.project_inputs(x));
     for t in order {
-        let (h, c) = cell.step(hooks, first_site, layer, t as u32, x.select(1, t), (&hidden, &state))?;
+        let (h, c) = match &projected {
+            Some(projected) => {
+                cell.step_projected(hooks, first_site, layer, t as u32, projected.select(1, t), (&hidden, &state))?
+            }
+            None => cell.step(hooks, first_site, layer, t as u32, x.select(1, t), (&hidden, &state))?,
+        };
         outputs[t as usize] = Some(h.shallow_clone());
         (hidden, state) = (h, c);
     }

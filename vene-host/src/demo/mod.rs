@@ -3,13 +3,12 @@
 
 pub mod cached;
 pub mod circuits;
+pub mod cnn_rnn;
 pub mod corpus;
 pub mod language_model;
 pub mod plan;
 pub mod real_model;
-pub mod recurrent;
 pub mod report;
-pub mod vision;
 
 use std::path::{Path, PathBuf};
 
@@ -72,43 +71,4 @@ pub fn ensure_built(root: &Path, name: &str, build: impl FnOnce(&Path) -> Result
     std::fs::remove_dir_all(&target).ok();
     std::fs::rename(&staging, &target).map_err(io(&target))?;
     Ok(target)
-}
-
-/// Fits an image classifier with Adam in one pass over the first `train_images` Fashion-MNIST training images
-/// (shuffled batches of 64; `progress(step, steps, loss)` after each) and returns its accuracy on the first
-/// `test_images` test images. `logits(images, training)` is the model's forward pass.
-pub(crate) fn fit_image_classifier(
-    parameters: &[(String, tch::Tensor)],
-    learning_rate: f64,
-    data: &Path,
-    (train_images, test_images): (usize, usize),
-    rng: &mut rand::rngs::StdRng,
-    logits: impl Fn(&tch::Tensor, bool) -> Result<tch::Tensor>,
-    mut progress: impl FnMut(usize, usize, f64),
-) -> Result<f64> {
-    use rand::seq::SliceRandom;
-    let (images, labels) = crate::datasets::load_split(data, "train", train_images)?;
-    let mut optimizer = tch::COptimizer::adam(learning_rate, 0.9, 0.999, 0.0, 1e-8, false)?;
-    for (_, parameter) in parameters {
-        optimizer.add_parameters(parameter, 0)?;
-    }
-    let batch = 64;
-    let count = images.size()[0] as usize;
-    let mut order: Vec<i64> = (0..count as i64).collect();
-    order.shuffle(rng);
-    let steps = count / batch;
-    for step in 0..steps {
-        let index = tch::Tensor::from_slice(&order[step * batch..(step + 1) * batch]);
-        let loss =
-            logits(&images.index_select(0, &index), true)?.cross_entropy_for_logits(&labels.index_select(0, &index));
-        optimizer.zero_grad()?;
-        loss.backward();
-        optimizer.step()?;
-        progress(step + 1, steps, loss.double_value(&[]));
-    }
-    let (test, test_labels) = crate::datasets::load_split(data, "t10k", test_images)?;
-    tch::no_grad(|| -> Result<f64> {
-        let predicted = logits(&test, false)?.argmax(-1, false);
-        Ok(predicted.eq_tensor(&test_labels).to_kind(tch::Kind::Float).mean(tch::Kind::Float).double_value(&[]))
-    })
 }

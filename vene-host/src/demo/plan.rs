@@ -3,28 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
 use super::{
     cached::Context,
-    circuits, ensure_built,
+    circuits, cnn_rnn, ensure_built,
     language_model::{self, Architecture, LmRecipe},
     model_name,
     real_model::{self, RealGrid},
-    recurrent, report, vision,
+    report,
 };
 use crate::{
-    datasets,
     error::{Result, VeneError},
     model::LoadedModel,
     plugins::PluginSet,
     sharding::{self, ItemCache},
-    studies::{
-        self,
-        output::{format_top, StudyOutput},
-        senses,
-        timesteps::{self, Steps, TimestepSetup},
-    },
+    studies::{self, output::StudyOutput, senses},
     text::TextTokenizer,
 };
 
@@ -155,11 +147,11 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
     let (das_probe, model) = real_model::das_versus_probe(model, &context, grid, progress)?;
     let (path_patching, model) = circuits::path_patching(model, &context, grid.path_senders.as_deref(), progress)?;
     drop(model);
-    let gru = gru_text(&mut demo)?;
-    let images = gru_images(&mut demo)?;
+    let ocr = cnn_rnn::ocr_steps(plugins)?;
+    let cnn = cnn_rnn::cnn_trace(plugins, grid.cnn_samples)?;
+    let vad = cnn_rnn::vad_state(plugins)?;
     let backpack = backpack_senses(&mut demo)?;
-    let cnn = cnn_channels(&mut demo)?;
-    let findings = [tracing, eiffel, interchange, steering, das_probe, path_patching, gru, images, backpack, cnn];
+    let findings = [tracing, eiffel, interchange, steering, das_probe, path_patching, ocr, cnn, vad, backpack];
     let mut results = serde_json::Map::new();
     let mut sections = Vec::new();
     for finding in findings {
@@ -181,88 +173,6 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
 fn toy_tokenizer(dir: &Path, model_type: &str) -> Result<TextTokenizer> {
     TextTokenizer::for_model(dir, model_type)?
         .ok_or_else(|| VeneError::Config(format!("the demo model {} has no tokenizer", dir.display())))
-}
-
-/// The GRU language model: timestep interventions on "the capital of spain is".
-fn gru_text(demo: &mut Demo<'_>) -> Result<Finding> {
-    let seed = demo.options.seed;
-    let dir =
-        demo.model("gru-facts", |staging, progress| recurrent::train(staging, seed, 800, progress).map(|_| ()))?;
-    let tokenizer = &toy_tokenizer(&dir, "gru")?;
-    let (study, _) = timesteps::timestep_study(demo.load(&dir)?, demo.plugins, tokenizer, &TimestepSetup::default())?;
-    let figure = study.effect_lines("effects", "GRU: |h_intervened - h| per step (last layer)");
-    let summary = format!("base: {} -> {}\n{}", study.tokens.join(" "), format_top(&study.plain), study.summary());
-    let output = StudyOutput::combined(&study, vec![figure], summary)?;
-    Ok(Finding::toy("GRU timestep interventions (vene-trained GRU)", "gru", "gru", output, GRU_PAPER))
-}
-
-/// The demo's GRU classifier study: what it learned, and the timestep interventions on one test image.
-#[derive(Debug, serde::Serialize)]
-struct GruImages {
-    test_images: usize,
-    accuracy: f64,
-    base_image: usize,
-    base_label: String,
-    source_image: usize,
-    source_label: String,
-    study: timesteps::TimestepStudy,
-}
-
-/// The GRU classifier on Fashion-MNIST (two pixel rows per step): test image 0 with the first test image of another
-/// class as the source; zero step 7 (pixel rows 14-15), swap it from the source, and move the source's step 7 into
-/// step 8. Skipped without the data set.
-fn gru_images(demo: &mut Demo<'_>) -> Result<Finding> {
-    let heading = "GRU on Fashion-MNIST (two pixel rows per step)";
-    let Some(data) = datasets::dataset_dir() else {
-        return Ok(skipped(heading, "gru", "gru_images", GRU_IMAGES_PAPER));
-    };
-    let (test_images, seed) = (1_000, demo.options.seed);
-    let dir = demo.model("gru-fashion-mnist", |staging, progress| {
-        let accuracy = recurrent::train_classifier(staging, &data, 20_000, test_images, seed, progress)?;
-        let path = staging.join("accuracy.json");
-        vene_checkpoint::write_atomic(&path, json!({"accuracy": accuracy}).to_string().as_bytes())
-            .map_err(|source| VeneError::Io { path, source })
-    })?;
-    let path = dir.join("accuracy.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| VeneError::Io { path: path.clone(), source })?;
-    let accuracy: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| VeneError::Json { path, what: "the accuracy", source })?;
-    let (images, labels) = datasets::load_split(&data, "t10k", 100)?;
-    let labels = Vec::<i64>::try_from(&labels)?;
-    let (base_image, source_image) = (0, labels.iter().position(|&l| l != labels[0]).unwrap_or(1));
-    let steps = recurrent::image_steps(&images);
-    let (study, _) = timesteps::sequence_timestep_study(
-        demo.load(&dir)?,
-        demo.plugins,
-        &steps.narrow(0, base_image as i64, 1),
-        &steps.narrow(0, source_image as i64, 1),
-        &datasets::CLASSES,
-        Steps { layer: 0, step: 7, to_step: 8 },
-    )?;
-    let label = |index: usize| datasets::CLASSES[labels[index] as usize].to_string();
-    let found = GruImages {
-        test_images,
-        accuracy: accuracy["accuracy"].as_f64().unwrap_or(f64::NAN),
-        base_image,
-        base_label: label(base_image),
-        source_image,
-        source_label: label(source_image),
-        study,
-    };
-    let summary = format!(
-        "{} test images: accuracy {:.3}\nbase: test image {} ({}) -> {}\nsource: test image {} ({})\n{}",
-        found.test_images,
-        found.accuracy,
-        found.base_image,
-        found.base_label,
-        format_top(&found.study.plain),
-        found.source_image,
-        found.source_label,
-        found.study.summary()
-    );
-    let figure = found.study.effect_lines("image_effects", "GRU on images: |h_intervened - h| per step");
-    let output = StudyOutput::combined(&found, vec![figure], summary)?;
-    Ok(Finding::toy(heading, "gru", "gru_images", output, GRU_IMAGES_PAPER))
 }
 
 /// The Backpack GPT-2: scaling one sense vector of "spain".
@@ -302,55 +212,10 @@ fn backpack_senses(demo: &mut Demo<'_>) -> Result<Finding> {
     Ok(Finding::toy("Backpack sense vectors (vene-trained Backpack)", "backpack", "backpack", output, BACKPACK_PAPER))
 }
 
-/// The ResNet on Fashion-MNIST: zeroing each channel of its first block. Skipped without the data set.
-fn cnn_channels(demo: &mut Demo<'_>) -> Result<Finding> {
-    let heading = "CNN channels (ResNet on Fashion-MNIST)";
-    let Some(data) = datasets::dataset_dir() else {
-        return Ok(skipped(heading, "cnn", "cnn", CNN_PAPER));
-    };
-    let seed = demo.options.seed;
-    let dir = demo.model("resnet-fashion-mnist", |staging, progress| {
-        vision::train(staging, &data, 12_000, 2_000, seed, progress).map(|_| ())
-    })?;
-    let (study, _) = studies::channels::channel_study(demo.load(&dir)?, demo.plugins, "block_output", 0, &data, 500)?;
-    let summary = format!(
-        "{} test images: accuracy {:.3}, mean p(true class) {:.3}\nwith channel c of block 0 zeroed: {:?}",
-        study.images,
-        study.accuracy,
-        study.baseline,
-        study.zeroed.iter().map(|p| (p * 1000.0).round() / 1000.0).collect::<Vec<_>>()
-    );
-    let figure = study.lines("channels", "ResNet: mean p(true class), one channel of block 0 zeroed");
-    let output = StudyOutput::combined(&study, vec![figure], summary)?;
-    Ok(Finding::toy(heading, "cnn", "cnn", output, CNN_PAPER))
-}
-
-/// A study that needs Fashion-MNIST, when it is not installed.
-fn skipped(heading: &'static str, subdir: &'static str, key: &'static str, paper: [&str; 3]) -> Finding {
-    let summary = "skipped: Fashion-MNIST is not installed (scripts/datasets.sh installs it)".to_string();
-    let output = StudyOutput { json_name: None, json: serde_json::Value::Null, figures: Vec::new(), summary };
-    Finding::toy(heading, subdir, key, output, paper)
-}
-
-// Question, paper's claim and command of each toy study: no real weights exist for these architectures, so they run
-// on models vene trains itself on a generated corpus or on Fashion-MNIST.
-const GRU_PAPER: [&str; 3] = [
-    "Do interventions on a recurrent network act at the timestep they target and only from there on?",
-    "pyvene (Wu et al., 2024) intervenes on a GRU's cell output at chosen timesteps.",
-    "vene demo  (the GRU is trained on the demo corpus and cached)",
-];
-const GRU_IMAGES_PAPER: [&str; 3] = [
-    "The same timestep interventions on a GRU that reads an image two pixel rows per step.",
-    "pyvene's recurrent-model tutorials intervene on sequence classifiers at given steps.",
-    "scripts/datasets.sh; vene demo",
-];
+// Question, paper's claim and command of the toy study: no real Backpack weights exist, so it runs on a model vene
+// trains itself on a generated corpus.
 const BACKPACK_PAPER: [&str; 3] = [
     "What does scaling one sense vector of a word do to a Backpack language model's prediction?",
     "Hewitt et al. (2023) edit Backpack sense vectors to change predictions; pyvene intervenes on them by name.",
     "vene demo  (the Backpack is trained on the demo corpus and cached)",
-];
-const CNN_PAPER: [&str; 3] = [
-    "Which channels of a convolutional network's first block does its classification rely on?",
-    "pyvene intervenes on vision models' channels as on any named module output.",
-    "scripts/datasets.sh; vene demo",
 ];

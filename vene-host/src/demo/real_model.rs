@@ -53,6 +53,8 @@ pub struct RealGrid {
     pub das: DasBudget,
     /// The path-patching senders (every head when `None`).
     pub path_senders: Option<Vec<(u32, u32)>>,
+    /// Noise draws of the EfficientNet trace.
+    pub cnn_samples: usize,
 }
 
 impl RealGrid {
@@ -68,6 +70,7 @@ impl RealGrid {
             max_new_tokens: 20,
             das: DasBudget { positions: Some(vec![1, 3]), pairs: Some(96), epochs: 2 },
             path_senders: None,
+            cnn_samples: 2,
         }
     }
 
@@ -83,6 +86,7 @@ impl RealGrid {
             max_new_tokens: 8,
             das: DasBudget { positions: Some(vec![3]), pairs: Some(48), epochs: 2 },
             path_senders: Some([11, 15].iter().flat_map(|&l| (0..4).map(move |h| (l, h))).collect()),
+            cnn_samples: 1,
         }
     }
 }

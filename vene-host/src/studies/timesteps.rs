@@ -217,3 +217,13 @@ impl TimestepStudy {
             .join("\n")
     }
 }
+
+/// Fashion-MNIST rows read per step by a GRU classifier over images.
+pub const ROWS_PER_STEP: i64 = 2;
+
+/// Images `(n, 1, h, w)` as a recurrent classifier's steps `(n, h / 2, 2 w)`: two pixel rows per step.
+pub fn image_steps(images: &Tensor) -> Tensor {
+    let size = images.size();
+    let (n, height, width) = (size[0], size[size.len() - 2], size[size.len() - 1]);
+    images.reshape([n, height / ROWS_PER_STEP, ROWS_PER_STEP * width])
+}

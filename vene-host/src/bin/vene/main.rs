@@ -79,8 +79,8 @@ enum Command {
     CnnTrace(cnn_trace::CnnTraceArgs),
     /// CNNs on Fashion-MNIST: zero each channel of a feature map and measure the true class's probability.
     Channels(channels::ChannelsArgs),
-    /// The paper's studies on the real model (Gemma 3 270M) and, on toy models built once and cached, the GRU,
-    /// Backpack and CNN studies; writes a paper-style HTML report.
+    /// The paper's studies on the real models (Gemma 3 270M; EasyOCR's CRNN, EfficientNet-Lite0, Silero VAD) and,
+    /// on a toy Backpack built once and cached, the sense-vector study; writes a paper-style HTML report.
     Demo(demo::DemoArgs),
     /// Causal tracing: corrupt the subject, restore each site, and plot how much of the target comes back.
     Trace(trace::TraceArgs),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use vene_host::{
-    datasets, demo, outputs,
+    datasets, outputs,
     studies::{
         output::{format_top, StudyOutput},
         timesteps::{self, Steps, TimestepSetup},
@@ -65,7 +65,7 @@ pub fn run(args: TimestepsArgs) -> Result<()> {
             if (images.size()[0] as usize) < count {
                 bail!("image {} was asked for, but the test split has {}", count - 1, images.size()[0]);
             }
-            let steps = demo::recurrent::image_steps(&images);
+            let steps = timesteps::image_steps(&images);
             let pick = |index: usize| steps.narrow(0, index as i64, 1);
             let choice = Steps { layer: args.layer, step: args.step, to_step: args.to_step };
             timesteps::sequence_timestep_study(model, &plugins, &pick(base), &pick(source), &datasets::CLASSES, choice)?
