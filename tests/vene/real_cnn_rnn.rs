@@ -119,8 +119,7 @@ fn ocr_steps_each_character_is_carried_by_the_steps_at_its_column() {
             assert!(map.reads.iter().any(|read| *read != pair.base), "some step changes what '{}' reads", pair.base);
             for ((character, &column), row) in pair.characters.iter().zip(&pair.columns).zip(&map.drop) {
                 characters += 1;
-                let (step, drop) =
-                    row.iter().copied().enumerate().fold((0, f64::MIN), |b, (i, v)| if v > b.1 { (i, v) } else { b });
+                let (step, drop) = vene_host::studies::ocr_steps::strongest_step(row);
                 if drop > 0.5 {
                     carried += 1;
                     assert!(

@@ -422,8 +422,7 @@ fn real_cnn_rnn_effects(results: &serde_json::Value) {
         let columns: Vec<usize> =
             pair["columns"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as usize).collect();
         for (row, &column) in grid(&pair["lstm"]["drop"]).iter().zip(&columns) {
-            let (step, drop) =
-                row.iter().copied().enumerate().fold((0, f64::MIN), |b, (i, v)| if v > b.1 { (i, v) } else { b });
+            let (step, drop) = vene_host::studies::ocr_steps::strongest_step(row);
             assert!(
                 drop <= 0.5 || step.abs_diff(column) <= 3,
                 "{}: column {column} carried by step {step}",

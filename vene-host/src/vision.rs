@@ -32,16 +32,19 @@ pub struct Preprocess {
     pub std: Vec<f64>,
 }
 
+/// A model directory's `config.json`, for the entries beyond what the adapter reads (preprocessing, class names,
+/// a CRNN's characters).
+pub fn model_config(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| VeneError::Io { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|source| VeneError::Json { path, what: "model config", source })
+}
+
 impl Preprocess {
     /// The `preprocess` entry of `dir/config.json`.
     pub fn of_model(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|source| VeneError::Io { path: path.clone(), source })?;
-        let config: serde_json::Value = serde_json::from_str(&text).map_err(|source| VeneError::Json {
-            path: path.clone(),
-            what: "model config",
-            source,
-        })?;
+        let config = model_config(dir)?;
         let preprocess = config.get("preprocess").ok_or_else(|| {
             VeneError::Config(format!("{} has no \"preprocess\" entry saying how to prepare images", path.display()))
         })?;

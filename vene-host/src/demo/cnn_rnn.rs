@@ -10,7 +10,7 @@ use crate::{
     real_model,
     studies::{
         cnn_tracing::{self, CnnTraceOptions, Photo},
-        ocr_steps::{ocr_step_study, OcrSetup},
+        ocr_steps::{ocr_step_study, strongest_step, OcrSetup},
         output::StudyOutput,
         vad_state::vad_state_study,
     },
@@ -41,11 +41,7 @@ pub fn ocr_steps(plugins: &PluginSet) -> Result<Finding> {
                 .zip(&pair.columns)
                 .zip(&map.drop)
                 .filter_map(|((c, column), row)| {
-                    let (step, drop) =
-                        row.iter()
-                            .copied()
-                            .enumerate()
-                            .fold((0, f64::MIN), |b, (i, v)| if v > b.1 { (i, v) } else { b });
+                    let (step, drop) = strongest_step(row);
                     (drop > 0.5).then(|| format!("'{c}' (col {column}) @ {step}"))
                 })
                 .collect();

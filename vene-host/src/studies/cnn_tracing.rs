@@ -336,10 +336,7 @@ fn grid_rows(values: &[f64], grid: i64) -> Vec<Vec<f64>> {
 
 /// The class names of `dir/config.json`'s `id2label`, by index (empty when it has none).
 pub fn labels(dir: &std::path::Path) -> Result<Vec<String>> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| VeneError::Io { path: path.clone(), source })?;
-    let config: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| VeneError::Json { path, what: "model config", source })?;
+    let config = crate::vision::model_config(dir)?;
     let Some(map) = config.get("id2label").and_then(|m| m.as_object()) else {
         return Ok(Vec::new());
     };

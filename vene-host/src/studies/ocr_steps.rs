@@ -21,7 +21,7 @@ use crate::{
     locations::{Subspaces, UnitLocations},
     model::{ForwardInputs, LoadedModel},
     plugins::PluginSet,
-    vision::{ctc_greedy, text_batch, Preprocess},
+    vision::{ctc_greedy, model_config, text_batch, Preprocess},
 };
 
 /// What to read and where to intervene.
@@ -83,7 +83,7 @@ pub fn ocr_step_study(
     plugins: &PluginSet,
     setup: &OcrSetup,
 ) -> Result<(OcrStudy, LoadedModel)> {
-    let config = read_config(model.dir())?;
+    let config = model_config(model.dir())?;
     let characters = config["characters"]
         .as_str()
         .ok_or_else(|| VeneError::Config(format!("{} has no \"characters\": is it a CRNN?", model.dir().display())))?
@@ -97,12 +97,6 @@ pub fn ocr_step_study(
         pairs.push(pair);
     }
     Ok((OcrStudy { layer: setup.layer, pairs }, model))
-}
-
-fn read_config(dir: &std::path::Path) -> Result<serde_json::Value> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| VeneError::Io { path: path.clone(), source })?;
-    serde_json::from_str(&text).map_err(|source| VeneError::Json { path, what: "model config", source })
 }
 
 fn pair_study(
@@ -253,7 +247,7 @@ impl OcrStudy {
                     .zip(&pair.columns)
                     .zip(&map.drop)
                     .map(|((c, column), row)| {
-                        let (step, drop) = argmax(row);
+                        let (step, drop) = strongest_step(row);
                         format!("'{c}'@{column}: step {step} (-{drop:.2})")
                     })
                     .collect();
@@ -279,6 +273,7 @@ impl OcrStudy {
     }
 }
 
-fn argmax(values: &[f64]) -> (usize, f64) {
+/// The step that costs a character most, and how much: `(step, drop)` of a row of [`StepMap::drop`].
+pub fn strongest_step(values: &[f64]) -> (usize, f64) {
     values.iter().copied().enumerate().fold((0, f64::MIN), |best, (i, v)| if v > best.1 { (i, v) } else { best })
 }
