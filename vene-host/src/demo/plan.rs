@@ -164,7 +164,7 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
             figures: finding.output.images(finding.subdir),
         });
     }
-    report::write_report(&options.out, "vene demo: the paper's studies on Gemma 3 270M", &sections)?;
+    report::write_report(&options.out, "vene demo: the paper's studies on real models", &sections)?;
     studies::write_json(&options.out, "results.json", &serde_json::Value::Object(results))?;
     Ok(DemoReport { model: options.real_model.clone(), sections, report: options.out.join("report.html") })
 }

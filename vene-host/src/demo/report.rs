@@ -9,7 +9,7 @@ use crate::error::{Result, VeneError};
 
 const STYLE: &str = "body{font-family:Georgia,serif;max-width:62rem;margin:2rem auto;padding:0 1rem;line-height:1.45;\
 color:#222}h1{font-size:1.7rem}h2{margin-top:2.5rem;border-bottom:1px solid #ccc}section{margin-bottom:2rem}\
-.label{font-weight:bold}.toy{background:#fff3cd;border:1px solid #e0c870;padding:.1rem .4rem;font-size:.8rem;\
+.label{font-weight:bold}.measured{white-space:pre-line}.toy{background:#fff3cd;border:1px solid #e0c870;padding:.1rem .4rem;font-size:.8rem;\
 font-family:sans-serif;margin-left:.5rem}figure{display:flex;flex-wrap:wrap;gap:.5rem;margin:1rem 0}\
 figure div{flex:0 1 calc(50% - .5rem);min-width:24rem}figure img{width:100%}figure a{font-size:.8rem;font-family:sans-serif}\
 table{border-collapse:collapse;font-size:.9rem;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;\
@@ -45,7 +45,10 @@ fn section_html(section: &Section) -> String {
     if !paper.claim.is_empty() {
         html.push_str(&format!("<p><span class=\"label\">The paper.</span> {}</p>\n", escape(&paper.claim)));
     }
-    html.push_str(&format!("<p><span class=\"label\">Measured here.</span> {}</p>\n", escape(&section.body)));
+    html.push_str(&format!(
+        "<p class=\"measured\"><span class=\"label\">Measured here.</span> {}</p>\n",
+        escape(&section.body)
+    ));
     if !section.figures.is_empty() {
         html.push_str("<figure>\n");
         for png in &section.figures {
@@ -76,9 +79,11 @@ pub fn write_report(dir: &Path, title: &str, sections: &[Section]) -> Result<()>
     let mut html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>{STYLE}</style>\
          </head><body>\n<h1>{0}</h1>\n<p>The studies of the pyvene paper (Wu et al., 2024) rerun with vene. The first \
-         ones run on a real pretrained model, Gemma 3 270M (google/gemma-3-270m, llama.cpp's Q4_K_M GGUF, under the \
-         Gemma Terms of Use); the last ones on small models vene trains itself, for architectures no real weights \
-         exist for. Each figure links its SVG, whose cells carry their values as tooltips.</p>\n<ul>\n",
+         ones run on a real pretrained language model, Gemma 3 270M (google/gemma-3-270m, llama.cpp's Q4_K_M GGUF, \
+         under the Gemma Terms of Use), the next on real convolutional and recurrent models (EasyOCR's English \
+         CRNN, EfficientNet-Lite0, Silero VAD); the last one on a small model vene trains itself, for an \
+         architecture no real weights exist for. Each figure links its SVG, whose cells carry their values as \
+         tooltips.</p>\n<ul>\n",
         escape(title)
     );
     for section in sections {
