@@ -145,6 +145,15 @@ def test_real_cnn_rnn_studies_match_their_commands(tmp_path):
     vad = vene.studies.vad_state(vene.load("silero-vad"), ["one two three four five"])
     for intervention in vad["interventions"]:
         assert 1 <= intervention["chunks_to_recover"] <= 20, intervention["name"]
+    das_args = dict(crops=6, blocks=[15], pairs=16, epochs=1)
+    cli("image-das", "--model", "efficientnet-lite0", "--positive", "chelsea.png", "--negative", "coffee.png",
+        "--crops", "6", "--blocks", "15", "--pairs", "16", "--epochs", "1", "--out", tmp_path / "cli")
+    found = vene.studies.image_das(vene.load("efficientnet-lite0"), ["chelsea.png"], ["coffee.png"], **das_args,
+                                   out=tmp_path / "py")
+    same_files(tmp_path / "cli", tmp_path / "py", ["image_das.json", "image_das.svg"])
+    assert found["blocks"] == [15] and found["probe_accuracy"][0] >= 0.9, found
+    with pytest.raises(vene.VeneError, match=r"needs photos with and without it"):
+        vene.studies.image_das(vene.load("efficientnet-lite0"), ["chelsea.png"], [], **das_args)
     with pytest.raises(vene.VeneError, match=r"a grid of 5 does not divide"):
         vene.studies.cnn_trace(vene.load("efficientnet-lite0"), [tmp_path / "py" / "cat_dog_words.png"], grid=5,
                                samples=1)

@@ -169,6 +169,20 @@ def cnn_trace(model: Model, photos: Sequence[PathLike], grid: int = 7, noise: fl
                                      _out(out)))
 
 
+def image_das(model: Model, positive: Sequence[PathLike], negative: Sequence[PathLike], attribute: str = "animal",
+              classes: Optional[Sequence[int]] = None, crops: int = 24, blocks: Optional[Sequence[int]] = None,
+              pairs: int = 96, epochs: int = 3, seed: int = 0, out: Optional[PathLike] = None) -> dict:
+    """Rank-1 DAS versus a linear probe, block by block, on an image classifier (``vene.load("efficientnet-lite0")``)
+    for a binary attribute: random crops of the ``positive`` and ``negative`` photos (files, or installed names such as
+    ``"chelsea.png"``); the model's "yes" is the total probability of ``classes`` (default ImageNet's animals,
+    0–397). ``["das_iia"][i]`` is the held-out IIA of one channel direction swapped at every position of
+    ``["blocks"][i]``, ``["probe_accuracy"][i]`` a logistic probe's held-out accuracy there."""
+    return _result(_native.image_das(model._native, [os.fspath(p) for p in positive],
+                                     [os.fspath(p) for p in negative], attribute,
+                                     None if classes is None else list(classes), crops,
+                                     None if blocks is None else list(blocks), pairs, epochs, seed, _out(out)))
+
+
 def vad_state(model: Model, texts: Sequence[str], gap: float = 0.6, chunks: Optional[Sequence[int]] = None,
               out: Optional[PathLike] = None) -> dict:
     """Silero VAD (``vene.load("silero-vad")``) on ``texts`` synthesised by espeak-ng: the LSTM state zeroed, or

@@ -130,6 +130,56 @@ fn gradients_cross_the_plugin_boundary_and_match_finite_differences() {
     }
 }
 
+/// With `keep_last_dim`, one rotation acts on each selected position's own vector: the same as one intervention
+/// shared (linked) by a representation per position.
+#[test]
+fn keep_last_dim_shares_one_rotation_across_units() {
+    let plugins = plugins(&["vene_gpt2", "vene_das"]);
+    let run = |representations: serde_json::Value, locations: serde_json::Value| {
+        let model = LoadedModel::load(&plugins, &gpt2_dir(), DeviceSpec::CPU, DTypeSpec::F64).unwrap();
+        let config: IntervenableConfig = serde_json::from_value(json!({ "representations": representations })).unwrap();
+        let mut model = IntervenableModel::new(model, config, &plugins, 3).unwrap();
+        let widths: Vec<i64> = model.parameters().unwrap().iter().map(|(_, p)| p.size()[0]).collect();
+        let base = ForwardInputs::from_ids(Tensor::from_slice(&[3i64, 14, 15, 92, 65]).view([1, 5]));
+        let source = ForwardInputs::from_ids(Tensor::from_slice(&[27i64, 18, 28, 1, 8]).view([1, 5]));
+        let locations = UnitLocations::parse(Some(&locations)).unwrap();
+        (model.run(&base, &[Some(source)], &locations, &Subspaces::None).unwrap().output, widths)
+    };
+    let das = json!({"type": "low_rank_rotated_space", "keep_last_dim": true});
+    let (shared, widths) = run(
+        json!([{"layer": 1, "component": "block_output", "max_number_of_units": 2, "low_rank_dimension": 2,
+                "intervention": das}]),
+        json!({"sources->base": [[[[1, 3]]], [[[1, 3]]]]}),
+    );
+    assert_eq!(widths, [32], "one rotation of the hidden width, not of two positions flattened");
+    let linked = || {
+        json!({"layer": 1, "component": "block_output", "low_rank_dimension": 2, "intervention_link_key": 0,
+               "intervention": {"type": "low_rank_rotated_space"}})
+    };
+    let (separate, _) = run(json!([linked(), linked()]), json!({"sources->base": [[[[1]], [[3]]], [[[1]], [[3]]]]}));
+    let difference = (&shared - &separate).abs().max().double_value(&[]);
+    assert!(difference < 1e-10, "keep_last_dim differs from a linked intervention per position by {difference}");
+    let (plain, _) = run(
+        json!([{"layer": 1, "component": "block_output", "max_number_of_units": 2, "low_rank_dimension": 2,
+                "intervention": {"type": "low_rank_rotated_space"}}]),
+        json!({"sources->base": [[[[1, 3]]], [[[1, 3]]]]}),
+    );
+    assert!((&shared - &plain).abs().max().double_value(&[]) > 1e-6, "flattened units are a different intervention");
+}
+
+/// A rotation too wide to hold is refused by name, with the way out.
+#[test]
+fn too_wide_a_rotation_is_refused() {
+    let plugins = plugins(&["vene_gpt2", "vene_das"]);
+    let model = LoadedModel::load(&plugins, &gpt2_dir(), DeviceSpec::CPU, DTypeSpec::F32).unwrap();
+    let config: IntervenableConfig = serde_json::from_value(json!({"representations": [
+        {"layer": 0, "component": "block_output", "max_number_of_units": 600, "low_rank_dimension": 1,
+         "intervention": {"type": "low_rank_rotated_space"}}]}))
+    .unwrap();
+    let error = IntervenableModel::new(model, config, &plugins, 0).err().expect("refused").to_string();
+    assert!(error.contains("a rotation of width 19200") && error.contains("keep_last_dim"), "{error}");
+}
+
 /// A linear classifier whose hidden layer carries two independent bits along two known orthogonal directions.
 struct Planted {
     dir: PathBuf,

@@ -194,3 +194,38 @@ fn vad_state_zeroing_inside_speech_is_forgotten_within_chunks() {
         assert!((1..=20).contains(&recovered), "{}: recovered after {recovered} chunks", intervention.name);
     }
 }
+
+/// "Animal" is decodable from EfficientNet's early blocks (a probe reads it) but a rank-1 channel direction swapped
+/// there does not carry it; at the last block one direction flips the model's animal decision to the source's.
+#[test]
+fn image_das_finds_the_attribute_causal_late_and_decodable_early() {
+    use vene_host::studies::image_das::{image_das_study, AttributePhoto, ImageDasOptions, IMAGENET_ANIMALS};
+    let dir = efficientnet_lite0().unwrap();
+    let model = load("vene_efficientnet", &dir);
+    let preprocess = Preprocess::of_model(&dir).unwrap();
+    let photos: Vec<AttributePhoto> =
+        [("chelsea.png", true), ("horse.png", true), ("coffee.png", false), ("rocket.jpg", false)]
+            .iter()
+            .map(|&(name, positive)| AttributePhoto {
+                name: name.to_string(),
+                image: vene_host::vision::open_rgb(&real_asset(&format!("photos/{name}")).unwrap()).unwrap(),
+                positive,
+            })
+            .collect();
+    let options = ImageDasOptions {
+        attribute: "animal".to_string(),
+        positive_classes: IMAGENET_ANIMALS.collect(),
+        crops_per_photo: 12,
+        blocks: Some(vec![2, 15]),
+        pairs: 48,
+        epochs: 2,
+        seed: 0,
+    };
+    let plugins = plugins(&["vene_efficientnet", "vene_das"]);
+    let (study, _) = image_das_study(model, &plugins, &preprocess, &photos, &options, |_, _| {}).unwrap();
+    assert!(study.eval_pairs > 0 && study.test_crops >= 8, "{}", study.summary());
+    let (early, late) = (0, 1);
+    assert!(study.probe_accuracy[early] >= 0.9, "a probe reads the attribute at block 2: {}", study.summary());
+    assert!(study.das_iia[early] < 0.3, "one direction at block 2 does not flip it: {}", study.summary());
+    assert!(study.das_iia[late] > study.das_iia[early] + 0.4, "one direction at block 15 does: {}", study.summary());
+}

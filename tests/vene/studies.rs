@@ -308,6 +308,8 @@ fn demo_on_the_real_model_shows_its_effects() {
     };
     assert_eq!(installed("easyocr-english-g2", &["ocr-steps"]), results["ocr_steps"]);
     assert_eq!(installed("silero-vad", &["vad-state"]), results["vad_state"]);
+    let small_das = ["image-das", "--crops", "12", "--blocks", "2,15", "--pairs", "48", "--epochs", "2"];
+    assert_eq!(installed("efficientnet-lite0", &small_das), results["image_das"]);
     assert!(root.join("real/hello_world_words.png").exists() && root.join("real/speech_probability.svg").exists());
     std::fs::remove_dir_all(root).ok();
 }
@@ -436,6 +438,12 @@ fn real_cnn_rnn_effects(results: &serde_json::Value) {
         let best = grid(&trace["trace"]["restored"]).iter().flatten().copied().fold(0.0, f64::max);
         assert!(best > base + 0.05, "{}: one region restores part of the class ({best})", trace["photo"]);
     }
+    let image_das = &results["image_das"];
+    let row = |key: &str| grid(&serde_json::json!([image_das[key]])).remove(0);
+    let (das, probe) = (row("das_iia"), row("probe_accuracy"));
+    assert_eq!(image_das["blocks"], serde_json::json!([2, 15]));
+    assert!(probe[0] >= 0.9, "a probe reads \"animal\" at block 2: {image_das}");
+    assert!(das[1] > das[0] + 0.4, "one direction carries it at block 15, not at block 2: {image_das}");
     let vad = &results["vad_state"];
     assert!(!vad.is_null(), "the Silero study was skipped: install espeak-ng");
     for intervention in vad["interventions"].as_array().unwrap() {
@@ -453,7 +461,7 @@ fn report_renders_in_chromium(report: &std::path::Path) {
     assert!(images >= 15, "{images} figures");
     assert_eq!(body_data(&dom, "data-broken-images"), 0, "figures that did not load");
     let sections: Vec<&str> = dom.split("<section").skip(1).map(|s| &s[..s.find("</section>").unwrap()]).collect();
-    assert_eq!(sections.len(), 10, "one section per study");
+    assert_eq!(sections.len(), 11, "one section per study");
     for section in &sections {
         for part in ["Question.", "Measured here.", "Reproduce", "<pre>vene", "<h2>"] {
             assert!(

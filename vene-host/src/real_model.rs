@@ -43,6 +43,16 @@ pub fn real_asset(relative: &str) -> Result<PathBuf> {
     )))
 }
 
+/// A photograph given as a file, or by the name of one the set-up installs (`chelsea.png`, `coffee.png`,
+/// `astronaut.png`, `rocket.jpg`, `motorcycle_left.png`, `horse.png`).
+pub fn photo(name_or_path: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(name_or_path);
+    if path.is_file() {
+        return Ok(path);
+    }
+    real_asset(&format!("photos/{name_or_path}"))
+}
+
 /// EasyOCR's English recogniser (CRNN) as a model directory.
 pub fn easyocr_english() -> Result<PathBuf> {
     real_asset("models/easyocr-english-g2/config.json").map(|_| cache_dir().join("models/easyocr-english-g2"))

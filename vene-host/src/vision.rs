@@ -75,15 +75,43 @@ pub fn load_photo(path: &Path, preprocess: &Preprocess) -> Result<Tensor> {
 
 /// [`load_photo`], with the crop the model sees as an image.
 pub fn load_photo_with_crop(path: &Path, preprocess: &Preprocess) -> Result<(Tensor, RgbImage)> {
-    let image = image::open(path)
-        .map_err(|e| VeneError::Inputs(format!("{} is not a readable PNG or JPEG image: {e}", path.display())))?
-        .to_rgb8();
+    let image = open_rgb(path)?;
     let (Some(shorter), Some(crop)) = (preprocess.resize_shorter, preprocess.crop) else {
         return Err(VeneError::Config("preprocess needs resize_shorter and crop for photographs".into()));
     };
     let cropped = centre_crop(&resize_shorter(&image, shorter), crop);
-    let pixels = preprocess.normalise(cropped.as_raw().clone(), 3, crop as i64, crop as i64)?;
-    Ok((pixels, cropped))
+    Ok((photo_pixels(&cropped, preprocess)?, cropped))
+}
+
+/// A PNG or JPEG file as RGB (grayscale files too).
+pub fn open_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(image::open(path)
+        .map_err(|e| VeneError::Inputs(format!("{} is not a readable PNG or JPEG image: {e}", path.display())))?
+        .to_rgb8())
+}
+
+/// An RGB image already at the model's size as `(1, 3, h, w)`, normalised.
+pub fn photo_pixels(image: &RgbImage, preprocess: &Preprocess) -> Result<Tensor> {
+    preprocess.normalise(image.as_raw().clone(), 3, i64::from(image.height()), i64::from(image.width()))
+}
+
+/// `count` random square crops of `image` (a side of half to all of its shorter side, anywhere in it, mirrored
+/// half the time), each resized to `size` × `size`: the usual augmentation, giving many views of one photograph.
+pub fn random_crops(image: &RgbImage, count: usize, size: u32, rng: &mut impl rand::Rng) -> Vec<RgbImage> {
+    let (w, h) = image.dimensions();
+    (0..count)
+        .map(|_| {
+            let side = ((f64::from(w.min(h)) * rng.gen_range(0.5..=1.0)).round() as u32).max(1);
+            let (left, top) = (rng.gen_range(0..=w - side), rng.gen_range(0..=h - side));
+            let crop = image::imageops::crop_imm(image, left, top, side, side).to_image();
+            let resized = image::imageops::resize(&crop, size, size, FilterType::Triangle);
+            if rng.gen_bool(0.5) {
+                image::imageops::flip_horizontal(&resized)
+            } else {
+                resized
+            }
+        })
+        .collect()
 }
 
 /// The `crop` × `crop` centre of `image` (exactly `(w - crop) / 2` from the left, as torchvision rounds).

@@ -40,6 +40,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(studies::path_patch, module)?,
         wrap_pyfunction!(real_studies::ocr_steps, module)?,
         wrap_pyfunction!(real_studies::cnn_trace, module)?,
+        wrap_pyfunction!(real_studies::image_das, module)?,
         wrap_pyfunction!(real_studies::vad_state, module)?,
     ] {
         module.add_function(study)?;

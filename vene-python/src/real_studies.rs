@@ -1,18 +1,19 @@
 //! The studies of the real CNN and recurrent models as functions (`vene ocr-steps`, `vene cnn-trace`,
-//! `vene vad-state`): each runs the command's library code with the GIL released and returns its numbers as JSON text
+//! `vene image-das`, `vene vad-state`): each runs the command's library code with the GIL released and returns its numbers as JSON text
 //! with the summary, writing the figures and JSON file when given a directory.
 
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use vene_host::{
-    audio,
+    audio, real_model,
     studies::{
         cnn_tracing::{self, CnnTraceOptions, Photo},
+        image_das::{image_das_study, AttributePhoto, ImageDasOptions, IMAGENET_ANIMALS},
         ocr_steps::{ocr_step_study, OcrSetup},
         vad_state::vad_state_study,
     },
-    vision::{load_photo_with_crop, Preprocess},
+    vision::{load_photo_with_crop, open_rgb, Preprocess},
 };
 
 use crate::{
@@ -68,6 +69,51 @@ pub fn cnn_trace(
             .or_raise()
     })?;
     finish(study.output("cnn_trace.json"), None, out)
+}
+
+/// Rank-1 DAS versus a linear probe, block by block, for a binary attribute: `positive` and `negative` photos (files
+/// or installed names), the attribute's output classes (default: ImageNet's animals).
+#[pyfunction]
+#[pyo3(signature = (model, positive, negative, attribute="animal".to_string(), classes=None, crops=24, blocks=None,
+                    pairs=96, epochs=3, seed=0, out=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn image_das(
+    py: Python<'_>,
+    model: &Model,
+    positive: Vec<String>,
+    negative: Vec<String>,
+    attribute: String,
+    classes: Option<Vec<i64>>,
+    crops: usize,
+    blocks: Option<Vec<usize>>,
+    pairs: usize,
+    epochs: usize,
+    seed: u64,
+    out: Option<PathBuf>,
+) -> PyResult<(String, String)> {
+    let options = ImageDasOptions {
+        attribute,
+        positive_classes: classes.unwrap_or_else(|| IMAGENET_ANIMALS.collect()),
+        crops_per_photo: crops,
+        blocks,
+        pairs,
+        epochs,
+        seed,
+    };
+    let study = released(py, "image das", || {
+        let preprocess = Preprocess::of_model(model.model.dir()).or_raise()?;
+        let mut photos = Vec::new();
+        for (names, kind) in [(&positive, true), (&negative, false)] {
+            for name in names {
+                let image = open_rgb(&real_model::photo(name).or_raise()?).or_raise()?;
+                photos.push(AttributePhoto { name: name.clone(), image, positive: kind });
+            }
+        }
+        image_das_study(model.model.clone(), &model.plugins, &preprocess, &photos, &options, |_, _| {})
+            .map(|(study, _)| study)
+            .or_raise()
+    })?;
+    finish(study.output("image_das.json"), None, out)
 }
 
 /// Utterances synthesised by espeak-ng with `gap` seconds of silence around them; the LSTM state zeroed and taken

@@ -75,6 +75,10 @@ struct DasConfig {
     /// tutorials use 1).
     #[serde(default)]
     boundary_loss: Option<f64>,
+    /// pyvene's `keep_last_dim`: act on each selected unit's own vector with one rotation shared by all units,
+    /// instead of on the units flattened into one vector (e.g. one channel direction at every pixel of a map).
+    #[serde(default)]
+    keep_last_dim: bool,
 }
 
 impl InterventionFactory for DasFactory {
@@ -92,7 +96,7 @@ impl InterventionFactory for DasFactory {
             return pca::create(config_json, spec);
         }
         let config: DasConfig = parse_config(type_name, config_json)?;
-        let n = i64::from(spec.embed_dim);
+        let n = i64::from(if config.keep_last_dim { spec.unit_dim } else { spec.embed_dim });
         let device = spec.device.to_device();
         // Parameters stay in f32 (or f64) even for half-precision models, as optimisers expect.
         let kind = if spec.dtype == vene_api::DTypeSpec::F64 { Kind::Double } else { Kind::Float };
@@ -106,7 +110,7 @@ impl InterventionFactory for DasFactory {
                         "rotated_space: interchange_dim {interchange} must be in 1..={n}"
                     )));
                 }
-                Box::new(RotatedSpace { rotation: rotation(n), interchange, n })
+                Box::new(RotatedSpace { rotation: rotation(n)?, interchange, n })
             }
             "low_rank_rotated_space" => {
                 let k = spec.low_rank_dimension.into_option().map(i64::from).ok_or_else(|| {
@@ -119,13 +123,13 @@ impl InterventionFactory for DasFactory {
                         "low_rank_dimension {k} must be in 1..={n} (the representation's dimension)"
                     )));
                 }
-                Box::new(LowRank { rotation: rotation(k), n })
+                Box::new(LowRank { rotation: rotation(k)?, n })
             }
             "boundless_rotated_space" => {
                 let boundary = config.boundary.unwrap_or(0.5);
                 let schedule = temperature(50.0);
                 Box::new(Boundless {
-                    rotation: rotation(n),
+                    rotation: rotation(n)?,
                     boundary: Tensor::from_slice(&[boundary]).to_kind(kind).to_device(device).set_requires_grad(true),
                     schedule,
                     temperature: schedule.at(0.0),
@@ -137,7 +141,7 @@ impl InterventionFactory for DasFactory {
             "sigmoid_mask_rotated_space" => {
                 let schedule = temperature(50.0);
                 Box::new(SigmoidMaskRotated {
-                    rotation: rotation(n),
+                    rotation: rotation(n)?,
                     masks: Tensor::full([n], 100.0, (kind, device)).set_requires_grad(true),
                     schedule,
                     temperature: schedule.at(0.0),
@@ -155,7 +159,49 @@ impl InterventionFactory for DasFactory {
             }
             other => return Err(PluginError::invalid_config(format!("unknown DAS type '{other}'"))),
         };
-        Ok(intervention)
+        Ok(if config.keep_last_dim { Box::new(PerUnit(intervention)) } else { intervention })
+    }
+}
+
+/// A DAS intervention with `keep_last_dim`: the same math, given `(batch, units, dim)` unflattened.
+struct PerUnit(Box<dyn Intervention>);
+
+impl Intervention for PerUnit {
+    fn traits(&self) -> InterventionTraits {
+        InterventionTraits { distributed: false, ..self.0.traits() }
+    }
+
+    fn apply(
+        &mut self,
+        base: &Tensor,
+        source: Option<&Tensor>,
+        subspaces: Option<&[Vec<i64>]>,
+    ) -> PluginResult<Tensor> {
+        self.0.apply(base, source, subspaces)
+    }
+
+    fn parameters(&self) -> PluginResult<Vec<(String, Tensor)>> {
+        self.0.parameters()
+    }
+
+    fn state(&self) -> PluginResult<Vec<(String, Tensor)>> {
+        self.0.state()
+    }
+
+    fn load_state(&mut self, state: Vec<(String, Tensor)>) -> PluginResult<()> {
+        self.0.load_state(state)
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.0.set_training(training)
+    }
+
+    fn set_progress(&mut self, fraction: f64) {
+        self.0.set_progress(fraction)
+    }
+
+    fn auxiliary_loss(&self) -> PluginResult<Option<Tensor>> {
+        self.0.auxiliary_loss()
     }
 }
 

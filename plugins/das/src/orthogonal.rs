@@ -5,12 +5,14 @@
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, Tensor};
-use vene_api::PluginResult;
+use vene_api::{PluginError, PluginResult};
 
 use vene_intervention_kit::load_named;
 
 const ORIGINAL: &str = "rotate_layer.parametrizations.weight.original";
 const BASE: &str = "rotate_layer.parametrizations.weight.0.base";
+/// The widest rotation: its `n × n` base is then 1 GiB in f32 (and its QR draw takes a while).
+const MAX_WIDTH: i64 = 16384;
 
 pub struct Orthogonal {
     /// `(n, k)`, trained.
@@ -20,8 +22,17 @@ pub struct Orthogonal {
 }
 
 impl Orthogonal {
-    /// A random orthogonal `n × k` weight (as `torch.nn.init.orthogonal_` draws it), seeded.
-    pub fn new(n: i64, k: i64, seed: u64, kind: Kind, device: Device) -> Self {
+    /// A random orthogonal `n × k` weight (as `torch.nn.init.orthogonal_` draws it), seeded; refused when the
+    /// `n × n` base torch's parametrisation keeps would not be reasonable to hold.
+    pub fn new(n: i64, k: i64, seed: u64, kind: Kind, device: Device) -> PluginResult<Self> {
+        if n > MAX_WIDTH {
+            return Err(PluginError::invalid_config(format!(
+                "a rotation of width {n} would keep a {n} × {n} base ({:.1} GiB); the widest allowed is {MAX_WIDTH} \
+                 (select fewer units, or give the intervention \"keep_last_dim\": true to rotate each unit's own \
+                 vector with one shared rotation)",
+                (n as f64).powi(2) * 4.0 / f64::from(1u32 << 30)
+            )));
+        }
         let mut rng = StdRng::seed_from_u64(seed);
         let samples: Vec<f32> = (0..n * n).map(|_| StandardNormal.sample(&mut rng)).collect();
         let (q, r) = Tensor::linalg_qr(&Tensor::from_slice(&samples).view([n, n]), "reduced");
@@ -29,10 +40,10 @@ impl Orthogonal {
         let base = q * r.diagonal(0, -2, -1).sign().unsqueeze(0);
         // -I: with the trivialisation, Q(original) is then the identity and the weight starts at base[:, :k].
         let original = -Tensor::eye_m(n, k, (kind, Device::Cpu));
-        Self {
+        Ok(Self {
             original: original.to_device(device).set_requires_grad(true),
             base: base.to_kind(kind).to_device(device),
-        }
+        })
     }
 
     /// The effective `(n, k)` weight.

@@ -149,9 +149,11 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
     drop(model);
     let ocr = cnn_rnn::ocr_steps(plugins)?;
     let cnn = cnn_rnn::cnn_trace(plugins, grid.cnn_samples)?;
+    let image_das = cnn_rnn::image_das(plugins, &grid.image_das)?;
     let vad = cnn_rnn::vad_state(plugins)?;
     let backpack = backpack_senses(&mut demo)?;
-    let findings = [tracing, eiffel, interchange, steering, das_probe, path_patching, ocr, cnn, vad, backpack];
+    let findings =
+        [tracing, eiffel, interchange, steering, das_probe, path_patching, ocr, cnn, image_das, vad, backpack];
     let mut results = serde_json::Map::new();
     let mut sections = Vec::new();
     for finding in findings {

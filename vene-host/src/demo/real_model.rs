@@ -7,6 +7,7 @@ use crate::{
     model::LoadedModel,
     studies::{
         facts,
+        image_das::{ImageDasOptions, IMAGENET_ANIMALS},
         interchange_search::{self, InterchangeSearch, Wording},
         output::{format_top, Figure, StudyOutput},
         probe::{DasBudget, ProbeSetup},
@@ -55,6 +56,21 @@ pub struct RealGrid {
     pub path_senders: Option<Vec<(u32, u32)>>,
     /// Noise draws of the EfficientNet trace.
     pub cnn_samples: usize,
+    /// EfficientNet's "animal" DAS versus probe.
+    pub image_das: ImageDasOptions,
+}
+
+/// "Animal" on ImageNet's animal classes, with the given budget.
+fn animal_das(crops_per_photo: usize, blocks: Option<Vec<usize>>, pairs: usize, epochs: usize) -> ImageDasOptions {
+    ImageDasOptions {
+        attribute: "animal".to_string(),
+        positive_classes: IMAGENET_ANIMALS.collect(),
+        crops_per_photo,
+        blocks,
+        pairs,
+        epochs,
+        seed: 0,
+    }
 }
 
 impl RealGrid {
@@ -71,6 +87,7 @@ impl RealGrid {
             das: DasBudget { positions: Some(vec![1, 3]), pairs: Some(96), epochs: 2 },
             path_senders: None,
             cnn_samples: 2,
+            image_das: animal_das(12, None, 48, 2),
         }
     }
 
@@ -87,6 +104,7 @@ impl RealGrid {
             das: DasBudget { positions: Some(vec![3]), pairs: Some(48), epochs: 2 },
             path_senders: Some([11, 15].iter().flat_map(|&l| (0..4).map(move |h| (l, h))).collect()),
             cnn_samples: 1,
+            image_das: animal_das(12, Some(vec![2, 15]), 48, 2),
         }
     }
 }

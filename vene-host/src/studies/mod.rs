@@ -5,6 +5,7 @@ pub mod amnesic;
 pub mod channels;
 pub mod cnn_tracing;
 pub mod facts;
+pub mod image_das;
 pub mod interchange;
 pub mod interchange_search;
 pub mod ocr_steps;

@@ -107,6 +107,33 @@ pub fn overlay(title: &str, photo: &RgbImage, heat: &[Vec<f64>], max: f64) -> Re
     Ok(Picture { width, height, rgb })
 }
 
+/// Labelled thumbnails (each `(label, image)`, drawn 112 pixels wide) in one row.
+pub fn contact_sheet(title: &str, tiles: &[(String, RgbImage)]) -> Result<Picture> {
+    ensure_font();
+    const TILE: u32 = 112;
+    const GAP: u32 = 12;
+    let tiles_width = tiles.len() as u32 * (TILE + GAP);
+    let width = (8 + tiles_width).max(16 + 8 * title.chars().count() as u32);
+    let height = 34 + TILE + 24;
+    let mut canvas = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    for (index, (_, image)) in tiles.iter().enumerate() {
+        let thumbnail = image::imageops::resize(image, TILE, TILE, image::imageops::FilterType::Triangle);
+        image::imageops::overlay(&mut canvas, &thumbnail, i64::from(8 + index as u32 * (TILE + GAP)), 34);
+    }
+    let mut rgb = canvas.into_raw();
+    {
+        let area = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        area.draw(&Text::new(title.to_string(), (8, 8), ("sans-serif", 16).into_font())).map_err(draw_error)?;
+        for (index, (label, _)) in tiles.iter().enumerate() {
+            let x = 8 + (index as u32 * (TILE + GAP)) as i32;
+            let font = ("sans-serif", 11).into_font();
+            area.draw(&Text::new(label.clone(), (x, (34 + TILE + 6) as i32), font)).map_err(draw_error)?;
+        }
+        area.present().map_err(draw_error)?;
+    }
+    Ok(Picture { width, height, rgb })
+}
+
 /// Writes `stem.png` and `stem.svg` (the PNG embedded) in `dir`.
 pub fn write(dir: &Path, stem: &str, picture: &Picture) -> Result<()> {
     let image = RgbImage::from_raw(picture.width, picture.height, picture.rgb.clone())

@@ -318,28 +318,38 @@ fn probe(
     let train: Vec<i64> = (0..names.len() as i64).filter(|i| i % 3 != 2).collect();
     let test: Vec<i64> = (0..names.len() as i64).filter(|i| i % 3 == 2).collect();
     let (train, test) = (Tensor::from_slice(&train), Tensor::from_slice(&test));
-    let (x, y) = (features.index_select(0, &train), labels.index_select(0, &train));
+    let accuracy = logistic_probe_accuracy(
+        (&features.index_select(0, &train), &labels.index_select(0, &train)),
+        (&features.index_select(0, &test), &labels.index_select(0, &test)),
+        setup.classes.len() as i64,
+    )?;
+    Ok((accuracy, collector.into_model()))
+}
+
+/// Test accuracy of a logistic-regression probe (features standardised on the training set, Adam, 200 full-batch
+/// steps) fitted to `(features, labels)` of `train` and scored on `test`; CPU float features, class-id labels.
+pub(crate) fn logistic_probe_accuracy(
+    (x, y): (&Tensor, &Tensor),
+    (test_x, test_y): (&Tensor, &Tensor),
+    classes: i64,
+) -> Result<f64> {
     let mean = x.mean_dim(0, true, Kind::Float);
     let scale = x.std_dim(0, true, true) + 1e-6;
-    let classes = setup.classes.len() as i64;
-    let weights = Tensor::zeros([features.size()[1], classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let weights = Tensor::zeros([x.size()[1], classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let bias = Tensor::zeros([classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let mut optimizer = tch::COptimizer::adam(0.05, 0.9, 0.999, 0.0, 1e-8, false)?;
     optimizer.add_parameters(&weights, 0)?;
     optimizer.add_parameters(&bias, 0)?;
-    let normalised = (&x - &mean) / &scale;
+    let normalised = (x - &mean) / &scale;
     for _ in 0..200 {
         optimizer.zero_grad()?;
-        let loss = (normalised.matmul(&weights) + &bias).cross_entropy_for_logits(&y);
+        let loss = (normalised.matmul(&weights) + &bias).cross_entropy_for_logits(y);
         loss.backward();
         optimizer.step()?;
     }
     let _no_grad = tch::no_grad_guard();
-    let test_x = (features.index_select(0, &test) - &mean) / &scale;
-    let predicted = (test_x.matmul(&weights) + &bias).argmax(-1, false);
-    let accuracy =
-        predicted.eq_tensor(&labels.index_select(0, &test)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
-    Ok((accuracy, collector.into_model()))
+    let predicted = (((test_x - &mean) / &scale).matmul(&weights) + &bias).argmax(-1, false);
+    Ok(predicted.eq_tensor(test_y).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]))
 }
 
 impl DasProbe {

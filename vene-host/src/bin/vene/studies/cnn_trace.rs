@@ -48,8 +48,7 @@ pub fn run(args: CnnTraceArgs) -> Result<()> {
     let preprocess = Preprocess::of_model(model.dir())?;
     let mut photos = Vec::new();
     for name in args.photos.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let path = PathBuf::from(name);
-        let path = if path.is_file() { path } else { real_model::real_asset(&format!("photos/{name}"))? };
+        let path = real_model::photo(name)?;
         let (pixels, crop) = load_photo_with_crop(&path, &preprocess)?;
         photos.push(Photo { name: name.to_string(), pixels, crop });
     }

@@ -5,6 +5,7 @@ pub mod channels;
 pub mod cnn_trace;
 pub mod das_probe;
 pub mod erase;
+pub mod image_das;
 pub mod interchange;
 pub mod interchange_search;
 pub mod ocr_steps;
