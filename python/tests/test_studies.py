@@ -97,6 +97,25 @@ def test_path_patch_matches_vene_path_patch(word_model, tmp_path):
         vene.studies.path_patch(vene.load(word_model), PATH_PROMPTS, receivers="queries")
 
 
+def test_attribute_matches_vene_attribute(word_model, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(p) for p in PATH_PROMPTS))
+    cli("attribute", "--model", word_model, "--prompts", prompts, "--top-k", "6", "--random-k", "3", "--out",
+        tmp_path / "cli")
+    found = vene.attribute(vene.load(word_model), PATH_PROMPTS, top_k=6, random_k=3, out=tmp_path / "py")
+    same_files(tmp_path / "cli", tmp_path / "py", ["attribution.json", "attribution_scores.safetensors",
+                                                    "attribution_head_attention_value_output.svg"])
+    assert [c["component"] for c in found["components"]] == [
+        "block_output", "attention_output", "mlp_output", "head_attention_value_output"]
+    assert [v["chosen"] for v in found["verified"]] == ["top"] * 6 + ["random"] * 3
+    estimates = [abs(v["estimate"]) for v in found["verified"][:6]]
+    assert estimates == sorted(estimates, reverse=True)
+    with pytest.raises(vene.VeneError, match=r'metric "kl" is not one of logit-diff, prob, logprob'):
+        vene.attribute(vene.load(word_model), PATH_PROMPTS, metric="kl")
+    with pytest.raises(vene.VeneError, match=r'no component "mlp_neurons" to attribute to'):
+        vene.attribute(vene.load(word_model), PATH_PROMPTS, components=["mlp_neurons"])
+
+
 def test_interchange_search_matches_vene_interchange_search(word_model, tmp_path):
     wordings = [{"base": "w1 w2 w3 w4", "attribute_source": "w1 w5 w3 w4", "entity_source": "w1 w2 w6 w4"},
                 {"base": "w8 w2 w3", "attribute_source": "w8 w9 w3", "entity_source": "w8 w2 w10"}]

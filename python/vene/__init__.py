@@ -41,11 +41,13 @@ from .interventions import (
 from .intervenable import IntervenableModel, IntervenableModelOutput
 from .model import Model, ModelOutput, load, plugins
 from . import studies
+from .studies import attribute
 
 __version__ = _native.__version__
 
 __all__ = [
     "AdditionIntervention",
+    "attribute",
     "AutoencoderIntervention",
     "BoundlessRotatedSpaceIntervention",
     "CausalModel",

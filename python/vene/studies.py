@@ -152,6 +152,30 @@ def path_patch(
     )
 
 
+def attribute(
+    model: Model,
+    prompts: Union[PathLike, Sequence[Mapping]],
+    metric: str = "logit-diff",
+    components: Optional[Sequence[str]] = None,
+    ig_steps: int = 0,
+    top_k: int = 20,
+    random_k: int = 10,
+    verify_all: bool = False,
+    seed: int = 0,
+    out: Optional[PathLike] = None,
+    progress: Progress = None,
+) -> dict:
+    """Attribution patching (AtP; with ``ig_steps`` k, integrated gradients over k interpolations of the input
+    embeddings): every node's effect on ``metric`` (``"logit-diff"`` target − distractor, ``"prob"``, ``"logprob"``)
+    estimated as ``(a_corrupted − a_clean) · ∂metric/∂a`` from one corrupted pass, one clean pass and a backward.
+    ``prompts`` as for :func:`path_patch`; ``components`` default to block, attention and MLP outputs and each head's
+    output. ``["components"][i]["scores"][layer][head][position]`` are the estimates; ``["verified"]`` the top
+    ``top_k`` by |estimate| and ``random_k`` others patched exactly, each with ``estimate`` and ``exact``."""
+    return _result(_native.attribute(model._native, _json_lines(prompts), metric,
+                                     None if components is None else list(components), ig_steps, top_k, random_k,
+                                     verify_all, seed, _out(out), progress))
+
+
 def ocr_steps(model: Model, pairs: Sequence[Sequence[str]] = (("hello", "world"), ("cat", "dog"), ("time", "step")),
               layer: int = 0, out: Optional[PathLike] = None) -> dict:
     """A CRNN (``vene.load("easyocr-english-g2")``) reading rendered words: for each ``(base, source)`` pair, the

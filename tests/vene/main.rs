@@ -4,6 +4,7 @@
 //! tests/fixtures); plugins are the real cdylibs of this workspace, loaded with dlopen.
 
 mod adapters;
+mod attribution;
 mod causal;
 mod checkpoints;
 mod cnn_rnn;

@@ -143,7 +143,7 @@ fn bad_path_patching_inputs_are_refused_by_name() {
     let mut uneven = prompts();
     uneven[1].corrupted = "w2 w44 w61".into();
     assert!(error(uneven).contains(
-        "prompt 2: the clean prompt has 4 tokens, the corrupted one 3; path patching needs them to line up position by \
+        "prompt 2: the clean prompt has 4 tokens, the corrupted one 3; patching needs them to line up position by \
          position"
     ));
     let mut split = prompts();

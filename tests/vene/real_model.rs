@@ -188,3 +188,40 @@ fn real_gemma3_gender_erased_at_the_name() {
     let late = amnesic_probe(&model, &plugins, &tokenizer, &setup(14)).unwrap();
     assert!(late.behaviour_after > 0.95, "{late:?}");
 }
+
+/// Attribution patching of the Eiffel Tower fact (subject swapped for "The Colosseum", Paris − Rome): among the MLP
+/// outputs AtP ranks highest, exact re-patching finds the strongest where `vene trace` restores the fact — at a
+/// subject token in the early and middle layers (the trace test's 0–8) — and the estimate's ranking agrees with the
+/// exact one (Spearman > 0.5 over the verified nodes).
+#[test]
+fn real_gemma3_attribution_finds_the_subject_mlps() {
+    use vene_host::studies::{
+        attribution::{attribute, prompt_inputs, AttributionOptions, Metric},
+        path_patching::PathPrompt,
+    };
+    let (model, tokenizer) = gemma3();
+    let plugins = plugins(&["vene_llama"]);
+    let prompt = PathPrompt {
+        clean: "The Eiffel Tower is located in the city of".to_string(),
+        corrupted: "The Colosseum is located in the city of".to_string(),
+        target: " Paris".to_string(),
+        distractor: " Rome".to_string(),
+    };
+    let (inputs, tokens) = prompt_inputs(&tokenizer, &[prompt], model.device()).unwrap();
+    assert_eq!(tokens[1..4], ["The", " Eiffel", " Tower"]);
+    let options = AttributionOptions {
+        components: vec!["mlp_output".to_string()],
+        metric: Metric::LogitDiff,
+        ig_steps: 0,
+        top_k: 10,
+        random_k: 5,
+        verify_all: false,
+        seed: 0,
+    };
+    let (result, _) = attribute(model, &plugins, &inputs, &options, tokens).unwrap();
+    assert!(result.clean > 0.0 && result.corrupted < 0.0, "{}", result.summary());
+    let strongest = result.verified.iter().min_by(|a, b| a.exact.total_cmp(&b.exact)).unwrap();
+    assert!(strongest.exact < -1.0, "{}", result.summary());
+    assert!((1..=3).contains(&strongest.position) && strongest.layer <= 8, "{strongest:?}\n{}", result.summary());
+    assert!(result.rank_correlation_verified.is_some_and(|r| r > 0.5), "{}", result.summary());
+}

@@ -331,6 +331,31 @@ fn real_model_effects(results: &serde_json::Value) {
         (effects.iter().copied().fold(0.0, f64::min), effects.iter().copied().fold(0.0, f64::max));
     assert!(strongest < -0.33, "the strongest head's effect {strongest}: {effects:?}");
     assert!(opposing > 0.1, "a head working against the answer: {effects:?}");
+    // Attribution patching of every node on the same prompts: the head whose exact re-patching costs the most is the
+    // one path patching finds carrying the indirect object along its direct path, and the estimate ranks the
+    // verified nodes as exact patching does.
+    let strongest_sender = patching["senders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .min_by(|a, b| a["to_logits"].as_f64().unwrap().total_cmp(&b["to_logits"].as_f64().unwrap()))
+        .unwrap();
+    let attribution = &results["attribution"];
+    let strongest_head = attribution["verified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| node["component"] == "head_attention_value_output")
+        .min_by(|a, b| a["exact"].as_f64().unwrap().total_cmp(&b["exact"].as_f64().unwrap()))
+        .expect("a head among the verified nodes");
+    assert_eq!(
+        (&strongest_head["layer"], &strongest_head["head"]),
+        (&strongest_sender["layer"], &strongest_sender["head"]),
+        "{strongest_head} vs {strongest_sender}"
+    );
+    assert!(strongest_head["exact"].as_f64().unwrap() < -1.0, "{strongest_head}");
+    let correlation = attribution["rank_correlation_verified"].as_f64().unwrap();
+    assert!(correlation > 0.5, "estimate vs exact rank correlation {correlation}");
     // Causal tracing: the three facts are known; corrupting the subject destroys them; restoring the last token's
     // final block output gives back exactly the clean probability; the MLPs matter at the last subject token in
     // early layers and attention at the last token in late ones (the peaks the full run finds: MLP layers 2-5,
@@ -461,7 +486,7 @@ fn report_renders_in_chromium(report: &std::path::Path) {
     assert!(images >= 15, "{images} figures");
     assert_eq!(body_data(&dom, "data-broken-images"), 0, "figures that did not load");
     let sections: Vec<&str> = dom.split("<section").skip(1).map(|s| &s[..s.find("</section>").unwrap()]).collect();
-    assert_eq!(sections.len(), 11, "one section per study");
+    assert_eq!(sections.len(), 12, "one section per study");
     for section in &sections {
         for part in ["Question.", "Measured here.", "Reproduce", "<pre>vene", "<h2>"] {
             assert!(

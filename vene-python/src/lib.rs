@@ -2,6 +2,7 @@
 //! (torch tensors shared without copying, JSON text for configs and unit locations) and calls vene-host; the
 //! pyvene-shaped API is written in Python on top of it (`python/vene`).
 
+mod attribution;
 mod causal;
 mod erasure;
 mod errors;
@@ -38,6 +39,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(studies::interchange_search, module)?,
         wrap_pyfunction!(studies::steer_sentiment, module)?,
         wrap_pyfunction!(studies::path_patch, module)?,
+        wrap_pyfunction!(attribution::attribute, module)?,
         wrap_pyfunction!(real_studies::ocr_steps, module)?,
         wrap_pyfunction!(real_studies::cnn_trace, module)?,
         wrap_pyfunction!(real_studies::image_das, module)?,

@@ -54,7 +54,7 @@ impl Progress {
 }
 
 /// Runs `study` on the model's clone, plugins and tokenizer with the GIL released and `progress` wired in.
-fn run_study<R>(
+pub(crate) fn run_study<R>(
     py: Python<'_>,
     model: &Model,
     what: &str,

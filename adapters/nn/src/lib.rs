@@ -141,7 +141,6 @@ impl Activation {
     }
 }
 
-/// `(b, s, h·d)` → `(b, h, s, d)`.
 /// `hidden` `(batch, seq, d)` at `inputs.output_positions` as `(batch, 1, d)`, or all of it when none are given.
 pub fn at_output_positions(hidden: &Tensor, inputs: &ModelInputs<'_>) -> PluginResult<Tensor> {
     let Some(positions) = inputs.output_positions.as_ref().into_option() else {
@@ -166,6 +165,7 @@ pub fn at_output_positions(hidden: &Tensor, inputs: &ModelInputs<'_>) -> PluginR
     Ok(hidden.gather(1, &index, false))
 }
 
+/// `(b, s, h·d)` → `(b, h, s, d)`.
 pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
     let size = x.size();
     x.view([size[0], size[1], heads, -1]).permute([0, 2, 1, 3])

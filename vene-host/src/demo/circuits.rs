@@ -1,13 +1,18 @@
-//! The demo's circuit study on the real model: path patching of every attention head to the logits on the committed
-//! IOI-style prompts (Wang et al.'s name movers), through the demo's item cache.
+//! The demo's circuit studies on the real model, on the committed IOI-style prompts: path patching of every attention
+//! head to the logits (Wang et al.'s name movers), through the demo's item cache; and attribution patching of every
+//! node, its top estimates re-patched exactly.
 
 use crate::{
     error::Result,
     model::LoadedModel,
+    plugins::PluginSet,
     studies::{
+        attribution::{self, AttributionOptions, Metric},
+        output::StudyOutput,
         parse_json_lines,
         path_patching::{self, PathBatch, PathOptions, PathPrompt, Receivers},
     },
+    text::TextTokenizer,
 };
 
 use super::{
@@ -18,6 +23,66 @@ use super::{
 /// The committed IOI-style prompts: clean, ABC-corrupted, the indirect object and the subject.
 const IOI: &str = include_str!("../../../examples/path_patching/ioi.jsonl");
 
+fn ioi_prompts() -> Result<Vec<PathPrompt>> {
+    let shape = r#"{"clean", "corrupted", "target", "distractor"}"#;
+    parse_json_lines(IOI, "examples/path_patching/ioi.jsonl", shape)
+}
+
+/// Attribution patching (AtP) of every block, attention, MLP and head output × position on the IOI prompts; the top
+/// 10 by |estimate| and 5 others re-patched exactly.
+pub fn attribution(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    tokenizer: &TextTokenizer,
+) -> Result<(Finding, LoadedModel)> {
+    let (inputs, tokens) = attribution::prompt_inputs(tokenizer, &ioi_prompts()?, model.device())?;
+    let options = AttributionOptions {
+        components: attribution::default_components(&model),
+        metric: Metric::LogitDiff,
+        ig_steps: 0,
+        top_k: 10,
+        random_k: 5,
+        verify_all: false,
+        seed: 0,
+    };
+    let (found, model) = attribution::attribute(model, plugins, &inputs, &options, tokens)?;
+    let mut table = vec![["node", "chosen", "AtP estimate", "exact patching"].map(String::from).to_vec()];
+    for node in &found.verified {
+        let head = node.head.map_or(String::new(), |h| format!(".H{h}"));
+        let token = found.tokens.get(node.position).map_or("", String::as_str);
+        table.push(vec![
+            format!("{} L{}{head} @ {} ({token:?})", node.component, node.layer, node.position),
+            node.chosen.clone(),
+            format!("{:+.3}", node.estimate),
+            format!("{:+.3}", node.exact),
+        ]);
+    }
+    let paper = Paper {
+        question: "Can every node's patching effect be estimated from one clean pass, one corrupted pass and one \
+                   backward, and where is the estimate wrong?"
+            .to_string(),
+        claim: "Nanda (2023) and Kramár et al. (2024, AtP): (a_corrupted − a_clean) · ∂metric/∂a estimates activation \
+                patching for all nodes at once; it can miss nodes whose effect is far from linear (saturated \
+                attention, large changes), so the top estimates are checked by exact patching and a random sample \
+                serves as a control."
+            .to_string(),
+        table,
+        command: "vene attribute --model ~/.cache/vene/models/gemma-3-270m-q4_k_m.gguf --prompts \
+                  examples/path_patching/ioi.jsonl --top-k 10 --random-k 5 --out attribution"
+            .to_string(),
+        toy: false,
+    };
+    let output = StudyOutput::combined(&found, found.figures(), found.summary())?;
+    let finding = Finding {
+        heading: "Attribution patching: every node at once",
+        subdir: "attribution",
+        output,
+        key: "attribution",
+        paper,
+    };
+    Ok((finding, model))
+}
+
 /// Path patching of `senders` (every head when `None`) to the logits on the IOI prompts.
 pub fn path_patching(
     model: LoadedModel,
@@ -25,9 +90,7 @@ pub fn path_patching(
     senders: Option<&[(u32, u32)]>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Finding, LoadedModel)> {
-    let shape = r#"{"clean", "corrupted", "target", "distractor"}"#;
-    let prompts: Vec<PathPrompt> = parse_json_lines(IOI, "examples/path_patching/ioi.jsonl", shape)?;
-    let batch = PathBatch::new(context.tokenizer, &prompts, model.device())?;
+    let batch = PathBatch::new(context.tokenizer, &ioi_prompts()?, model.device())?;
     let options = PathOptions { receivers: Receivers::Logits, freeze_mlps: false };
     let senders = senders.map_or_else(|| path_patching::all_heads(&model), <[_]>::to_vec);
     let study = "path patching";

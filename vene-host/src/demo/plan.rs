@@ -146,14 +146,27 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
     let (steering, model) = real_model::steering(model, &context, grid, progress)?;
     let (das_probe, model) = real_model::das_versus_probe(model, &context, grid, progress)?;
     let (path_patching, model) = circuits::path_patching(model, &context, grid.path_senders.as_deref(), progress)?;
+    let (attribution, model) = circuits::attribution(model, plugins, &tokenizer)?;
     drop(model);
     let ocr = cnn_rnn::ocr_steps(plugins)?;
     let cnn = cnn_rnn::cnn_trace(plugins, grid.cnn_samples)?;
     let image_das = cnn_rnn::image_das(plugins, &grid.image_das)?;
     let vad = cnn_rnn::vad_state(plugins)?;
     let backpack = backpack_senses(&mut demo)?;
-    let findings =
-        [tracing, eiffel, interchange, steering, das_probe, path_patching, ocr, cnn, image_das, vad, backpack];
+    let findings = [
+        tracing,
+        eiffel,
+        interchange,
+        steering,
+        das_probe,
+        path_patching,
+        attribution,
+        ocr,
+        cnn,
+        image_das,
+        vad,
+        backpack,
+    ];
     let mut results = serde_json::Map::new();
     let mut sections = Vec::new();
     for finding in findings {

@@ -2,6 +2,7 @@
 //! [`output::StudyOutput`] (PNG + SVG figures and a JSON of its numbers) written by one writer.
 
 pub mod amnesic;
+pub mod attribution;
 pub mod channels;
 pub mod cnn_tracing;
 pub mod facts;

@@ -161,7 +161,7 @@ impl Batch {
 }
 
 /// The logits at each example's last real position: `(batch, classes)`.
-pub(super) fn last_logits(output: &Tensor, mask: Option<&Tensor>) -> Tensor {
+pub(crate) fn last_logits(output: &Tensor, mask: Option<&Tensor>) -> Tensor {
     if output.dim() == 2 {
         return output.shallow_clone();
     }

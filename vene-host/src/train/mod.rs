@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use batch::last_logits;
+pub(crate) use batch::last_logits;
 pub use batch::{Batch, PreparedExample};
 use checkpoint::{resume, run_identity, save_checkpoint, Progress};
 pub use model_weights::{save_model, ModelObjective};

@@ -21,8 +21,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use studies::{
-    channels, cnn_trace, das_probe, erase, image_das, interchange, interchange_search, ocr_steps, path_patch, scrub,
-    senses, steer, steer_sentiment, timesteps, trace, vad_state,
+    attribute, channels, cnn_trace, das_probe, erase, image_das, interchange, interchange_search, ocr_steps,
+    path_patch, scrub, senses, steer, steer_sentiment, timesteps, trace, vad_state,
 };
 
 #[derive(Parser)]
@@ -77,6 +77,9 @@ enum Command {
     /// Image classifiers: causal tracing over blocks × spatial regions of noised photographs, and each photo's
     /// regions swapped into the next; heatmaps and the regions drawn over the photos.
     CnnTrace(cnn_trace::CnnTraceArgs),
+    /// Attribution patching: every node (component × layer × position, heads too) scored from one clean and one
+    /// corrupted pass and a backward (AtP, or integrated gradients), the top nodes re-patched exactly.
+    Attribute(attribute::AttributeArgs),
     /// Image classifiers: rank-1 DAS versus a linear probe, block by block, for a binary attribute of photographs
     /// (animal or not): where the attribute is causal, and where it is only decodable.
     ImageDas(image_das::ImageDasArgs),
@@ -142,6 +145,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Senses(args) => senses::run(args),
         Command::Channels(args) => channels::run(args),
         Command::CnnTrace(args) => cnn_trace::run(args),
+        Command::Attribute(args) => attribute::run(args),
         Command::ImageDas(args) => image_das::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Trace(args) => trace::run(args),

@@ -113,7 +113,7 @@ impl PathBatch {
             let (clean, corrupted) = (tokenizer.encode(&prompt.clean)?, tokenizer.encode(&prompt.corrupted)?);
             if clean.len() != corrupted.len() {
                 return Err(VeneError::Inputs(format!(
-                    "prompt {}: the clean prompt has {} tokens, the corrupted one {}; path patching needs them to line \
+                    "prompt {}: the clean prompt has {} tokens, the corrupted one {}; patching needs them to line \
                      up position by position",
                     index + 1,
                     clean.len(),
@@ -138,6 +138,16 @@ impl PathBatch {
             texts: prompts.to_vec(),
             sources: OnceCell::new(),
         })
+    }
+
+    /// The batch as attribution reads it: clean and corrupted inputs, targets and distractors.
+    pub fn into_attribution_inputs(self) -> crate::studies::attribution::AttributionInputs {
+        crate::studies::attribution::AttributionInputs {
+            clean: self.clean,
+            corrupted: self.corrupted,
+            target: self.target,
+            distractor: self.distractor,
+        }
     }
 
     /// The activations the senders' runs read, collected by one corrupted and one clean pass the first time.

@@ -1,6 +1,7 @@
 //! The study commands: each takes any model with the right sites, runs one of the paper's studies and writes its
 //! figures and numbers (a `StudyOutput`) into `--out`.
 
+pub mod attribute;
 pub mod channels;
 pub mod cnn_trace;
 pub mod das_probe;

@@ -1,0 +1,250 @@
+//! Attribution patching (Nanda 2023; AtP, Kramár et al. 2024): every node's patching effect estimated at once as
+//! `(a_corrupted − a_clean) · ∂metric/∂a` at the clean run, from one corrupted pass, one clean pass and one backward;
+//! with `ig_steps = k`, the integrated-gradients form (the gradient averaged over k runs whose input embeddings are
+//! interpolated from clean to corrupted, as EAP-IG does). The top nodes by |estimate|, and a random sample as a
+//! control, are then patched exactly through the engine, so the estimate is checked where it matters.
+//!
+//! Nodes: for each component asked (`block_output`, `attention_output`, `mlp_output`, each head's
+//! `head_attention_value_output`, `mlp_activation`, …) every layer × position (× head). The metric is read at each
+//! prompt's last position and averaged over the prompts.
+
+mod estimate;
+mod exact;
+mod report;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+use vene_api::SiteLayout;
+
+pub use exact::spearman;
+pub use report::{scores_tensors, write_scores};
+
+use crate::{
+    error::{Result, VeneError},
+    model::{ForwardInputs, LoadedModel},
+    plugins::PluginSet,
+    studies::path_patching::{PathBatch, PathPrompt},
+    text::TextTokenizer,
+};
+
+/// The components attributed to by default, where the model has them.
+pub const DEFAULT_COMPONENTS: [&str; 4] =
+    ["block_output", "attention_output", "mlp_output", "head_attention_value_output"];
+
+/// [`DEFAULT_COMPONENTS`] that `model` has.
+pub fn default_components(model: &LoadedModel) -> Vec<String> {
+    let has = |name: &str| model.catalog().components.iter().any(|c| c.name.as_str() == name);
+    DEFAULT_COMPONENTS.iter().filter(|c| has(c)).map(|c| c.to_string()).collect()
+}
+
+/// Prompt pairs (as path patching takes them) tokenized into inputs, with the first clean prompt's tokens as labels.
+pub fn prompt_inputs(
+    tokenizer: &TextTokenizer,
+    prompts: &[PathPrompt],
+    device: tch::Device,
+) -> Result<(AttributionInputs, Vec<String>)> {
+    let batch = PathBatch::new(tokenizer, prompts, device)?;
+    let tokens = tokenizer.encode(&prompts[0].clean)?.iter().map(|&t| tokenizer.decode(&[t])).collect();
+    Ok((batch.into_attribution_inputs(), tokens))
+}
+
+/// What the attribution measures at the last position, averaged over prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// logit(target) − logit(distractor).
+    LogitDiff,
+    /// p(target).
+    Prob,
+    /// log p(target).
+    Logprob,
+}
+
+impl Metric {
+    pub fn parse(text: &str) -> Result<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_string()))
+            .map_err(|_| VeneError::Inputs(format!("metric {text:?} is not one of logit-diff, prob, logprob")))
+    }
+
+    /// The metric of last-position logits `(b, vocab)`, averaged over the batch.
+    pub fn of(self, logits: &Tensor, target: &Tensor, distractor: &Tensor) -> Tensor {
+        let logits = logits.to_kind(Kind::Double);
+        let pick = |values: &Tensor, tokens: &Tensor| values.gather(1, &tokens.unsqueeze(1), false).squeeze_dim(1);
+        let per_prompt = match self {
+            Metric::LogitDiff => pick(&logits, target) - pick(&logits, distractor),
+            Metric::Prob => pick(&logits.softmax(-1, Kind::Double), target),
+            Metric::Logprob => pick(&logits.log_softmax(-1, Kind::Double), target),
+        };
+        per_prompt.mean(Kind::Double)
+    }
+}
+
+/// Clean and corrupted inputs of the same shape (positions line up), with the metric's tokens per prompt.
+pub struct AttributionInputs {
+    pub clean: ForwardInputs,
+    pub corrupted: ForwardInputs,
+    pub target: Tensor,
+    pub distractor: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttributionOptions {
+    pub components: Vec<String>,
+    pub metric: Metric,
+    /// 0: AtP (the gradient at the clean run); k: integrated gradients over k interpolation steps.
+    pub ig_steps: usize,
+    /// Nodes re-patched exactly: the top `top_k` by |estimate| and `random_k` drawn (seeded) from the rest.
+    pub top_k: usize,
+    pub random_k: usize,
+    /// Patch every node exactly and report the rank correlation over the whole grid.
+    pub verify_all: bool,
+    pub seed: u64,
+}
+
+/// One component's estimates: `[layer][head][position]` (one head for components without heads).
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentScores {
+    pub component: String,
+    /// Whether the component has a node per head (`[layer][head][position]`) or one per position.
+    pub per_head: bool,
+    pub heads: usize,
+    pub positions: usize,
+    pub scores: Vec<Vec<Vec<f64>>>,
+    /// With `verify_all`: every node's exact effect, laid out as `scores`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact: Option<Vec<Vec<Vec<f64>>>>,
+}
+
+/// A node patched exactly beside its estimate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub component: String,
+    pub layer: usize,
+    pub head: Option<usize>,
+    pub position: usize,
+    pub estimate: f64,
+    pub exact: f64,
+    /// "top" or "random" (the control).
+    pub chosen: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attribution {
+    pub metric: Metric,
+    pub method: String,
+    pub prompts: usize,
+    /// The metric on the clean and on the corrupted prompts.
+    pub clean: f64,
+    pub corrupted: f64,
+    /// Token labels of the first clean prompt, one per position.
+    pub tokens: Vec<String>,
+    pub components: Vec<ComponentScores>,
+    pub verified: Vec<Verified>,
+    /// Spearman correlation of estimate and exact effect over the verified nodes, and over every node with
+    /// `verify_all`.
+    pub rank_correlation_verified: Option<f64>,
+    pub rank_correlation_all: Option<f64>,
+    /// Seconds spent (not written: they differ run to run).
+    #[serde(skip)]
+    pub seconds: Seconds,
+}
+
+/// Wall-clock seconds of each stage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Seconds {
+    pub estimate: f64,
+    pub verify: f64,
+    pub verify_all: Option<f64>,
+}
+
+/// Checks the components against the model: each must exist with a sequence or per-head layout.
+fn check_components(model: &LoadedModel, components: &[String]) -> Result<Vec<(String, SiteLayout, usize)>> {
+    let catalog = model.catalog();
+    let usable: Vec<&vene_api::ComponentInfo> =
+        catalog.components.iter().filter(|c| matches!(c.layout, SiteLayout::Sequence | SiteLayout::Heads)).collect();
+    if components.is_empty() {
+        return Err(VeneError::Inputs("no components to attribute to".to_string()));
+    }
+    components
+        .iter()
+        .map(|name| {
+            usable
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .map(|c| (name.clone(), c.layout, c.layers as usize))
+                .ok_or_else(|| {
+                    VeneError::Inputs(format!(
+                        "the model has no component {name:?} to attribute to (valid: {})",
+                        usable.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn check_inputs(inputs: &AttributionInputs) -> Result<()> {
+    let (clean, corrupted) = (inputs.clean.batch_size(), inputs.corrupted.batch_size());
+    let shape = |i: &ForwardInputs| i.input_ids.as_ref().or(i.features.as_ref()).map(Tensor::size);
+    if clean != corrupted || shape(&inputs.clean) != shape(&inputs.corrupted) {
+        return Err(VeneError::Inputs(format!(
+            "the clean inputs are {:?} and the corrupted {:?}; attribution needs them the same shape, position by \
+             position",
+            shape(&inputs.clean),
+            shape(&inputs.corrupted)
+        )));
+    }
+    if inputs.target.size() != [clean] || inputs.distractor.size() != [clean] {
+        return Err(VeneError::Inputs(format!("one target and one distractor token per prompt ({clean}) are needed")));
+    }
+    Ok(())
+}
+
+/// Estimates every node's effect, patches the chosen ones exactly, and compares.
+pub fn attribute(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    inputs: &AttributionInputs,
+    options: &AttributionOptions,
+    tokens: Vec<String>,
+) -> Result<(Attribution, LoadedModel)> {
+    check_inputs(inputs)?;
+    let sites = check_components(&model, &options.components)?;
+    let started = std::time::Instant::now();
+    let (estimate::Estimates { scores: mut components, clean, corrupted }, model) =
+        estimate::estimates(model, plugins, inputs, &sites, options)?;
+    let mut seconds = Seconds { estimate: started.elapsed().as_secs_f64(), ..Seconds::default() };
+    let started = std::time::Instant::now();
+    let chosen = exact::choose(&components, options);
+    let (verified, model) = exact::verify(model, plugins, inputs, &components, &chosen, options.metric, clean)?;
+    seconds.verify = started.elapsed().as_secs_f64();
+    let pairs = |v: &[Verified]| v.iter().map(|n| (n.estimate, n.exact)).collect::<Vec<_>>();
+    let rank_correlation_verified = spearman(&pairs(&verified));
+    let (rank_correlation_all, model) = if options.verify_all {
+        let started = std::time::Instant::now();
+        let every = exact::every_node(&components);
+        let (all, model) = exact::verify(model, plugins, inputs, &components, &every, options.metric, clean)?;
+        seconds.verify_all = Some(started.elapsed().as_secs_f64());
+        exact::fill_exact(&mut components, &all);
+        (spearman(&pairs(&all)), model)
+    } else {
+        (None, model)
+    };
+    let method = match options.ig_steps {
+        0 => "AtP".to_string(),
+        k => format!("integrated gradients ({k} steps)"),
+    };
+    let result = Attribution {
+        metric: options.metric,
+        method,
+        prompts: inputs.clean.batch_size() as usize,
+        clean,
+        corrupted,
+        tokens,
+        components,
+        verified,
+        rank_correlation_verified,
+        rank_correlation_all,
+        seconds,
+    };
+    Ok((result, model))
+}
