@@ -117,8 +117,10 @@ pub fn image_das_study(
     let mut model = model;
     let (mut das_iia, mut probe_accuracy) = (Vec::new(), Vec::new());
     for (done, &block) in blocks.iter().enumerate() {
-        let (iia, returned) = das_at_block(model, plugins, &crops, &pairs, &decide, block, options)?;
-        let (accuracy, returned) = probe_at_block(returned, plugins, &crops, block)?;
+        // One collecting pass per block: DAS swaps the per-position map, the probe reads its spatial mean.
+        let (map, returned) = block_activations(model, plugins, &crops, block)?;
+        let accuracy = probe_accuracy_on(&map.mean_dim(1, false, Kind::Float), &crops)?;
+        let (iia, returned) = das_at_block(returned, plugins, &crops, (block, &map), &pairs, &decide, options)?;
         model = returned;
         das_iia.push(iia);
         probe_accuracy.push(accuracy);
@@ -263,13 +265,11 @@ fn das_at_block(
     model: LoadedModel,
     plugins: &PluginSet,
     crops: &CropSet,
+    (block, activations): (usize, &Tensor),
     Pairs { train, eval }: &Pairs,
     decide: &Decision,
-    block: usize,
     options: &ImageDasOptions,
 ) -> Result<(f64, LoadedModel)> {
-    let sources = block_activations(model, plugins, crops, block, true)?;
-    let (activations, model) = sources;
     let positions = activations.size()[1];
     // One channel direction, shared by every position of the map (pyvene's keep_last_dim).
     let mut das = bind(
@@ -313,13 +313,12 @@ fn das_at_block(
     Ok((correct as f64 / eval.len().max(1) as f64, das.into_model()))
 }
 
-/// `block`'s output for every crop: `(n, positions, channels)` as DAS reads it, or spatially averaged `(n, channels)`.
+/// `block`'s output for every crop as DAS reads it: `(n, positions, channels)`.
 fn block_activations(
     model: LoadedModel,
     plugins: &PluginSet,
     crops: &CropSet,
     block: usize,
-    per_position: bool,
 ) -> Result<(Tensor, LoadedModel)> {
     let mut collector = bind(
         model,
@@ -334,24 +333,14 @@ fn block_activations(
         let mut collected = collector.run(&inputs, &[], &UnitLocations::parse(None)?, &Subspaces::None)?.collected;
         let map = collected.remove(0);
         // Unlocated, a feature map comes back as (b, c, h, w); unit "pos" reads it as (b, h·w, c), row-major.
-        parts.push(if per_position {
-            map.flatten(2, 3).transpose(1, 2)
-        } else {
-            map.mean_dim(&[2i64, 3][..], false, Kind::Float)
-        });
+        parts.push(map.flatten(2, 3).transpose(1, 2));
     }
     let activations = Tensor::cat(&parts, 0).to_kind(Kind::Float);
     Ok((activations, collector.into_model()))
 }
 
-/// Held-out accuracy of a logistic probe for the attribute on `block`'s spatially averaged channels.
-fn probe_at_block(
-    model: LoadedModel,
-    plugins: &PluginSet,
-    crops: &CropSet,
-    block: usize,
-) -> Result<(f64, LoadedModel)> {
-    let (features, model) = block_activations(model, plugins, crops, block, false)?;
+/// Held-out accuracy of a logistic probe for the attribute on a block's spatially averaged channels `(n, channels)`.
+fn probe_accuracy_on(features: &Tensor, crops: &CropSet) -> Result<f64> {
     let features = features.to_device(tch::Device::Cpu);
     let labels = Tensor::from_slice(&crops.positive.iter().map(|&p| i64::from(p)).collect::<Vec<_>>());
     let split = |held_out: bool| {
@@ -360,7 +349,7 @@ fn probe_at_block(
         (features.index_select(0, &rows), labels.index_select(0, &rows))
     };
     let ((train_x, train_y), (test_x, test_y)) = (split(false), split(true));
-    Ok((logistic_probe_accuracy((&train_x, &train_y), (&test_x, &test_y), 2)?, model))
+    logistic_probe_accuracy((&train_x, &train_y), (&test_x, &test_y), 2)
 }
 
 impl ImageDasStudy {
