@@ -114,6 +114,28 @@ def test_attribute_matches_vene_attribute(word_model, tmp_path):
         vene.attribute(vene.load(word_model), PATH_PROMPTS, metric="kl")
     with pytest.raises(vene.VeneError, match=r'no component "mlp_neurons" to attribute to'):
         vene.attribute(vene.load(word_model), PATH_PROMPTS, components=["mlp_neurons"])
+    fixed = vene.attribute(vene.load(word_model), PATH_PROMPTS, qk_fix=True, top_k=0, random_k=0)
+    assert fixed["method"] == "AtP* (query/key fix)"
+    assert [c["component"] for c in fixed["components"]][-2:] == ["head_query_output", "head_key_output"]
+
+
+def test_circuit_matches_vene_circuit(word_model, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(p) for p in PATH_PROMPTS))
+    cli("circuit", "--model", word_model, "--prompts", prompts, "--top-k", "4", "--random-k", "2", "--ig-steps", "3",
+        "--out", tmp_path / "cli")
+    found = vene.circuit(vene.load(word_model), PATH_PROMPTS, top_k=4, random_k=2, ig_steps=3, out=tmp_path / "py")
+    same_files(tmp_path / "cli", tmp_path / "py", ["circuit.json", "circuit_scores.safetensors", "circuit.svg"])
+    assert found["method"] == "EAP-IG (3 steps)"
+    scores = [abs(e["score"]) for e in found["edges"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [e.get("chosen") for e in found["edges"][:4]] == ["top"] * 4
+    assert sum(1 for e in found["edges"] if e.get("chosen") == "random") == 2
+    ends = found["curve"][0], found["curve"][-1]
+    assert ends[0]["edges"] == 0 and abs(ends[0]["metric"] - found["corrupted"]) < 1e-4
+    assert ends[1]["edges"] == len(found["edges"]) and abs(ends[1]["metric"] - found["clean"]) < 1e-4
+    with pytest.raises(vene.VeneError, match=r"faithfulness 2 is not a share between 0 and 1"):
+        vene.circuit(vene.load(word_model), PATH_PROMPTS, faithfulness=2.0)
 
 
 def test_interchange_search_matches_vene_interchange_search(word_model, tmp_path):

@@ -41,7 +41,7 @@ from .interventions import (
 from .intervenable import IntervenableModel, IntervenableModelOutput
 from .model import Model, ModelOutput, load, plugins
 from . import studies
-from .studies import attribute
+from .studies import attribute, circuit
 
 __version__ = _native.__version__
 
@@ -51,6 +51,7 @@ __all__ = [
     "AutoencoderIntervention",
     "BoundlessRotatedSpaceIntervention",
     "CausalModel",
+    "circuit",
     "CollectIntervention",
     "IntervenableConfig",
     "IntervenableModel",

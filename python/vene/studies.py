@@ -158,6 +158,8 @@ def attribute(
     metric: str = "logit-diff",
     components: Optional[Sequence[str]] = None,
     ig_steps: int = 0,
+    qk_fix: bool = False,
+    grad_drop: bool = False,
     top_k: int = 20,
     random_k: int = 10,
     verify_all: bool = False,
@@ -169,11 +171,41 @@ def attribute(
     embeddings): every node's effect on ``metric`` (``"logit-diff"`` target − distractor, ``"prob"``, ``"logprob"``)
     estimated as ``(a_corrupted − a_clean) · ∂metric/∂a`` from one corrupted pass, one clean pass and a backward.
     ``prompts`` as for :func:`path_patch`; ``components`` default to block, attention and MLP outputs and each head's
-    output. ``["components"][i]["scores"][layer][head][position]`` are the estimates; ``["verified"]`` the top
-    ``top_k`` by |estimate| and ``random_k`` others patched exactly, each with ``estimate`` and ``exact``."""
+    output. ``qk_fix``: AtP*'s query/key fix — ``head_query_output`` and ``head_key_output`` nodes (added to the
+    default components) scored with their attention patterns recomputed exactly, not through the softmax's gradient;
+    ``grad_drop``: AtP*'s GradDrop score per node (``["components"][i]["grad_drop"]``), which then picks the top nodes.
+    ``["components"][i]["scores"][layer][head][position]`` are the estimates; ``["verified"]`` the top ``top_k`` by
+    |estimate| and ``random_k`` others patched exactly, each with ``estimate`` and ``exact``."""
     return _result(_native.attribute(model._native, _json_lines(prompts), metric,
-                                     None if components is None else list(components), ig_steps, top_k, random_k,
-                                     verify_all, seed, _out(out), progress))
+                                     None if components is None else list(components), ig_steps, qk_fix, grad_drop,
+                                     top_k, random_k, verify_all, seed, _out(out), progress))
+
+
+def circuit(
+    model: Model,
+    prompts: Union[PathLike, Sequence[Mapping]],
+    metric: str = "logit-diff",
+    ig_steps: int = 0,
+    top_k: int = 20,
+    random_k: int = 10,
+    verify_all: bool = False,
+    sizes: Optional[Sequence[int]] = None,
+    keep: Optional[int] = None,
+    faithfulness: float = 0.8,
+    seed: int = 0,
+    out: Optional[PathLike] = None,
+    progress: Progress = None,
+) -> dict:
+    """Edge attribution patching (EAP; with ``ig_steps`` k, EAP-IG) on the residual-stream graph: senders are the
+    input embeddings and each layer's attention and MLP output, receivers each attention's and MLP's input and the
+    logits. Every edge is scored ``(c_corrupted − c_clean) · ∂metric/∂x_receiver``; ``["edges"]`` lists them by
+    |score| (``sender``, ``receiver``, ``score``, and ``exact`` for the top ``top_k`` and ``random_k`` others patched
+    alone). ``["curve"]``: circuits of the top n edges (``sizes``) run with every other edge patched from the
+    corrupted prompts, with the share of ``clean − corrupted`` each recovers (``faithfulness``); ``["circuit"]`` the
+    one drawn: ``keep`` edges, or the smallest on the curve reaching ``faithfulness``."""
+    return _result(_native.circuit(model._native, _json_lines(prompts), metric, ig_steps, top_k, random_k, verify_all,
+                                   None if sizes is None else [int(n) for n in sizes], keep, faithfulness, seed,
+                                   _out(out), progress))
 
 
 def ocr_steps(model: Model, pairs: Sequence[Sequence[str]] = (("hello", "world"), ("cat", "dog"), ("time", "step")),

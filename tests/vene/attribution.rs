@@ -49,6 +49,8 @@ fn options(metric: Metric) -> AttributionOptions {
         components: vec!["block_output".to_string(), "mlp_activation".to_string()],
         metric,
         ig_steps: 0,
+        qk_fix: false,
+        grad_drop: false,
         top_k: 100,
         random_k: 0,
         verify_all: true,
@@ -105,6 +107,19 @@ fn bad_attribution_inputs_are_named() {
     let error = Metric::parse("kl").err().unwrap().to_string();
     assert!(error.contains("\"kl\" is not one of logit-diff, prob, logprob"), "{error}");
     std::fs::remove_dir_all(dir).ok();
+
+    // The query/key fix needs query or key nodes, and a model that shows its scored queries and keys.
+    let gpt2 = crate::common::plugins(&["vene_gpt2"]);
+    let model = LoadedModel::load(&gpt2, &gpt2_dir(), DeviceSpec::CPU, DTypeSpec::F32).unwrap();
+    let fix =
+        AttributionOptions { qk_fix: true, components: vec!["mlp_output".to_string()], ..options(Metric::LogitDiff) };
+    let error = attribute(model, &gpt2, &two_prompts(), &fix, vec![]).err().unwrap().to_string();
+    assert!(error.contains("scores head_query_output and head_key_output nodes; none of them"), "{error}");
+    let neox = crate::common::plugins(&["vene_gpt_neox"]);
+    let model = LoadedModel::load(&neox, &fixtures().join("gpt_neox/model"), DeviceSpec::CPU, DTypeSpec::F32).unwrap();
+    let fix = AttributionOptions { components: vec!["head_key_output".to_string()], ..fix };
+    let error = attribute(model, &neox, &two_prompts(), &fix, vec![]).err().unwrap().to_string();
+    assert!(error.contains("reads head_query_rotated, head_key_rotated and attention_weight"), "{error}");
 }
 
 #[test]
@@ -198,4 +213,197 @@ fn estimates_are_directional_derivatives_at_every_site_family() {
         assert!(estimate.abs() > 1e-6, "{node:?} has a gradient to check");
         assert!((numeric - estimate).abs() <= 1e-6 * (1.0 + numeric.abs()), "{node:?}: {numeric} vs {estimate}");
     }
+}
+
+/// The fixture GPT-2 with layer 1's query and key weights scaled by `factor`: its attention saturates.
+fn saturated_gpt2(factor: f64) -> std::path::PathBuf {
+    let dir = scratch(&format!("saturated-gpt2-{factor}"));
+    copy_model(&gpt2_dir(), &dir);
+    let weights: Vec<(String, Tensor)> = read_safetensors(&dir.join("model.safetensors"))
+        .into_iter()
+        .map(|(name, tensor)| {
+            if !name.starts_with("transformer.h.1.attn.c_attn.") {
+                return (name, tensor);
+            }
+            // Conv1D's columns are [query | key | value], 32 each.
+            let width = tensor.size()[tensor.dim() - 1];
+            let mut scale = vec![factor as f32; 64];
+            scale.resize(width as usize, 1.0);
+            (name, tensor * Tensor::from_slice(&scale))
+        })
+        .collect();
+    vene_checkpoint::save_safetensors(&dir.join("model.safetensors"), &weights).unwrap();
+    dir
+}
+
+fn two_prompts() -> AttributionInputs {
+    let ids = |values: &[i64]| ForwardInputs::from_ids(Tensor::from_slice(values).view([2, 5]));
+    AttributionInputs {
+        clean: ids(&[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]),
+        corrupted: ids(&[27, 18, 28, 1, 8, 46, 26, 43, 38, 32]),
+        target: Tensor::from_slice(&[42i64, 7]),
+        distractor: Tensor::from_slice(&[11i64, 19]),
+    }
+}
+
+/// `Σ (A' − A) · ∂metric/∂A` at `layer` with the key (or query) of `head` at `position` taken from the corrupted
+/// prompts, A' measured by running the model so: what AtP*'s query/key fix computes in closed form.
+fn pattern_exact_estimate(
+    plugins: &vene_host::plugins::PluginSet,
+    model: LoadedModel,
+    inputs: &AttributionInputs,
+    (component, layer, head, position): (&str, usize, i64, i64),
+) -> (f64, LoadedModel) {
+    use vene_host::{
+        config::IntervenableConfig,
+        engine::IntervenableModel,
+        locations::{Subspaces, UnitLocations},
+    };
+    let whole = UnitLocations::whole;
+    let rep = |component: &str, intervention: &str| json!({"layer": layer, "component": component, "unit": "h", "intervention": {"type": intervention}});
+    let bind = |model, reps: Vec<serde_json::Value>| {
+        let config: IntervenableConfig = serde_json::from_value(json!({ "representations": reps })).unwrap();
+        IntervenableModel::new(model, config, plugins, 0).unwrap()
+    };
+    let collect = |model, inputs: &ForwardInputs| {
+        let mut collector = bind(model, vec![rep("attention_weight", "collect"), rep(component, "collect")]);
+        let collected = collector.run(inputs, &[], &whole(), &Subspaces::None).unwrap().collected;
+        (collected[0].shallow_clone(), collected[1].shallow_clone(), collector.into_model())
+    };
+    let (pattern, clean_node, model) = collect(model, &inputs.clean);
+    let (_, corrupted_node, model) = collect(model, &inputs.corrupted);
+    let mut tap = bind(model, vec![rep("attention_weight", "addition")]);
+    let zero = pattern.zeros_like().set_requires_grad(true);
+    let output =
+        tap.run_with_activations(&inputs.clean, vec![Some(zero.shallow_clone())], &whole(), &Subspaces::None).unwrap();
+    Metric::LogitDiff.of(&output.output.select(1, -1), &inputs.target, &inputs.distractor).backward();
+    let gradient = zero.grad();
+    // The clean node tensor with one head's position (in every prompt) taken from the corrupted prompts.
+    let source = clean_node.copy();
+    source.narrow(1, head, 1).narrow(2, position, 1).copy_(&corrupted_node.narrow(1, head, 1).narrow(2, position, 1));
+    let mut patched = bind(tap.into_model(), vec![rep(component, "vanilla"), rep("attention_weight", "collect")]);
+    let run =
+        patched.run_with_activations(&inputs.clean, vec![Some(source), None], &whole(), &Subspaces::None).unwrap();
+    let estimate = ((&run.collected[0] - &pattern) * gradient).sum(Kind::Double).double_value(&[]);
+    (estimate, patched.into_model())
+}
+
+/// AtP*'s query/key fix is the attention pattern recomputed exactly with only the rest linearised: on GPT-2 and on
+/// Gemma 3 (rotary embeddings, q/k norms, one key head shared by four query heads) each query and key node's
+/// estimate equals `Σ (A' − A) · ∂metric/∂A` with A' measured by patching the node in a run.
+#[test]
+fn the_query_key_fix_recomputes_the_attention_pattern_exactly() {
+    for (plugin, dir) in [("vene_gpt2", gpt2_dir()), ("vene_llama", fixtures().join("llama/gemma3_text/model"))] {
+        let plugins = plugins(&[plugin]);
+        let model = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F64).unwrap();
+        let inputs = two_prompts();
+        let options = AttributionOptions {
+            components: vec!["head_query_output".to_string(), "head_key_output".to_string()],
+            qk_fix: true,
+            top_k: 0,
+            random_k: 0,
+            verify_all: false,
+            ..options(Metric::LogitDiff)
+        };
+        let (result, mut model) = attribute(model, &plugins, &inputs, &options, vec![]).unwrap();
+        assert_eq!(result.method, "AtP* (query/key fix)");
+        for (index, component) in ["head_query_output", "head_key_output"].into_iter().enumerate() {
+            for (layer, head, position) in [(1, 0, 2), (2, 0, 1), (0, 1, 0)] {
+                // Gemma 3's fixture has one key head.
+                let head = head.min(result.components[index].heads - 1);
+                let estimate = result.components[index].scores[layer][head][position];
+                let node = (component, layer, head as i64, position as i64);
+                let (expected, returned) = pattern_exact_estimate(&plugins, model, &inputs, node);
+                model = returned;
+                assert!(
+                    (estimate - expected).abs() <= 1e-8 * (1.0 + expected.abs()),
+                    "{plugin} {node:?}: {estimate} vs {expected}"
+                );
+            }
+        }
+    }
+}
+
+/// Where attention saturates (GPT-2 with layer 1's queries and keys scaled up), AtP's linearised softmax misses
+/// what patching a key does; the query/key fix ranks the key nodes as exact patching does.
+#[test]
+fn atp_star_fixes_the_ranking_where_attention_saturates() {
+    let plugins = plugins(&["vene_gpt2"]);
+    let model = LoadedModel::load(&plugins, &saturated_gpt2(12.0), DeviceSpec::CPU, DTypeSpec::F64).unwrap();
+    let inputs = two_prompts();
+    let options = AttributionOptions {
+        components: vec!["head_key_output".to_string()],
+        top_k: 0,
+        random_k: 0,
+        verify_all: true,
+        ..options(Metric::LogitDiff)
+    };
+    let (plain, model) = attribute(model, &plugins, &inputs, &options, vec![]).unwrap();
+    let (star, _) =
+        attribute(model, &plugins, &inputs, &AttributionOptions { qk_fix: true, ..options }, vec![]).unwrap();
+    let layer = |result: &vene_host::studies::attribution::Attribution| -> Vec<(f64, f64)> {
+        let scores = &result.components[0];
+        let exact = scores.exact.as_ref().unwrap();
+        scores.scores[1].iter().flatten().copied().zip(exact[1].iter().flatten().copied()).collect()
+    };
+    let (plain_pairs, star_pairs) = (layer(&plain), layer(&star));
+    // The two keys whose patching matters most (measured: exact −0.450 and +0.248): the softmax's gradient sees
+    // almost nothing (|AtP| < 1e-6), the recomputed pattern sees each within a factor of 1.5 (−0.545, +0.262).
+    let mut order: Vec<usize> = (0..plain_pairs.len()).collect();
+    order.sort_by(|&a, &b| plain_pairs[b].1.abs().total_cmp(&plain_pairs[a].1.abs()));
+    for &node in &order[..2] {
+        let (exact, plain, star) = (plain_pairs[node].1, plain_pairs[node].0, star_pairs[node].0);
+        assert!(exact.abs() > 0.2, "node {node}: exact {exact}");
+        assert!(plain.abs() < 0.01 * exact.abs(), "node {node}: AtP {plain} vs exact {exact}");
+        assert!((0.67..1.5).contains(&(star / exact)), "node {node}: AtP* {star} vs exact {exact}");
+    }
+    // Over the saturated layer's key nodes the ranking goes from weak (measured 0.29) to close (0.93).
+    let (plain_rank, star_rank) = (spearman(&plain_pairs).unwrap(), spearman(&star_pairs).unwrap());
+    assert!(plain_rank < 0.5 && star_rank > 0.85, "rank correlation AtP {plain_rank}, AtP* {star_rank}");
+}
+
+/// GradDrop's bookkeeping on GPT-2 (3 layers, f64): stopping an earlier layer's gradient leaves a last-layer neuron's
+/// estimate as it is and stopping its own layer zeroes it, so its score is |AtP| (2 of 2 layers count); nothing
+/// stops the gradient at the last block's output, so its score is 3/2 |AtP|. The exact check takes the top nodes by
+/// the GradDrop score.
+#[test]
+fn grad_drop_averages_the_estimates_with_one_layer_stopped() {
+    let plugins = plugins(&["vene_gpt2"]);
+    let model = LoadedModel::load(&plugins, &gpt2_dir(), DeviceSpec::CPU, DTypeSpec::F64).unwrap();
+    let options = AttributionOptions {
+        components: vec!["mlp_activation".to_string(), "block_output".to_string()],
+        grad_drop: true,
+        top_k: 3,
+        random_k: 0,
+        verify_all: false,
+        ..options(Metric::LogitDiff)
+    };
+    let (result, _) = attribute(model, &plugins, &two_prompts(), &options, vec![]).unwrap();
+    assert_eq!(result.method, "AtP, GradDrop");
+    for (component, factor) in [(0, 1.0), (1, 1.5)] {
+        let scores = &result.components[component];
+        let grad_drop = scores.grad_drop.as_ref().unwrap();
+        for (estimate, dropped) in scores.scores[2][0].iter().zip(&grad_drop[2][0]) {
+            let expected = factor * estimate.abs();
+            assert!(
+                (dropped - expected).abs() <= 1e-9 * (1.0 + expected),
+                "{}: {dropped} vs {expected}",
+                scores.component
+            );
+        }
+        let earlier: f64 = grad_drop[0][0].iter().sum();
+        assert!(earlier > 0.0, "{} layer 0 has GradDrop scores", scores.component);
+    }
+    let mut all: Vec<f64> =
+        result.components.iter().flat_map(|c| c.grad_drop.clone().unwrap()).flatten().flatten().collect();
+    all.sort_by(|a, b| b.total_cmp(a));
+    let chosen: Vec<f64> = result
+        .verified
+        .iter()
+        .map(|v| {
+            let component = result.components.iter().find(|c| c.component == v.component).unwrap();
+            component.grad_drop.as_ref().unwrap()[v.layer][v.head.unwrap_or(0)][v.position]
+        })
+        .collect();
+    assert_eq!(chosen, all[..3].to_vec(), "the top nodes by GradDrop score are re-patched");
 }

@@ -7,6 +7,7 @@ mod adapters;
 mod attribution;
 mod causal;
 mod checkpoints;
+mod circuit;
 mod cnn_rnn;
 mod common;
 mod das;

@@ -213,6 +213,8 @@ fn real_gemma3_attribution_finds_the_subject_mlps() {
         components: vec!["mlp_output".to_string()],
         metric: Metric::LogitDiff,
         ig_steps: 0,
+        qk_fix: false,
+        grad_drop: false,
         top_k: 10,
         random_k: 5,
         verify_all: false,

@@ -295,6 +295,7 @@ fn cli_sweeps_merge_to_the_single_process_results() {
     interchange_search_shards_merge_to_the_single_process_search(&dir, &model);
     steer_sentiment_shards_merge_to_the_single_process_study(&dir, &model);
     path_patch_shards_merge_to_the_single_process_study(&dir, &model);
+    attribute_shards_merge_to_the_single_process_estimates(&dir, &model);
 
     let mut submit: Vec<String> = ["slurm", "--array", "3", "--", "vene"].map(String::from).to_vec();
     submit.extend(args(&dir.join("unsubmitted")));
@@ -403,4 +404,47 @@ fn path_patch_shards_merge_to_the_single_process_study(dir: &Path, model: &Path)
         let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
         assert!(a == b, "{name}: the merged file differs from the single-process one");
     }
+}
+
+/// `vene attribute` sharded over chunks of one prompt each (of different lengths) merges to the single process's
+/// estimates: each chunk weighted by its share of the prompts, positions past a shorter prompt zero.
+fn attribute_shards_merge_to_the_single_process_estimates(dir: &Path, model: &Path) {
+    let prompts = dir.join("attribute.jsonl");
+    let lines = [
+        r#"{"clean": "w5 w9 w12 w5 w40", "corrupted": "w7 w9 w30 w8 w40", "target": "w5", "distractor": "w12"}"#,
+        r#"{"clean": "w3 w3 w61 w17", "corrupted": "w2 w44 w61 w90", "target": "w17", "distractor": "w3"}"#,
+        r#"{"clean": "w8 w1 w2", "corrupted": "w6 w1 w7", "target": "w9", "distractor": "w2"}"#,
+    ];
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let (single, out) = (dir.join("attribute-single"), dir.join("attribute-sharded"));
+    let args = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["attribute", "--model", model.to_str().unwrap(), "--qk-fix", "--chunk", "1"].map(String::from).to_vec();
+        args.extend(["--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap()].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| succeeds(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args(&single, &["--top-k", "0", "--random-k", "0"]));
+    assert!(run(args(&out, &["--shard", "1/2"])).contains("shard 1/2: computed 1 items"));
+    assert!(run(args(&out, &["--shard", "0/2"])).contains("3 of the sweep's 3 items are finished"));
+    succeeds(&["merge", out.to_str().unwrap()]);
+    let scores = |dir: &Path| {
+        let mut tensors = read_safetensors(&dir.join("attribution_scores.safetensors"));
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors
+    };
+    let (one, merged) = (scores(&single), scores(&out));
+    assert_eq!(one.len(), 6, "block, attention, MLP, head outputs, queries and keys");
+    for ((name, a), (other, b)) in one.iter().zip(&merged) {
+        assert_eq!(name, other);
+        assert!(a.abs().max().double_value(&[]) > 1e-4, "{name} has estimates to compare");
+        assert_close(b, a, 1e-5, name);
+    }
+    let json = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("attribution.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (json(&single), json(&out));
+    assert_eq!((&a["method"], &a["prompts"]), (&b["method"], &b["prompts"]));
+    assert!((a["clean"].as_f64().unwrap() - b["clean"].as_f64().unwrap()).abs() < 1e-5);
 }

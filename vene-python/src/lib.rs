@@ -40,6 +40,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(studies::steer_sentiment, module)?,
         wrap_pyfunction!(studies::path_patch, module)?,
         wrap_pyfunction!(attribution::attribute, module)?,
+        wrap_pyfunction!(attribution::circuit, module)?,
         wrap_pyfunction!(real_studies::ocr_steps, module)?,
         wrap_pyfunction!(real_studies::cnn_trace, module)?,
         wrap_pyfunction!(real_studies::image_das, module)?,

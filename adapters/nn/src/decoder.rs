@@ -215,8 +215,8 @@ impl Decoder {
             k = k_norm.forward(&k);
         }
         let rotary = if weights.kind == AttentionKind::Sliding { &self.local_rotary } else { &self.global_rotary };
-        let q = rotary.apply(&q, context.positions);
-        k = rotary.apply(&k, context.positions);
+        let q = hooks.site(S::HeadQueryRotated as u32, layer, rotary.apply(&q, context.positions))?;
+        k = hooks.site(S::HeadKeyRotated as u32, layer, rotary.apply(&k, context.positions))?;
         if let Some((past_k, past_v)) = context.tokens.layer_past(layer as usize) {
             k = Tensor::cat(&[past_k, &k], 2);
             v = Tensor::cat(&[past_v, &v], 2);
@@ -405,6 +405,8 @@ pub fn components(spec: &DecoderSpec) -> Vec<ComponentInfo> {
         component("head_query_output", Heads, head_dim, None, &[]),
         component("head_key_output", Heads, head_dim, None, &[]),
         component("head_value_output", Heads, head_dim, None, &[]),
+        component("head_query_rotated", Heads, head_dim, None, &[]),
+        component("head_key_rotated", Heads, head_dim, None, &[]),
     ];
     if spec.post_norms {
         list.push(component(

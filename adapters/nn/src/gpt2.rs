@@ -132,8 +132,11 @@ impl Gpt2Body {
         let k = self.site(hooks, Site::KeyOutput, layer, parts[1].shallow_clone())?;
         let v = self.site(hooks, Site::ValueOutput, layer, parts[2].shallow_clone())?;
         let q = self.site(hooks, Site::HeadQueryOutput, layer, split_heads(&q, heads))?;
-        let mut k = self.site(hooks, Site::HeadKeyOutput, layer, split_heads(&k, heads))?;
+        let k = self.site(hooks, Site::HeadKeyOutput, layer, split_heads(&k, heads))?;
         let mut v = self.site(hooks, Site::HeadValueOutput, layer, split_heads(&v, heads))?;
+        // GPT-2 scores the heads' queries and keys as they are: the "rotated" sites see the same tensors.
+        let q = self.site(hooks, Site::HeadQueryRotated, layer, q)?;
+        let mut k = self.site(hooks, Site::HeadKeyRotated, layer, k)?;
         if let Some((past_k, past_v)) = past {
             k = Tensor::cat(&[past_k, &k], 2);
             v = Tensor::cat(&[past_v, &v], 2);
@@ -235,5 +238,7 @@ pub fn components(config: &Gpt2Config, prefix: &str) -> Vec<ComponentInfo> {
         component("head_query_output", Heads, head_dim, None, &[]),
         component("head_key_output", Heads, head_dim, None, &[]),
         component("head_value_output", Heads, head_dim, None, &[]),
+        component("head_query_rotated", Heads, head_dim, None, &[]),
+        component("head_key_rotated", Heads, head_dim, None, &[]),
     ]
 }

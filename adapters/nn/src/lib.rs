@@ -14,7 +14,9 @@ use vene_api::{ModelInputs, PluginError, PluginResult};
 use vene_checkpoint::{Result, Weights};
 
 /// The hook sites of the transformers (GPT-2, GPT-NeoX, the Llama family), in catalog order: pyvene's components,
-/// q/k/v and per-head q/k/v, then Gemma 2/3's post-norm outputs (listed only by models that have them).
+/// q/k/v and per-head q/k/v, the per-head query and key as the attention scores read them (after any q/k norm and
+/// rotary embedding; GPT-2 and the Llama family), then Gemma 2/3's post-norm outputs (listed only by models that
+/// have them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum TransformerSite {
@@ -34,6 +36,8 @@ pub enum TransformerSite {
     HeadQueryOutput,
     HeadKeyOutput,
     HeadValueOutput,
+    HeadQueryRotated,
+    HeadKeyRotated,
     AttentionPostNormOutput,
     MlpPostNormOutput,
 }

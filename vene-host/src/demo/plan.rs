@@ -147,6 +147,7 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
     let (das_probe, model) = real_model::das_versus_probe(model, &context, grid, progress)?;
     let (path_patching, model) = circuits::path_patching(model, &context, grid.path_senders.as_deref(), progress)?;
     let (attribution, model) = circuits::attribution(model, plugins, &tokenizer)?;
+    let (circuit, model) = circuits::circuit(model, plugins, &tokenizer)?;
     drop(model);
     let ocr = cnn_rnn::ocr_steps(plugins)?;
     let cnn = cnn_rnn::cnn_trace(plugins, grid.cnn_samples)?;
@@ -161,6 +162,7 @@ pub fn run(plugins: &PluginSet, options: &DemoOptions, progress: &mut dyn FnMut(
         das_probe,
         path_patching,
         attribution,
+        circuit,
         ocr,
         cnn,
         image_das,

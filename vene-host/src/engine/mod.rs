@@ -107,6 +107,24 @@ impl IntervenableModel {
         self.instances[instance].as_mut()
     }
 
+    /// Puts `instance` in place of representation `index`'s intervention (and of any representation linked to it):
+    /// how host code runs an intervention no config can declare, such as one that shares state with others of the
+    /// same pass. Its traits must match the bound one's, as the run plans were made from them.
+    pub fn replace_intervention(&mut self, index: usize, instance: Box<dyn Intervention>) -> Result<()> {
+        let bound = self.reps.get(index).ok_or_else(|| {
+            VeneError::Config(format!("no representation {index} to replace (there are {})", self.reps.len()))
+        })?;
+        let (old, new) = (bound.traits, instance.traits());
+        if (old.needs_source, old.collects, old.distributed) != (new.needs_source, new.collects, new.distributed) {
+            return Err(VeneError::Config(format!(
+                "{}: the replacement's traits {new:?} differ from the bound intervention's {old:?}",
+                bound.description
+            )));
+        }
+        self.instances[bound.instance] = instance;
+        Ok(())
+    }
+
     /// Each distinct intervention instance once, with the key of the first representation that uses it.
     fn instances_by_key(&self) -> Vec<(usize, &str)> {
         let mut seen = Vec::new();

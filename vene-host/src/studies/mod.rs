@@ -4,6 +4,8 @@
 pub mod amnesic;
 pub mod attribution;
 pub mod channels;
+pub mod circuit;
+pub mod circuit_plot;
 pub mod cnn_tracing;
 pub mod facts;
 pub mod image_das;

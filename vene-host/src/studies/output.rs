@@ -28,6 +28,8 @@ pub enum Figure {
     Bars { name: String, title: String, bars: TopWords, max: f64 },
     /// An input with what was found drawn on it (rendered words, a photograph with an effect grid).
     Picture { name: String, picture: super::picture::Picture },
+    /// A circuit: its nodes by layer and its edges by score.
+    Circuit { name: String, drawing: super::circuit_plot::CircuitDrawing },
 }
 
 impl Figure {
@@ -36,7 +38,8 @@ impl Figure {
             Figure::Heatmap { name, .. }
             | Figure::Lines { name, .. }
             | Figure::Bars { name, .. }
-            | Figure::Picture { name, .. } => name,
+            | Figure::Picture { name, .. }
+            | Figure::Circuit { name, .. } => name,
         }
     }
 
@@ -49,6 +52,7 @@ impl Figure {
             Figure::Lines { name, title, x_label, series } => plot::lines(dir, name, title, x_label, series),
             Figure::Bars { name, title, bars, max } => plot::bars(dir, name, title, bars, *max),
             Figure::Picture { name, picture } => super::picture::write(dir, name, picture),
+            Figure::Circuit { name, drawing } => super::circuit_plot::write(dir, name, drawing),
         }
     }
 }

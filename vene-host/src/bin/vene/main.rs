@@ -21,7 +21,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use studies::{
-    attribute, channels, cnn_trace, das_probe, erase, image_das, interchange, interchange_search, ocr_steps,
+    attribute, channels, circuit, cnn_trace, das_probe, erase, image_das, interchange, interchange_search, ocr_steps,
     path_patch, scrub, senses, steer, steer_sentiment, timesteps, trace, vad_state,
 };
 
@@ -80,6 +80,10 @@ enum Command {
     /// Attribution patching: every node (component × layer × position, heads too) scored from one clean and one
     /// corrupted pass and a backward (AtP, or integrated gradients), the top nodes re-patched exactly.
     Attribute(attribute::AttributeArgs),
+    /// Circuits: every edge between attention layers, MLPs and the logits scored by edge attribution (EAP or
+    /// EAP-IG), the top edges patched alone exactly, and circuits of the top n edges run with every other edge
+    /// patched from the corrupted prompts: a faithfulness curve and the circuit drawn.
+    Circuit(circuit::CircuitArgs),
     /// Image classifiers: rank-1 DAS versus a linear probe, block by block, for a binary attribute of photographs
     /// (animal or not): where the attribute is causal, and where it is only decodable.
     ImageDas(image_das::ImageDasArgs),
@@ -146,6 +150,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Channels(args) => channels::run(args),
         Command::CnnTrace(args) => cnn_trace::run(args),
         Command::Attribute(args) => attribute::run(args),
+        Command::Circuit(args) => circuit::run(args),
         Command::ImageDas(args) => image_das::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Trace(args) => trace::run(args),

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use vene_host::sharding::ShardStore;
 
-use crate::studies::{das_probe, interchange_search, path_patch, steer_sentiment, trace};
+use crate::studies::{attribute, das_probe, interchange_search, path_patch, steer_sentiment, trace};
 
 #[derive(Args)]
 pub struct MergeArgs {
@@ -31,8 +31,9 @@ pub fn run(args: MergeArgs) -> Result<()> {
         "interchange-search" => interchange_search::merge(&args.out),
         "steer-sentiment" => steer_sentiment::merge(&args.out),
         "path-patch" => path_patch::merge(&args.out),
+        "attribute" => attribute::merge(&args.out),
         other => bail!(
-            "{} is for `vene {other}`, which this vene cannot merge (it merges: trace, das-probe, interchange-search, steer-sentiment, path-patch)",
+            "{} is for `vene {other}`, which this vene cannot merge (it merges: trace, das-probe, interchange-search, steer-sentiment, path-patch, attribute)",
             store.manifest_path().display()
         ),
     }

@@ -22,7 +22,7 @@ use crate::{
 const EMBEDDINGS: &str = "block_input";
 
 /// One representation per component × layer, with `intervention`; heads as unit `h`, sequences as `pos`.
-fn representations(sites: &[(String, SiteLayout, usize)], intervention: &Value) -> Vec<Value> {
+pub(super) fn representations(sites: &[(String, SiteLayout, usize)], intervention: &Value) -> Vec<Value> {
     sites
         .iter()
         .flat_map(|(component, layout, layers)| {
@@ -58,6 +58,8 @@ fn collect(
 /// What the gradient passes found: each node's estimate, and the metric on the clean and the corrupted prompts.
 pub(super) struct Estimates {
     pub scores: Vec<ComponentScores>,
+    /// Each node site's corrupted-minus-clean activation (one per component × layer), in f64.
+    pub differences: Vec<Tensor>,
     pub clean: f64,
     pub corrupted: f64,
 }
@@ -97,7 +99,7 @@ pub(super) fn estimates(
             // Midpoints of k equal steps from clean (0) to corrupted (1).
             let alpha = (step as f64 + 0.5) / steps as f64;
             let between = &clean_embeddings + (&corrupted_embeddings - &clean_embeddings) * alpha;
-            let (grads, _, _) = gradients_at(&mut tap, inputs, &corrupted, Some(between), metric)?;
+            let (grads, _, _) = gradients_at(&mut tap, inputs, &corrupted, vec![between], metric)?;
             sum = Some(match sum {
                 None => grads,
                 Some(total) => total.iter().zip(&grads).map(|(a, b)| a + b).collect(),
@@ -109,23 +111,17 @@ pub(super) fn estimates(
         // One clean pass both taps the gradient and collects the clean activations (the zero added changes nothing).
         taps.extend(representations(sites, &json!({"type": "collect"})));
         let mut tap = bind(model, plugins, json!({ "representations": taps }))?;
-        let (gradients, clean, clean_metric) = gradients_at(&mut tap, inputs, &corrupted, None, metric)?;
+        let (gradients, clean, clean_metric) = gradients_at(&mut tap, inputs, &corrupted, Vec::new(), metric)?;
         (gradients, clean, clean_metric, tap)
     };
     let model = tap.into_model();
+    let differences: Vec<Tensor> = corrupted.iter().zip(&clean).map(|(c, k)| (c - k).to_kind(Kind::Double)).collect();
     let mut scores = Vec::new();
     let mut index = 0;
     for (component, layout, layers) in sites {
         let mut per_layer = Vec::new();
         for _ in 0..*layers {
-            let difference = (&corrupted[index] - &clean[index]).to_kind(Kind::Double);
-            // (b, seq, d) → (b, seq); (b, heads, seq, d) → (b, heads, seq); then summed over prompts, as the metric
-            // is their mean (each prompt's gradient already carries its 1/b).
-            let score = (difference * &gradients[index]).sum_dim_intlist(-1, false, Kind::Double).sum_dim_intlist(
-                0,
-                false,
-                Kind::Double,
-            );
+            let score = node_scores(&differences[index], &gradients[index]);
             let score = if *layout == SiteLayout::Heads { score } else { score.unsqueeze(0) };
             per_layer.push(Vec::<Vec<f64>>::try_from(&score)?);
             index += 1;
@@ -139,38 +135,44 @@ pub(super) fn estimates(
             positions,
             scores: per_layer,
             exact: None,
+            grad_drop: None,
         });
     }
-    Ok((Estimates { scores, clean: clean_metric, corrupted: corrupted_metric }, model))
+    Ok((Estimates { scores, differences, clean: clean_metric, corrupted: corrupted_metric }, model))
 }
 
-/// ∂metric/∂activation at every tapped site on the clean prompts (with the embeddings replaced when given), shaped
-/// `like` the sites' activations; the activations any collecting representations of `tap` took, detached; the metric.
-fn gradients_at(
+/// A leaf's gradient after a backward, in f64; zeros where the metric does not depend on it (no gradient at all).
+pub(crate) fn gradient_of(leaf: &Tensor) -> Tensor {
+    let grad = leaf.grad();
+    if grad.defined() { grad } else { leaf.zeros_like() }.to_kind(Kind::Double)
+}
+
+/// `(b, seq, d)` → `(seq)`; `(b, heads, seq, d)` → `(heads, seq)`: each node's difference dotted with its gradient,
+/// summed over prompts, as the metric is their mean (each prompt's gradient already carries its 1/b).
+pub(super) fn node_scores(difference: &Tensor, gradient: &Tensor) -> Tensor {
+    (difference * gradient).sum_dim_intlist(-1, false, Kind::Double).sum_dim_intlist(0, false, Kind::Double)
+}
+
+/// ∂metric/∂activation at every tapped site on the clean prompts, shaped `like` the sites' activations, with
+/// `sources` for the representations after the taps (the interpolated embeddings, GradDrop's detached writes); the
+/// activations any collecting representations of `tap` took, detached; the metric.
+pub(super) fn gradients_at(
     tap: &mut IntervenableModel,
     inputs: &AttributionInputs,
     like: &[Tensor],
-    embeddings: Option<Tensor>,
+    sources: Vec<Tensor>,
     metric: Metric,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>, f64)> {
     let zeros: Vec<Tensor> = like.iter().map(|a| a.zeros_like().set_requires_grad(true)).collect();
     let mut activations: Vec<Option<Tensor>> = zeros.iter().map(|z| Some(z.shallow_clone())).collect();
-    if let Some(embeddings) = embeddings {
-        activations.push(Some(embeddings));
-    }
+    activations.extend(sources.into_iter().map(Some));
     // Collecting representations read no source.
     activations.resize_with(tap.config().representations.len(), || None);
     let run = tap.run_with_activations(&inputs.clean, activations, &UnitLocations::whole(), &Subspaces::None)?;
     let value = metric_of(&run.output, &inputs.clean, inputs, metric);
     value.backward();
     // A site the metric does not depend on gets no gradient at all: its estimates are zero.
-    let gradients = zeros
-        .iter()
-        .map(|z| {
-            let grad = z.grad();
-            if grad.defined() { grad } else { z.zeros_like() }.to_kind(Kind::Double)
-        })
-        .collect();
+    let gradients = zeros.iter().map(gradient_of).collect();
     let collected = run.collected.iter().map(Tensor::detach).collect();
     Ok((gradients, collected, value.double_value(&[])))
 }

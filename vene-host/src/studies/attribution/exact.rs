@@ -22,6 +22,8 @@ pub(super) struct Chosen {
     head: usize,
     position: usize,
     estimate: f64,
+    /// What the top nodes are chosen by: the GradDrop score where there is one, else |estimate|.
+    rank: f64,
     why: &'static str,
 }
 
@@ -31,7 +33,9 @@ fn all_nodes(components: &[ComponentScores], why: &'static str) -> Vec<Chosen> {
         for (layer, heads) in scores.scores.iter().enumerate() {
             for (head, positions) in heads.iter().enumerate() {
                 for (position, &estimate) in positions.iter().enumerate() {
-                    nodes.push(Chosen { component, layer, head, position, estimate, why });
+                    let grad_drop = scores.grad_drop.as_ref().map(|g| g[layer][head][position]);
+                    let rank = grad_drop.unwrap_or(estimate.abs());
+                    nodes.push(Chosen { component, layer, head, position, estimate, rank, why });
                 }
             }
         }
@@ -39,10 +43,10 @@ fn all_nodes(components: &[ComponentScores], why: &'static str) -> Vec<Chosen> {
     nodes
 }
 
-/// The top `top_k` nodes by |estimate|, then `random_k` of the others (seeded).
+/// The top `top_k` nodes by |estimate| (by GradDrop score with `grad_drop`), then `random_k` of the others (seeded).
 pub(super) fn choose(components: &[ComponentScores], options: &AttributionOptions) -> Vec<Chosen> {
     let mut nodes = all_nodes(components, "top");
-    nodes.sort_by(|a, b| b.estimate.abs().total_cmp(&a.estimate.abs()));
+    nodes.sort_by(|a, b| b.rank.total_cmp(&a.rank));
     let mut rest = nodes.split_off(options.top_k.min(nodes.len()));
     rest.shuffle(&mut rand::rngs::StdRng::seed_from_u64(options.seed));
     nodes.extend(rest.into_iter().take(options.random_k).map(|node| Chosen { why: "random", ..node }));

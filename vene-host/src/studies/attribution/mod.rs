@@ -8,14 +8,18 @@
 //! `head_attention_value_output`, `mlp_activation`, …) every layer × position (× head). The metric is read at each
 //! prompt's last position and averaged over the prompts.
 
+pub mod chunks;
 mod estimate;
 mod exact;
+mod grad_drop;
+mod qk;
 mod report;
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use vene_api::SiteLayout;
 
+pub(crate) use estimate::gradient_of;
 pub use exact::spearman;
 pub use report::{scores_tensors, write_scores};
 
@@ -31,10 +35,27 @@ use crate::{
 pub const DEFAULT_COMPONENTS: [&str; 4] =
     ["block_output", "attention_output", "mlp_output", "head_attention_value_output"];
 
+/// The components AtP*'s query/key fix scores.
+pub const QK_COMPONENTS: [&str; 2] = ["head_query_output", "head_key_output"];
+
 /// [`DEFAULT_COMPONENTS`] that `model` has.
 pub fn default_components(model: &LoadedModel) -> Vec<String> {
     let has = |name: &str| model.catalog().components.iter().any(|c| c.name.as_str() == name);
     DEFAULT_COMPONENTS.iter().filter(|c| has(c)).map(|c| c.to_string()).collect()
+}
+
+/// `components` with the query and key nodes added when `qk_fix` asks for them.
+pub fn with_qk(mut components: Vec<String>, qk_fix: bool) -> Vec<String> {
+    if qk_fix {
+        components.extend(
+            QK_COMPONENTS
+                .iter()
+                .filter(|c| !components.contains(&c.to_string()))
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+        );
+    }
+    components
 }
 
 /// Prompt pairs (as path patching takes them) tokenized into inputs, with the first clean prompt's tokens as labels.
@@ -93,6 +114,12 @@ pub struct AttributionOptions {
     pub metric: Metric,
     /// 0: AtP (the gradient at the clean run); k: integrated gradients over k interpolation steps.
     pub ig_steps: usize,
+    /// AtP*'s query/key fix: `head_query_output` and `head_key_output` nodes scored with their attention patterns
+    /// recomputed exactly instead of through the softmax's gradient.
+    pub qk_fix: bool,
+    /// AtP*'s GradDrop: each node also scored by the mean |estimate| with the gradient through one layer's residual
+    /// writes stopped, over the layers; the exact check then takes the top nodes by that score.
+    pub grad_drop: bool,
     /// Nodes re-patched exactly: the top `top_k` by |estimate| and `random_k` drawn (seeded) from the rest.
     pub top_k: usize,
     pub random_k: usize,
@@ -102,7 +129,7 @@ pub struct AttributionOptions {
 }
 
 /// One component's estimates: `[layer][head][position]` (one head for components without heads).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComponentScores {
     pub component: String,
     /// Whether the component has a node per head (`[layer][head][position]`) or one per position.
@@ -111,8 +138,11 @@ pub struct ComponentScores {
     pub positions: usize,
     pub scores: Vec<Vec<Vec<f64>>>,
     /// With `verify_all`: every node's exact effect, laid out as `scores`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<Vec<Vec<Vec<f64>>>>,
+    /// With `grad_drop`: every node's GradDrop score (a magnitude), laid out as `scores`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_drop: Option<Vec<Vec<Vec<f64>>>>,
 }
 
 /// A node patched exactly beside its estimate.
@@ -182,7 +212,8 @@ fn check_components(model: &LoadedModel, components: &[String]) -> Result<Vec<(S
         .collect()
 }
 
-fn check_inputs(inputs: &AttributionInputs) -> Result<()> {
+/// Clean and corrupted inputs must line up position by position, with one target and distractor per prompt.
+pub(crate) fn check_inputs(inputs: &AttributionInputs) -> Result<()> {
     let (clean, corrupted) = (inputs.clean.batch_size(), inputs.corrupted.batch_size());
     let shape = |i: &ForwardInputs| i.input_ids.as_ref().or(i.features.as_ref()).map(Tensor::size);
     if clean != corrupted || shape(&inputs.clean) != shape(&inputs.corrupted) {
@@ -199,6 +230,69 @@ fn check_inputs(inputs: &AttributionInputs) -> Result<()> {
     Ok(())
 }
 
+/// The estimate's name: AtP, AtP* or integrated gradients.
+pub fn method(options: &AttributionOptions) -> String {
+    let mut method = match (options.ig_steps, options.qk_fix) {
+        (0, false) => "AtP".to_string(),
+        (0, true) => "AtP* (query/key fix)".to_string(),
+        (k, false) => format!("integrated gradients ({k} steps)"),
+        (k, true) => format!("integrated gradients ({k} steps), query/key fix"),
+    };
+    if options.grad_drop {
+        method.push_str(", GradDrop");
+    }
+    method
+}
+
+/// Replaces the query and key nodes' estimates by AtP*'s: their attention patterns recomputed exactly.
+fn fix_queries_and_keys(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    inputs: &AttributionInputs,
+    options: &AttributionOptions,
+    components: &mut [ComponentScores],
+) -> Result<LoadedModel> {
+    if !components.iter().any(|c| QK_COMPONENTS.contains(&c.component.as_str())) {
+        return Err(VeneError::Inputs(format!(
+            "the query/key fix scores {} nodes; none of them is among the components ({})",
+            QK_COMPONENTS.join(" and "),
+            components.iter().map(|c| c.component.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let (fixed, model) = qk::estimates(model, plugins, inputs, options.metric)?;
+    for component in components.iter_mut() {
+        match component.component.as_str() {
+            "head_query_output" => component.scores = fixed.queries.clone(),
+            "head_key_output" => component.scores = fixed.keys.clone(),
+            _ => {}
+        }
+    }
+    Ok(model)
+}
+
+/// Sets every component's GradDrop scores.
+fn add_grad_drop(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    inputs: &AttributionInputs,
+    (sites, differences): (&[(String, SiteLayout, usize)], &[Tensor]),
+    metric: Metric,
+    components: &mut [ComponentScores],
+) -> Result<LoadedModel> {
+    let (scores, model) = grad_drop::scores(model, plugins, inputs, sites, differences, metric)?;
+    let mut per_site = scores.iter();
+    for component in components.iter_mut() {
+        let mut layers = Vec::new();
+        for _ in 0..component.scores.len() {
+            let score = per_site.next().map(Tensor::shallow_clone).unwrap_or_default();
+            let score = if component.per_head { score } else { score.unsqueeze(0) };
+            layers.push(Vec::<Vec<f64>>::try_from(&score)?);
+        }
+        component.grad_drop = Some(layers);
+    }
+    Ok(model)
+}
+
 /// Estimates every node's effect, patches the chosen ones exactly, and compares.
 pub fn attribute(
     model: LoadedModel,
@@ -210,8 +304,15 @@ pub fn attribute(
     check_inputs(inputs)?;
     let sites = check_components(&model, &options.components)?;
     let started = std::time::Instant::now();
-    let (estimate::Estimates { scores: mut components, clean, corrupted }, model) =
+    let (estimate::Estimates { scores: mut components, differences, clean, corrupted }, model) =
         estimate::estimates(model, plugins, inputs, &sites, options)?;
+    let model =
+        if options.qk_fix { fix_queries_and_keys(model, plugins, inputs, options, &mut components)? } else { model };
+    let model = if options.grad_drop {
+        add_grad_drop(model, plugins, inputs, (&sites, &differences), options.metric, &mut components)?
+    } else {
+        model
+    };
     let mut seconds = Seconds { estimate: started.elapsed().as_secs_f64(), ..Seconds::default() };
     let started = std::time::Instant::now();
     let chosen = exact::choose(&components, options);
@@ -229,13 +330,9 @@ pub fn attribute(
     } else {
         (None, model)
     };
-    let method = match options.ig_steps {
-        0 => "AtP".to_string(),
-        k => format!("integrated gradients ({k} steps)"),
-    };
     let result = Attribution {
         metric: options.metric,
-        method,
+        method: method(options),
         prompts: inputs.clean.batch_size() as usize,
         clean,
         corrupted,

@@ -15,7 +15,7 @@ pub fn write_scores(result: &Attribution, dir: &std::path::Path) -> Result<()> {
 }
 
 /// One tensor per component: `(layers, positions)`, or `(layers, heads, positions)` per head; with `verify_all`
-/// also `<component>.exact`, every node's exact effect.
+/// also `<component>.exact`, every node's exact effect, and with GradDrop `<component>.grad_drop`.
 pub fn scores_tensors(result: &Attribution) -> Vec<(String, Tensor)> {
     let shaped = |c: &ComponentScores, grid: &[Vec<Vec<f64>>]| {
         let flat: Vec<f64> = grid.iter().flatten().flatten().copied().collect();
@@ -32,6 +32,9 @@ pub fn scores_tensors(result: &Attribution) -> Vec<(String, Tensor)> {
         tensors.push((c.component.clone(), shaped(c, &c.scores)));
         if let Some(exact) = &c.exact {
             tensors.push((format!("{}.exact", c.component), shaped(c, exact)));
+        }
+        if let Some(grad_drop) = &c.grad_drop {
+            tensors.push((format!("{}.grad_drop", c.component), shaped(c, grad_drop)));
         }
     }
     tensors

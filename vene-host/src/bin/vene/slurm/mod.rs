@@ -15,12 +15,13 @@ use jobs::{Jobs, Queue, Submission};
 use script::Resources;
 
 /// The sweep commands that take --shard, and what each needs to be a sweep.
-const SWEEPS: [(&str, &str); 5] = [
+const SWEEPS: [(&str, &str); 6] = [
     ("trace", "--facts"),
     ("das-probe", "--template"),
     ("interchange-search", "--wordings"),
     ("steer-sentiment", "--openings"),
     ("path-patch", "--prompts"),
+    ("attribute", "--prompts"),
 ];
 
 #[derive(Args)]

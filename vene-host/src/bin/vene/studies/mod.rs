@@ -3,6 +3,7 @@
 
 pub mod attribute;
 pub mod channels;
+pub mod circuit;
 pub mod cnn_trace;
 pub mod das_probe;
 pub mod erase;

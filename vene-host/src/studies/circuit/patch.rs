@@ -1,0 +1,199 @@
+//! Exact edge patching: the clean prompts run with every edge outside a circuit patched from the corrupted run.
+//! Receiver v then reads `x_v − Σ_{u → v removed} (c_u − c_u,corrupted)`, where `c_u` is what sender u writes in
+//! this same run (so a sender downstream of patched edges passes their effect on), as ACDC and EAP's evaluations do.
+//!
+//! Each receiver's correction is subtracted where its input leaves the shared stream and added back where the
+//! stream continues: at layer l's block input (for its attention), where the attention's output joins (added back;
+//! the MLP's correction subtracted) and at the MLP's output (added back); the last block's output carries the logits'
+//! correction. One stateful intervention per site, sharing what the senders wrote so far in the pass.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::json;
+use tch::Tensor;
+use vene_api::{Intervention, InterventionTraits, PluginResult};
+
+use super::graph::{Graph, BLOCK_INPUT, BLOCK_OUTPUT};
+use crate::{
+    engine::IntervenableModel,
+    error::Result,
+    locations::{Subspaces, UnitLocations},
+    model::LoadedModel,
+    plugins::PluginSet,
+    studies::{attribution::AttributionInputs, attribution::Metric, bind},
+    train::last_logits,
+};
+
+/// What the interventions of one pass share.
+struct Shared {
+    /// Each sender's output on the corrupted prompts.
+    corrupted: Vec<Tensor>,
+    /// Per receiver, the senders whose edge to it is patched.
+    removed: Vec<Vec<usize>>,
+    /// Each sender's output in the current pass, once it has run.
+    current: Vec<Option<Tensor>>,
+    /// Per receiver, the correction taken off the stream and not yet put back.
+    pending: Vec<Option<Tensor>>,
+}
+
+impl Shared {
+    /// `Σ (c_u − c_u,corrupted)` over the senders patched out of `receiver`; `None` when none is.
+    fn correction(&self, receiver: usize) -> Option<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        // Every sender runs before its receivers (the graph's order), so `current` holds it here.
+        for &sender in &self.removed[receiver] {
+            if let Some(current) = &self.current[sender] {
+                let difference = current - &self.corrupted[sender];
+                sum = Some(match sum {
+                    None => difference,
+                    Some(sum) => sum + difference,
+                });
+            }
+        }
+        sum
+    }
+}
+
+/// Where an [`EdgePatch`] sits: the site decides which sender it records and which corrections it moves.
+#[derive(Clone, Copy)]
+enum Role {
+    BlockInput(usize),
+    Attention(usize),
+    Mlp(usize),
+    LastOutput,
+}
+
+struct EdgePatch {
+    role: Role,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Intervention for EdgePatch {
+    fn traits(&self) -> InterventionTraits {
+        InterventionTraits::default()
+    }
+
+    fn apply(&mut self, base: &Tensor, _: Option<&Tensor>, _: Option<&[Vec<i64>]>) -> PluginResult<Tensor> {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let minus = |base: Tensor, correction: &Option<Tensor>| match correction {
+            Some(c) => base - c,
+            None => base,
+        };
+        let plus = |base: Tensor, correction: Option<Tensor>| match correction {
+            Some(c) => base + c,
+            None => base,
+        };
+        let output = match self.role {
+            Role::BlockInput(layer) => {
+                if layer == 0 {
+                    shared.current[0] = Some(base.shallow_clone());
+                }
+                let correction = shared.correction(2 * layer);
+                let output = minus(base.shallow_clone(), &correction);
+                shared.pending[2 * layer] = correction;
+                output
+            }
+            Role::Attention(layer) => {
+                shared.current[1 + 2 * layer] = Some(base.shallow_clone());
+                let back = shared.pending[2 * layer].take();
+                let correction = shared.correction(2 * layer + 1);
+                let output = minus(plus(base.shallow_clone(), back), &correction);
+                shared.pending[2 * layer + 1] = correction;
+                output
+            }
+            Role::Mlp(layer) => {
+                shared.current[2 + 2 * layer] = Some(base.shallow_clone());
+                let back = shared.pending[2 * layer + 1].take();
+                plus(base.shallow_clone(), back)
+            }
+            Role::LastOutput => {
+                let correction = shared.correction(shared.removed.len() - 1);
+                minus(base.shallow_clone(), &correction)
+            }
+        };
+        Ok(output)
+    }
+}
+
+/// A model bound for circuit runs, with the corrupted sender outputs they patch from: evaluates any set of kept
+/// edges of its [`Graph`] exactly.
+pub struct EdgePatching {
+    model: IntervenableModel,
+    shared: Arc<Mutex<Shared>>,
+    edges: Vec<(usize, usize)>,
+}
+
+impl EdgePatching {
+    /// Collects the senders' outputs on the corrupted prompts and binds the edge patches.
+    pub fn new(model: LoadedModel, plugins: &PluginSet, inputs: &AttributionInputs, metric: Metric) -> Result<Self> {
+        let graph = Graph::of(&model)?;
+        let (corrupted, _, model) =
+            super::score::sender_outputs(model, plugins, &graph, (&inputs.corrupted, inputs), metric)?;
+        Self::with_corrupted(model, plugins, &graph, corrupted)
+    }
+
+    /// Binds the edge patches to patch from `corrupted` (each sender's output, in sender order).
+    pub(super) fn with_corrupted(
+        model: LoadedModel,
+        plugins: &PluginSet,
+        graph: &Graph,
+        corrupted: Vec<Tensor>,
+    ) -> Result<Self> {
+        let placeholder = json!({"type": "zero"});
+        let rep = |component: &str, layer: usize| json!({"layer": layer, "component": component, "unit": "pos", "intervention": placeholder});
+        let mut reps = Vec::new();
+        let mut roles = Vec::new();
+        for layer in 0..graph.layers {
+            reps.extend([rep(BLOCK_INPUT, layer), rep(&graph.attention_site, layer), rep(&graph.mlp_site, layer)]);
+            roles.extend([Role::BlockInput(layer), Role::Attention(layer), Role::Mlp(layer)]);
+        }
+        reps.push(rep(BLOCK_OUTPUT, graph.layers - 1));
+        roles.push(Role::LastOutput);
+        let shared = Arc::new(Mutex::new(Shared {
+            current: corrupted.iter().map(|_| None).collect(),
+            corrupted,
+            removed: vec![Vec::new(); graph.receiver_count()],
+            pending: (0..graph.receiver_count()).map(|_| None).collect(),
+        }));
+        let mut model = bind(model, plugins, json!({ "representations": reps }))?;
+        for (index, role) in roles.into_iter().enumerate() {
+            model.replace_intervention(index, Box::new(EdgePatch { role, shared: Arc::clone(&shared) }))?;
+        }
+        Ok(Self { model, shared, edges: graph.edges() })
+    }
+
+    /// The graph's edges as (sender, receiver) indices, in the order `kept` follows.
+    pub fn edges(&self) -> &[(usize, usize)] {
+        &self.edges
+    }
+
+    /// The metric on the clean prompts with only the edges `kept[i]` (indexing [`Self::edges`]) left clean.
+    pub fn metric(&mut self, inputs: &AttributionInputs, kept: &[bool], metric: Metric) -> Result<f64> {
+        if kept.len() != self.edges.len() {
+            return Err(crate::error::VeneError::Inputs(format!(
+                "{} kept flags for a graph of {} edges",
+                kept.len(),
+                self.edges.len()
+            )));
+        }
+        {
+            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.removed.iter_mut().for_each(Vec::clear);
+            for (&(sender, receiver), &keep) in self.edges.iter().zip(kept) {
+                if !keep {
+                    shared.removed[receiver].push(sender);
+                }
+            }
+            shared.current.iter_mut().for_each(|c| *c = None);
+            shared.pending.iter_mut().for_each(|p| *p = None);
+        }
+        let _no_grad = tch::no_grad_guard();
+        let run = self.model.run(&inputs.clean, &[], &UnitLocations::whole(), &Subspaces::None)?;
+        let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
+        Ok(metric.of(&logits, &inputs.target, &inputs.distractor).double_value(&[]))
+    }
+
+    pub fn into_model(self) -> LoadedModel {
+        self.model.into_model()
+    }
+}

@@ -1,0 +1,126 @@
+//! Edge attribution patching (EAP, Syed et al. 2023) and its integrated-gradients form (EAP-IG, Hanna et al. 2024):
+//! edge (u, v) scores `(c_u,corrupted − c_u,clean) · ∂metric/∂x_v`, where `c_u` is what sender u writes into the
+//! residual stream and `x_v` the residual stream as receiver v alone reads it.
+//!
+//! The models read the residual stream through a norm inside one site, so `x_v` is made a separate copy by taps
+//! that cancel: a zero tensor `a_l` is added at layer l's block input and subtracted again where the attention's
+//! output joins the stream, so it reaches the attention's input and nothing else; `b_l` is added there and
+//! subtracted at the MLP's output, reaching only the MLP's input; `r` is added to the last block's output, read only
+//! by the logits. One backward gives every receiver's gradient, and all edge scores are one matrix product.
+
+use serde_json::{json, Value};
+use tch::{Kind, Tensor};
+
+use super::graph::{Graph, BLOCK_INPUT, BLOCK_OUTPUT};
+use crate::{
+    engine::IntervenableModel,
+    error::Result,
+    locations::{Subspaces, UnitLocations},
+    model::LoadedModel,
+    plugins::PluginSet,
+    studies::{
+        attribution::{gradient_of, AttributionInputs, Metric},
+        bind,
+    },
+    train::last_logits,
+};
+
+/// A representation of the whole sequence at `component` of `layer`.
+fn whole(component: &str, layer: usize, intervention: Value) -> Value {
+    json!({"layer": layer, "component": component, "unit": "pos", "intervention": intervention})
+}
+
+/// Collecting representations of every sender, in sender order.
+pub(super) fn sender_collectors(graph: &Graph) -> Vec<Value> {
+    let collect = json!({"type": "collect"});
+    let mut reps = vec![whole(BLOCK_INPUT, 0, collect.clone())];
+    for layer in 0..graph.layers {
+        reps.push(whole(&graph.attention_site, layer, collect.clone()));
+        reps.push(whole(&graph.mlp_site, layer, collect.clone()));
+    }
+    reps
+}
+
+/// What every sender writes into the residual stream on `inputs` (in sender order, `(b, seq, d)` each), and the
+/// metric there.
+pub(super) fn sender_outputs(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    graph: &Graph,
+    inputs: (&crate::model::ForwardInputs, &AttributionInputs),
+    metric: Metric,
+) -> Result<(Vec<Tensor>, f64, LoadedModel)> {
+    let _no_grad = tch::no_grad_guard();
+    let mut collector = bind(model, plugins, json!({ "representations": sender_collectors(graph) }))?;
+    let run = collector.run(inputs.0, &[], &UnitLocations::whole(), &Subspaces::None)?;
+    let logits = last_logits(&run.output, inputs.0.attention_mask.as_ref());
+    let value = metric.of(&logits, &inputs.1.target, &inputs.1.distractor).double_value(&[]);
+    Ok((run.collected, value, collector.into_model()))
+}
+
+/// The taps of the module docs, in representation order: per layer its block input (`a_l`, or with `interpolate`
+/// for layer 0 the embeddings replaced by a source that carries `a_0`), its attention output (`b_l − a_l`) and its
+/// MLP output (`−b_l`); then the last block's output (`r`).
+fn taps(graph: &Graph, interpolate: bool) -> Vec<Value> {
+    let mut reps = Vec::new();
+    for layer in 0..graph.layers {
+        let input = if interpolate && layer == 0 { "vanilla" } else { "addition" };
+        reps.push(whole(BLOCK_INPUT, layer, json!({ "type": input })));
+        reps.push(whole(&graph.attention_site, layer, json!({"type": "addition"})));
+        reps.push(whole(&graph.mlp_site, layer, json!({"type": "subtraction"})));
+    }
+    reps.push(whole(BLOCK_OUTPUT, graph.layers - 1, json!({"type": "addition"})));
+    reps
+}
+
+/// Binds the receiver taps.
+pub(super) fn bind_taps(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    graph: &Graph,
+    interpolate: bool,
+) -> Result<IntervenableModel> {
+    bind(model, plugins, json!({ "representations": taps(graph, interpolate) }))
+}
+
+/// Every receiver's ∂metric/∂x_v on the clean prompts (with the embeddings replaced by `embeddings` when given),
+/// `(b, seq, d)` each in receiver order, in f64.
+pub(super) fn receiver_gradients(
+    tap: &mut IntervenableModel,
+    graph: &Graph,
+    inputs: &AttributionInputs,
+    like: &Tensor,
+    embeddings: Option<&Tensor>,
+    metric: Metric,
+) -> Result<Vec<Tensor>> {
+    let leaves: Vec<Tensor> = (0..graph.receiver_count()).map(|_| like.zeros_like().set_requires_grad(true)).collect();
+    let (attention, mlp) = (|l: usize| &leaves[2 * l], |l: usize| &leaves[2 * l + 1]);
+    let mut activations = Vec::new();
+    for layer in 0..graph.layers {
+        let input = match embeddings {
+            Some(embeddings) if layer == 0 => embeddings + attention(0),
+            _ => attention(layer).shallow_clone(),
+        };
+        activations.push(Some(input));
+        activations.push(Some(mlp(layer) - attention(layer)));
+        activations.push(Some(mlp(layer).shallow_clone()));
+    }
+    activations.push(Some(leaves[2 * graph.layers].shallow_clone()));
+    let run = tap.run_with_activations(&inputs.clean, activations, &UnitLocations::whole(), &Subspaces::None)?;
+    let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
+    metric.of(&logits, &inputs.target, &inputs.distractor).backward();
+    // A receiver the metric does not depend on gets no gradient: its edges score zero.
+    Ok(leaves.iter().map(gradient_of).collect())
+}
+
+/// Scores of every (sender, receiver) pair, `(senders, receivers)`: the change of each sender's output dotted with
+/// each receiver's gradient, summed over prompts (the metric is their mean), positions and width. Pairs that are
+/// not edges (a receiver before its sender) are zero.
+pub(super) fn edge_scores(graph: &Graph, clean: &[Tensor], corrupted: &[Tensor], gradients: &[Tensor]) -> Tensor {
+    let flat = |tensors: Vec<Tensor>| Tensor::stack(&tensors, 0).flatten(1, -1);
+    let deltas = flat(corrupted.iter().zip(clean).map(|(c, k)| (c - k).to_kind(Kind::Double)).collect());
+    let gradients = flat(gradients.iter().map(Tensor::shallow_clone).collect());
+    let scores = deltas.matmul(&gradients.tr());
+    // Sender s reaches receiver r only when s <= r: keep the upper triangle.
+    scores.triu(0).reshape([graph.sender_count() as i64, graph.receiver_count() as i64])
+}

@@ -1,0 +1,130 @@
+//! A circuit drawn as a graph a reader can follow: one row per layer (input at the bottom, logits at the top), the
+//! layer's attention on the left and its MLP on the right, and each kept edge as a curve from sender to receiver,
+//! as wide as its score is large, blue where patching it lowers the metric and red where it raises it. Nodes the
+//! circuit does not touch are drawn faint, so the layers stay countable.
+
+use std::path::Path;
+
+use plotters::{
+    coord::Shift,
+    prelude::*,
+    style::text_anchor::{HPos, Pos, VPos},
+};
+
+use super::{
+    circuit::Node,
+    plot::{ensure_font, write_figure},
+};
+use crate::error::Result;
+
+/// What a circuit figure shows.
+#[derive(Debug, Clone)]
+pub struct CircuitDrawing {
+    pub title: String,
+    pub layers: usize,
+    /// The edges drawn: sender, receiver, score.
+    pub edges: Vec<(Node, Node, f64)>,
+}
+
+/// At most this many edges are drawn (the strongest); more make a figure nobody can follow.
+pub const MOST_EDGES_DRAWN: usize = 40;
+
+const ROW: i32 = 34;
+const TOP: i32 = 70;
+const WIDTH: u32 = 700;
+const ATTENTION_X: i32 = 250;
+const MLP_X: i32 = 390;
+const MIDDLE_X: i32 = 320;
+
+fn height(layers: usize) -> u32 {
+    (TOP + ROW * (layers as i32 + 2) + 40) as u32
+}
+
+/// A node's centre: each layer's MLP sits a little above its attention, as it reads the stream after it.
+fn place(node: Node, layers: usize) -> (i32, i32) {
+    let row_y = |layer: usize| TOP + ROW * (layers - layer) as i32;
+    match node {
+        Node::Logits => (MIDDLE_X, TOP),
+        Node::Input => (MIDDLE_X, row_y(0) + ROW),
+        Node::Attention(layer) => (ATTENTION_X, row_y(layer) + 8),
+        Node::Mlp(layer) => (MLP_X, row_y(layer) - 8),
+    }
+}
+
+/// Points along a quadratic curve from `from` to `to` that bows sideways in proportion to its length, so edges that
+/// skip layers pass beside the nodes between instead of through them.
+fn curve(from: (i32, i32), to: (i32, i32), bow: f64) -> Vec<(i32, i32)> {
+    let (x0, y0, x1, y1) = (from.0 as f64, from.1 as f64, to.0 as f64, to.1 as f64);
+    let control = ((x0 + x1) / 2.0 + bow * (y0 - y1).abs() * 0.35, (y0 + y1) / 2.0);
+    (0..=24)
+        .map(|i| {
+            let t = i as f64 / 24.0;
+            let x = (1.0 - t).powi(2) * x0 + 2.0 * t * (1.0 - t) * control.0 + t * t * x1;
+            let y = (1.0 - t).powi(2) * y0 + 2.0 * t * (1.0 - t) * control.1 + t * t * y1;
+            (x.round() as i32, y.round() as i32)
+        })
+        .collect()
+}
+
+/// Writes `stem.png` and `stem.svg` in `dir`.
+pub fn write(dir: &Path, stem: &str, drawing: &CircuitDrawing) -> Result<()> {
+    ensure_font();
+    let size = (WIDTH, height(drawing.layers));
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    write_figure(&png, |to| draw(BitMapBackend::new(to, size).into_drawing_area(), drawing))?;
+    write_figure(&svg, |to| draw(SVGBackend::new(to, size).into_drawing_area(), drawing))
+}
+
+fn draw<B: DrawingBackend>(
+    area: DrawingArea<B, Shift>,
+    drawing: &CircuitDrawing,
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    B::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    area.draw(&Text::new(drawing.title.as_str(), (12, 10), ("sans-serif", 15)))?;
+    let legend = "edge width: |score|; blue: patching the edge lowers the metric, red: raises it";
+    area.draw(&Text::new(legend, (12, 32), ("sans-serif", 12)))?;
+    let layers = drawing.layers;
+    let max = drawing.edges.iter().fold(1e-12f64, |m, e| m.max(e.2.abs()));
+    let mut edges = drawing.edges.clone();
+    edges.sort_by(|a, b| a.2.abs().total_cmp(&b.2.abs()));
+    for (sender, receiver, score) in &edges {
+        let bow = match sender {
+            Node::Attention(_) => -1.0,
+            Node::Mlp(_) => 1.0,
+            _ => {
+                if matches!(receiver, Node::Attention(_)) {
+                    -0.6
+                } else {
+                    0.6
+                }
+            }
+        };
+        let share = score.abs() / max;
+        let colour = if *score < 0.0 { RGBColor(40, 90, 200) } else { RGBColor(210, 50, 50) };
+        let style = colour.mix(0.35 + 0.6 * share).stroke_width(1 + (6.0 * share).round() as u32);
+        area.draw(&PathElement::new(curve(place(*sender, layers), place(*receiver, layers), bow), style))?;
+    }
+    let touched = |node: Node| edges.iter().any(|(s, r, _)| *s == node || *r == node);
+    let mut nodes = vec![Node::Input, Node::Logits];
+    nodes.extend((0..layers).flat_map(|l| [Node::Attention(l), Node::Mlp(l)]));
+    for node in nodes {
+        let (x, y) = place(node, layers);
+        let (fill, text) =
+            if touched(node) { (RGBColor(250, 250, 250), BLACK) } else { (WHITE, RGBColor(190, 190, 190)) };
+        let (w, h) = (if matches!(node, Node::Input | Node::Logits) { 30 } else { 20 }, 10);
+        area.draw(&Rectangle::new([(x - w, y - h), (x + w, y + h)], fill.filled()))?;
+        area.draw(&Rectangle::new([(x - w, y - h), (x + w, y + h)], text.stroke_width(1)))?;
+        let centred = ("sans-serif", 11).into_font().color(&text).pos(Pos::new(HPos::Center, VPos::Center));
+        area.draw(&Text::new(node.name(), (x, y), centred))?;
+    }
+    for layer in 0..layers {
+        let y = TOP + ROW * (layers - layer) as i32;
+        area.draw(&Text::new(format!("layer {layer}"), (20, y - 6), ("sans-serif", 11)))?;
+    }
+    area.present()?;
+    Ok(())
+}
