@@ -1,8 +1,10 @@
 //! Exact re-patching of chosen nodes: the clean prompts run with one node's activation taken from the corrupted
-//! prompts (every prompt at once), and the metric's change set beside the estimate.
+//! prompts (every prompt at once; each site's corrupted activations collected once), and the metric's change set
+//! beside the estimate.
 
 use rand::{seq::SliceRandom, SeedableRng};
 use serde_json::json;
+use tch::Tensor;
 
 use super::{AttributionInputs, AttributionOptions, ComponentScores, Metric, Verified};
 use crate::{
@@ -58,7 +60,34 @@ pub(super) fn every_node(components: &[ComponentScores]) -> Vec<Chosen> {
     all_nodes(components, "all")
 }
 
-/// Patches each chosen node exactly; nodes of one site share one bound model.
+/// Every site's activations on the corrupted prompts, in one pass: each site in `sites` (nodes grouped by site).
+fn corrupted_sites(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    inputs: &AttributionInputs,
+    components: &[ComponentScores],
+    sites: &[&[(usize, &Chosen)]],
+) -> Result<(Vec<Tensor>, LoadedModel)> {
+    if sites.is_empty() {
+        return Ok((Vec::new(), model));
+    }
+    let reps: Vec<_> = sites
+        .iter()
+        .map(|site| {
+            let scores = &components[site[0].1.component];
+            let unit = if scores.per_head { "h" } else { "pos" };
+            json!({"layer": site[0].1.layer, "component": scores.component, "unit": unit,
+                   "intervention": {"type": "collect"}})
+        })
+        .collect();
+    let mut collector = bind(model, plugins, json!({ "representations": reps }))?;
+    let _no_grad = tch::no_grad_guard();
+    let collected = collector.run(&inputs.corrupted, &[], &UnitLocations::whole(), &Subspaces::None)?.collected;
+    Ok((collected, collector.into_model()))
+}
+
+/// Patches each chosen node exactly from its site's corrupted activations (collected once for every node); nodes of
+/// one site share one bound model.
 pub(super) fn verify(
     mut model: LoadedModel,
     plugins: &PluginSet,
@@ -72,13 +101,19 @@ pub(super) fn verify(
     let mut order: Vec<(usize, &Chosen)> = chosen.iter().enumerate().collect();
     order.sort_by_key(|(_, n)| (n.component, n.layer));
     let mut verified = Vec::new();
-    for site in order.chunk_by(|(_, a), (_, b)| (a.component, a.layer) == (b.component, b.layer)) {
+    let sites: Vec<&[(usize, &Chosen)]> =
+        order.chunk_by(|(_, a), (_, b)| (a.component, a.layer) == (b.component, b.layer)).collect();
+    let (collected, returned) = corrupted_sites(model, plugins, inputs, components, &sites)?;
+    model = returned;
+    let mut corrupted = collected.into_iter();
+    for site in sites {
         let scores = &components[site[0].1.component];
         let heads = scores.per_head;
         let unit = if heads { "h.pos" } else { "pos" };
         let config = json!({"representations": [{"layer": site[0].1.layer, "component": scores.component,
                                                  "unit": unit, "intervention": {"type": "vanilla"}}]});
         let mut patcher = bind(model, plugins, config)?;
+        let corrupted = corrupted.next().unwrap_or_default();
         for &(index, node) in site {
             let side = if heads {
                 json!([[vec![vec![node.head]; batch], vec![vec![node.position]; batch]]])
@@ -86,11 +121,17 @@ pub(super) fn verify(
                 json!([vec![vec![node.position]; batch]])
             };
             let locations = UnitLocations::parse(Some(&json!({"sources->base": [side, side]})))?;
+            // The node's own corrupted activation, shaped as a collect at its unit gives it.
+            let source = if heads {
+                corrupted.narrow(1, node.head as i64, 1).narrow(2, node.position as i64, 1)
+            } else {
+                corrupted.narrow(1, node.position as i64, 1)
+            };
             let effect = {
                 let _no_grad = tch::no_grad_guard();
-                let sources = [Some(inputs.corrupted.shallow_clone())];
-                let output = patcher.run(&inputs.clean, &sources, &locations, &Subspaces::None)?.output;
-                let logits = last_logits(&output, inputs.clean.attention_mask.as_ref());
+                let run =
+                    patcher.run_with_activations(&inputs.clean, vec![Some(source)], &locations, &Subspaces::None)?;
+                let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
                 metric.of(&logits, &inputs.target, &inputs.distractor).double_value(&[]) - clean
             };
             verified.push((
