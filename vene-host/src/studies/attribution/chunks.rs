@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_components, check_inputs, estimate, fix_queries_and_keys, prompt_inputs, ComponentScores};
-use super::{Attribution, AttributionOptions, Metric, Seconds};
+use super::{
+    estimate_nodes, prompt_inputs, Attribution, AttributionOptions, ComponentScores, Metric, NodeEstimates, Seconds,
+};
 use crate::{
     error::{Result, VeneError},
     model::LoadedModel,
@@ -49,12 +50,7 @@ pub fn estimate_chunk(
         ));
     }
     let (inputs, _) = prompt_inputs(tokenizer, prompts, model.device())?;
-    check_inputs(&inputs)?;
-    let sites = check_components(&model, &options.components)?;
-    let (estimate::Estimates { scores: mut components, clean, corrupted, .. }, model) =
-        estimate::estimates(model, plugins, &inputs, &sites, options)?;
-    let model =
-        if options.qk_fix { fix_queries_and_keys(model, plugins, &inputs, options, &mut components)? } else { model };
+    let (NodeEstimates { components, clean, corrupted }, model) = estimate_nodes(model, plugins, &inputs, options)?;
     Ok((ChunkEstimates { prompts: prompts.len(), clean, corrupted, components }, model))
 }
 

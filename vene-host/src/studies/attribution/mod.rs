@@ -293,17 +293,22 @@ fn add_grad_drop(
     Ok(model)
 }
 
-/// Estimates every node's effect, patches the chosen ones exactly, and compares.
-pub fn attribute(
+/// Every node's estimate, before any exact check, with the metric on the clean and the corrupted prompts.
+pub(crate) struct NodeEstimates {
+    pub components: Vec<ComponentScores>,
+    pub clean: f64,
+    pub corrupted: f64,
+}
+
+/// Checks the inputs and components, then estimates every node (with AtP*'s query/key fix and GradDrop when asked).
+fn estimate_nodes(
     model: LoadedModel,
     plugins: &PluginSet,
     inputs: &AttributionInputs,
     options: &AttributionOptions,
-    tokens: Vec<String>,
-) -> Result<(Attribution, LoadedModel)> {
+) -> Result<(NodeEstimates, LoadedModel)> {
     check_inputs(inputs)?;
     let sites = check_components(&model, &options.components)?;
-    let started = std::time::Instant::now();
     let (estimate::Estimates { scores: mut components, differences, clean, corrupted }, model) =
         estimate::estimates(model, plugins, inputs, &sites, options)?;
     let model =
@@ -313,6 +318,19 @@ pub fn attribute(
     } else {
         model
     };
+    Ok((NodeEstimates { components, clean, corrupted }, model))
+}
+
+/// Estimates every node's effect, patches the chosen ones exactly, and compares.
+pub fn attribute(
+    model: LoadedModel,
+    plugins: &PluginSet,
+    inputs: &AttributionInputs,
+    options: &AttributionOptions,
+    tokens: Vec<String>,
+) -> Result<(Attribution, LoadedModel)> {
+    let started = std::time::Instant::now();
+    let (NodeEstimates { mut components, clean, corrupted }, model) = estimate_nodes(model, plugins, inputs, options)?;
     let mut seconds = Seconds { estimate: started.elapsed().as_secs_f64(), ..Seconds::default() };
     let started = std::time::Instant::now();
     let chosen = exact::choose(&components, options);

@@ -67,30 +67,51 @@ fn queries_and_keys(
     Ok((queries, keys, collector.into_model()))
 }
 
-/// The clean patterns and the metric's gradient with respect to them, per layer.
-fn patterns_and_gradients(
+/// What one tapped pass over the clean prompts gives, per layer: the rotated queries and keys, the attention
+/// patterns (in f64) and the metric's gradient with respect to the patterns.
+struct CleanPass {
+    queries: Vec<Tensor>,
+    keys: Vec<Tensor>,
+    patterns: Vec<Tensor>,
+    gradients: Vec<Tensor>,
+}
+
+/// The clean pass: a zero tensor added to every layer's pattern (`heads` query heads) taps its gradient, and the
+/// queries, keys and patterns are collected on the way.
+fn clean_pass(
     model: LoadedModel,
     plugins: &PluginSet,
-    layers: usize,
+    (layers, heads): (usize, i64),
     inputs: &AttributionInputs,
     metric: Metric,
-) -> Result<(Vec<Tensor>, Vec<Tensor>, LoadedModel)> {
-    let reps: Vec<Value> = (0..layers).map(|l| rep(PATTERN, l, json!({"type": "addition"}))).collect();
+) -> Result<(CleanPass, LoadedModel)> {
+    let collect = json!({"type": "collect"});
+    let mut reps: Vec<Value> = (0..layers).map(|l| rep(PATTERN, l, json!({"type": "addition"}))).collect();
+    for layer in 0..layers {
+        reps.extend([QUERY, KEY, PATTERN].map(|site| rep(site, layer, collect.clone())));
+    }
     let mut tap = bind(model, plugins, json!({ "representations": reps }))?;
-    let patterns = {
-        let _no_grad = tch::no_grad_guard();
-        let collect: Vec<Value> = (0..layers).map(|l| rep(PATTERN, l, json!({"type": "collect"}))).collect();
-        let mut collector = bind(tap.model().clone(), plugins, json!({ "representations": collect }))?;
-        collector.run(&inputs.clean, &[], &UnitLocations::whole(), &Subspaces::None)?.collected
+    let size = inputs.clean.input_ids.as_ref().or(inputs.clean.features.as_ref()).map(Tensor::size);
+    let (batch, length) = match size.as_deref() {
+        Some([batch, length, ..]) => (*batch, *length),
+        _ => return Err(VeneError::Inputs("the query/key fix needs token inputs".to_string())),
     };
-    let zeros: Vec<Tensor> = patterns.iter().map(|p| p.zeros_like().set_requires_grad(true)).collect();
-    let sources = zeros.iter().map(|z| Some(z.shallow_clone())).collect();
+    let options = (tap.model().kind(), tap.model().device());
+    let zeros: Vec<Tensor> =
+        (0..layers).map(|_| Tensor::zeros([batch, heads, length, length], options).set_requires_grad(true)).collect();
+    let mut sources: Vec<Option<Tensor>> = zeros.iter().map(|z| Some(z.shallow_clone())).collect();
+    sources.resize_with(reps.len(), || None);
     let run = tap.run_with_activations(&inputs.clean, sources, &UnitLocations::whole(), &Subspaces::None)?;
     let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
     metric.of(&logits, &inputs.target, &inputs.distractor).backward();
-    let gradients = zeros.iter().map(super::estimate::gradient_of).collect();
-    let patterns = patterns.into_iter().map(|p| p.to_kind(Kind::Double)).collect();
-    Ok((patterns, gradients, tap.into_model()))
+    let mut pass = CleanPass { queries: Vec::new(), keys: Vec::new(), patterns: Vec::new(), gradients: Vec::new() };
+    for (layer, collected) in run.collected.chunks(3).enumerate() {
+        pass.queries.push(collected[0].detach());
+        pass.keys.push(collected[1].detach());
+        pass.patterns.push(collected[2].detach().to_kind(Kind::Double));
+        pass.gradients.push(super::estimate::gradient_of(&zeros[layer]));
+    }
+    Ok((pass, tap.into_model()))
 }
 
 /// `q · kᵀ` per head, `(b, heads, s, s)`, with the key heads shared by their query groups.
@@ -199,9 +220,10 @@ pub(super) fn estimates(
     metric: Metric,
 ) -> Result<(QkEstimates, LoadedModel)> {
     let layers = check_sites(&model)?;
-    let (queries, keys, model) = queries_and_keys(model, plugins, layers, &inputs.clean)?;
     let (corrupted_queries, corrupted_keys, model) = queries_and_keys(model, plugins, layers, &inputs.corrupted)?;
-    let (patterns, gradients, model) = patterns_and_gradients(model, plugins, layers, inputs, metric)?;
+    let heads = corrupted_queries.first().map_or(0, |q| q.size()[1]);
+    let (CleanPass { queries, keys, patterns, gradients }, model) =
+        clean_pass(model, plugins, (layers, heads), inputs, metric)?;
     let mut found = QkEstimates { queries: Vec::new(), keys: Vec::new() };
     let padding = inputs.clean.attention_mask.as_ref();
     for layer in 0..layers {
