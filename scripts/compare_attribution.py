@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import transformers  # noqa: E402
-from compare_path_patching import MODEL, REPO, single_token  # noqa: E402
+from compare_path_patching import MODEL, REPO, load_gemma, prompt_pairs  # noqa: E402
 
 
 class Sites:
@@ -74,19 +74,10 @@ def main():
     parser.add_argument("--vene-scores", default="/tmp/atp/attribution_scores.safetensors")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import json
-
     start = time.perf_counter()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(MODEL.parent, gguf_file=MODEL.name, padding_side="right")
-    model = transformers.AutoModelForCausalLM.from_pretrained(MODEL.parent, gguf_file=MODEL.name,
-                                                              dtype=torch.float32, attn_implementation="eager").eval()
+    tokenizer, model = load_gemma()
     loaded = time.perf_counter()
-    prompts = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    clean = tokenizer([p["clean"] for p in prompts], padding=True, return_tensors="pt")
-    corrupted = tokenizer([p["corrupted"] for p in prompts], padding=True, return_tensors="pt")
-    last = clean["attention_mask"].sum(-1) - 1
-    target = torch.tensor([single_token(tokenizer, p["target"]) for p in prompts])
-    distractor = torch.tensor([single_token(tokenizer, p["distractor"]) for p in prompts])
+    prompts, clean, corrupted, last, target, distractor = prompt_pairs(tokenizer, args.prompts)
     heads = model.config.num_attention_heads
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -87,6 +87,28 @@ def single_token(tokenizer, word):
     return ids[0]
 
 
+def load_gemma():
+    """transformers' tokenizer (right padding) and model (f32, eager attention) for the GGUF vene reads."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(MODEL.parent, gguf_file=MODEL.name, padding_side="right")
+    model = transformers.AutoModelForCausalLM.from_pretrained(MODEL.parent, gguf_file=MODEL.name,
+                                                              dtype=torch.float32, attn_implementation="eager").eval()
+    return tokenizer, model
+
+
+def prompt_pairs(tokenizer, path):
+    """The prompt pairs of the JSON-lines file `path`, tokenized as batches, each prompt's last real position, and the
+    target and distractor token of each."""
+    prompts = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    clean = tokenizer([p["clean"] for p in prompts], padding=True, return_tensors="pt")
+    corrupted = tokenizer([p["corrupted"] for p in prompts], padding=True, return_tensors="pt")
+    last = clean["attention_mask"].sum(-1) - 1
+    assert torch.equal(last, corrupted["attention_mask"].sum(-1) - 1), "a pair's prompts differ in length"
+    assert clean["input_ids"][0, 0].item() == tokenizer.bos_token_id, "no BOS"
+    target = torch.tensor([single_token(tokenizer, p["target"]) for p in prompts])
+    distractor = torch.tensor([single_token(tokenizer, p["distractor"]) for p in prompts])
+    return prompts, clean, corrupted, last, target, distractor
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", default=str(REPO / "examples/path_patching/ioi.jsonl"))
@@ -96,19 +118,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(MODEL.parent, gguf_file=MODEL.name, padding_side="right")
-    model = transformers.AutoModelForCausalLM.from_pretrained(MODEL.parent, gguf_file=MODEL.name,
-                                                              dtype=torch.float32, attn_implementation="eager").eval()
+    tokenizer, model = load_gemma()
     loaded = time.perf_counter()
     config = model.config
-    prompts = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    clean = tokenizer([p["clean"] for p in prompts], padding=True, return_tensors="pt")
-    corrupted = tokenizer([p["corrupted"] for p in prompts], padding=True, return_tensors="pt")
-    last = clean["attention_mask"].sum(-1) - 1
-    assert torch.equal(last, corrupted["attention_mask"].sum(-1) - 1), "a pair's prompts differ in length"
-    assert clean["input_ids"][0, 0].item() == tokenizer.bos_token_id, "no BOS"
-    target = torch.tensor([single_token(tokenizer, p["target"]) for p in prompts])
-    distractor = torch.tensor([single_token(tokenizer, p["distractor"]) for p in prompts])
+    prompts, clean, corrupted, last, target, distractor = prompt_pairs(tokenizer, args.prompts)
     if args.senders == "all":
         senders = [(layer, head) for layer in range(config.num_hidden_layers) for head in range(config.num_attention_heads)]
     else:
