@@ -110,8 +110,12 @@ def test_attribute_matches_vene_attribute(word_model, tmp_path):
     assert [v["chosen"] for v in found["verified"]] == ["top"] * 6 + ["random"] * 3
     estimates = [abs(v["estimate"]) for v in found["verified"][:6]]
     assert estimates == sorted(estimates, reverse=True)
-    with pytest.raises(vene.VeneError, match=r'metric "kl" is not one of logit-diff, prob, logprob'):
+    with pytest.raises(vene.VeneError, match=r'metric "kl-div" is not one of logit-diff, prob, logprob, kl'):
+        vene.attribute(vene.load(word_model), PATH_PROMPTS, metric="kl-div")
+    with pytest.raises(vene.VeneError, match=r"AtP takes the metric's gradient at the clean run"):
         vene.attribute(vene.load(word_model), PATH_PROMPTS, metric="kl")
+    kl = vene.attribute(vene.load(word_model), PATH_PROMPTS, metric="kl", ig_steps=3, top_k=2, random_k=0)
+    assert kl["metric"] == "kl" and abs(kl["clean"]) < 1e-12 and kl["corrupted"] > 0
     with pytest.raises(vene.VeneError, match=r'no component "mlp_neurons" to attribute to'):
         vene.attribute(vene.load(word_model), PATH_PROMPTS, components=["mlp_neurons"])
     fixed = vene.attribute(vene.load(word_model), PATH_PROMPTS, qk_fix=True, top_k=0, random_k=0)
@@ -136,6 +140,19 @@ def test_circuit_matches_vene_circuit(word_model, tmp_path):
     assert ends[1]["edges"] == len(found["edges"]) and abs(ends[1]["metric"] - found["clean"]) < 1e-4
     with pytest.raises(vene.VeneError, match=r"faithfulness 2 is not a share between 0 and 1"):
         vene.circuit(vene.load(word_model), PATH_PROMPTS, faithfulness=2.0)
+    cli("circuit", "--model", word_model, "--prompts", prompts, "--top-k", "2", "--random-k", "0", "--ig-steps", "2",
+        "--metric", "kl", "--per-head", "--sizes", "0", "--out", tmp_path / "cli_heads")
+    heads = vene.circuit(vene.load(word_model), PATH_PROMPTS, top_k=2, random_k=0, ig_steps=2, metric="kl",
+                         per_head=True, sizes=[0], out=tmp_path / "py_heads")
+    same_files(tmp_path / "cli_heads", tmp_path / "py_heads", ["circuit.json", "circuit_scores.safetensors"])
+    layer_level = {(e["sender"], e["receiver"]): e["score"] for e in vene.circuit(
+        vene.load(word_model), PATH_PROMPTS, top_k=0, random_k=0, ig_steps=2, metric="kl", sizes=[0])["edges"]}
+    assert heads["metric"] == "kl" and heads["heads"] >= 2 and abs(heads["clean"]) < 1e-12
+    for (sender, receiver), score in layer_level.items():
+        parts = [e["score"] for e in heads["edges"] if e["receiver"] == receiver
+                 and (e["sender"] == sender or e["sender"].startswith(sender + ".h"))]
+        assert len(parts) == (heads["heads"] if sender.startswith("a") else 1)
+        assert abs(sum(parts) - score) < 1e-5 * (1 + abs(score))
 
 
 def test_interchange_search_matches_vene_interchange_search(word_model, tmp_path):

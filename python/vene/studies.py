@@ -168,8 +168,9 @@ def attribute(
     progress: Progress = None,
 ) -> dict:
     """Attribution patching (AtP; with ``ig_steps`` k, integrated gradients over k interpolations of the input
-    embeddings): every node's effect on ``metric`` (``"logit-diff"`` target − distractor, ``"prob"``, ``"logprob"``)
-    estimated as ``(a_corrupted − a_clean) · ∂metric/∂a`` from one corrupted pass, one clean pass and a backward.
+    embeddings): every node's effect on ``metric`` (``"logit-diff"`` target − distractor, ``"prob"``, ``"logprob"``,
+    ``"kl"`` the KL divergence from the clean run's next-token distribution, with ``ig_steps`` ≥ 1 only: its gradient
+    at the clean run is zero) estimated as ``(a_corrupted − a_clean) · ∂metric/∂a`` from one corrupted pass, one clean pass and a backward.
     ``prompts`` as for :func:`path_patch`; ``components`` default to block, attention and MLP outputs and each head's
     output. ``qk_fix``: AtP*'s query/key fix — ``head_query_output`` and ``head_key_output`` nodes (added to the
     default components) scored with their attention patterns recomputed exactly, not through the softmax's gradient;
@@ -192,6 +193,7 @@ def circuit(
     sizes: Optional[Sequence[int]] = None,
     keep: Optional[int] = None,
     faithfulness: float = 0.8,
+    per_head: bool = False,
     seed: int = 0,
     out: Optional[PathLike] = None,
     progress: Progress = None,
@@ -202,10 +204,12 @@ def circuit(
     |score| (``sender``, ``receiver``, ``score``, and ``exact`` for the top ``top_k`` and ``random_k`` others patched
     alone). ``["curve"]``: circuits of the top n edges (``sizes``) run with every other edge patched from the
     corrupted prompts, with the share of ``clean − corrupted`` each recovers (``faithfulness``); ``["circuit"]`` the
-    one drawn: ``keep`` edges, or the smallest on the curve reaching ``faithfulness``."""
+    one drawn: ``keep`` edges, or the smallest on the curve reaching ``faithfulness``. ``per_head``: each head a
+    sender of its own (``a3.h1``: what it writes into the residual stream) instead of each attention layer.
+    ``metric`` as for :func:`attribute` (``"kl"`` with ``ig_steps`` ≥ 1)."""
     return _result(_native.circuit(model._native, _json_lines(prompts), metric, ig_steps, top_k, random_k, verify_all,
-                                   None if sizes is None else [int(n) for n in sizes], keep, faithfulness, seed,
-                                   _out(out), progress))
+                                   None if sizes is None else [int(n) for n in sizes], keep, faithfulness, per_head,
+                                   seed, _out(out), progress))
 
 
 def ocr_steps(model: Model, pairs: Sequence[Sequence[str]] = (("hello", "world"), ("cat", "dog"), ("time", "step")),

@@ -36,12 +36,12 @@ fn linear_mlp(name: &str) -> std::path::PathBuf {
 fn inputs(prompts: i64) -> AttributionInputs {
     tch::manual_seed(9);
     let features = || ForwardInputs::from_features(Tensor::randn([prompts, 3, 8], (Kind::Float, tch::Device::Cpu)));
-    AttributionInputs {
-        clean: features(),
-        corrupted: features(),
-        target: Tensor::from_slice(&vec![0i64; prompts as usize]),
-        distractor: Tensor::from_slice(&vec![2i64; prompts as usize]),
-    }
+    AttributionInputs::new(
+        features(),
+        features(),
+        Tensor::from_slice(&vec![0i64; prompts as usize]),
+        Tensor::from_slice(&vec![2i64; prompts as usize]),
+    )
 }
 
 fn options(metric: Metric) -> AttributionOptions {
@@ -88,6 +88,55 @@ fn on_a_linear_model_the_estimate_is_exact_patching() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// KL(p_clean ‖ p) of the last position's distribution, by hand, from plain forward passes.
+fn kl_by_hand(model: &LoadedModel, inputs: &AttributionInputs) -> f64 {
+    let log_probs = |i: &ForwardInputs| {
+        let output = model.forward_plain(i).unwrap().output;
+        let last = if output.dim() == 3 { output.select(1, -1) } else { output };
+        last.to_kind(Kind::Double).log_softmax(-1, Kind::Double)
+    };
+    let (p, q) = (log_probs(&inputs.clean), log_probs(&inputs.corrupted));
+    let per_prompt: Vec<f64> = (0..p.size()[0])
+        .map(|b| {
+            let (p, q) = (Vec::<f64>::try_from(p.get(b)).unwrap(), Vec::<f64>::try_from(q.get(b)).unwrap());
+            p.iter().zip(&q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum()
+        })
+        .collect();
+    per_prompt.iter().sum::<f64>() / per_prompt.len() as f64
+}
+
+/// The KL divergence to the clean run is 0 there with a zero gradient: AtP (and what linearises at the clean run)
+/// is refused, while integrated gradients, linear here along the interpolation, match exact patching.
+#[test]
+fn kl_to_the_clean_run_is_scored_by_integrated_gradients() {
+    let dir = linear_mlp("kl");
+    let plugins = plugins(&["vene_mlp"]);
+    let model = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F64).unwrap();
+    assert_eq!(Metric::parse("kl").unwrap(), Metric::Kl);
+    let error = attribute(model.clone(), &plugins, &inputs(3), &options(Metric::Kl), vec![]).err().unwrap();
+    assert!(error.to_string().contains("AtP takes the metric's gradient at the clean run"), "{error}");
+    assert!(error.to_string().contains("ig_steps ≥ 1"), "{error}");
+    let grad_drop = AttributionOptions { ig_steps: 4, grad_drop: true, ..options(Metric::Kl) };
+    let error = attribute(model.clone(), &plugins, &inputs(3), &grad_drop, vec![]).err().unwrap().to_string();
+    assert!(error.contains("GradDrop takes the metric's gradient"), "{error}");
+
+    let prompts = inputs(3);
+    let by_hand = kl_by_hand(&model, &prompts);
+    let ig = AttributionOptions { ig_steps: 64, ..options(Metric::Kl) };
+    let (result, _) = attribute(model, &plugins, &prompts, &ig, vec!["x".into()]).unwrap();
+    assert!(result.clean.abs() < 1e-12, "KL of the clean run to itself: {}", result.clean);
+    assert!(by_hand > 1e-2 && (result.corrupted - by_hand).abs() < 1e-10, "{} vs {by_hand}", result.corrupted);
+    // Every node is linear in the input, so the interpolation is a straight line there too and integrated gradients
+    // integrate the metric's change along it: exact up to the midpoint rule's error.
+    for node in &result.verified {
+        assert!((node.estimate - node.exact).abs() < 1e-4 * by_hand, "{node:?}");
+        if node.position == 2 {
+            assert!((node.exact - by_hand).abs() < 1e-9, "the last position carries the whole change: {node:?}");
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn bad_attribution_inputs_are_named() {
     let dir = linear_mlp("errors");
@@ -104,8 +153,8 @@ fn bad_attribution_inputs_are_named() {
     uneven.corrupted = ForwardInputs::from_features(Tensor::zeros([3, 1, 8], (Kind::Float, tch::Device::Cpu)));
     let error = attribute(model(), &plugins, &uneven, &options(Metric::LogitDiff), vec![]).err().unwrap().to_string();
     assert!(error.contains("the same shape, position by position"), "{error}");
-    let error = Metric::parse("kl").err().unwrap().to_string();
-    assert!(error.contains("\"kl\" is not one of logit-diff, prob, logprob"), "{error}");
+    let error = Metric::parse("kl-div").err().unwrap().to_string();
+    assert!(error.contains("\"kl-div\" is not one of logit-diff, prob, logprob, kl"), "{error}");
     std::fs::remove_dir_all(dir).ok();
 
     // The query/key fix needs query or key nodes, and a model that shows its scored queries and keys.
@@ -175,7 +224,7 @@ fn nudged_metric(
         .unwrap()
         .output;
     let logits = output.select(1, -1);
-    (Metric::LogitDiff.of(&logits, &inputs.target, &inputs.distractor).double_value(&[]), adder.into_model())
+    (Metric::LogitDiff.of(&logits, inputs).unwrap().double_value(&[]), adder.into_model())
 }
 
 /// On GPT-2 (seeded weights, f64) every site family's estimate is the derivative of the metric along the node's
@@ -185,12 +234,12 @@ fn estimates_are_directional_derivatives_at_every_site_family() {
     let plugins = plugins(&["vene_gpt2"]);
     let model = LoadedModel::load(&plugins, &gpt2_dir(), DeviceSpec::CPU, DTypeSpec::F64).unwrap();
     let ids = |values: &[i64]| ForwardInputs::from_ids(Tensor::from_slice(values).view([2, 5]));
-    let inputs = AttributionInputs {
-        clean: ids(&[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]),
-        corrupted: ids(&[27, 18, 28, 1, 8, 46, 26, 43, 38, 32]),
-        target: Tensor::from_slice(&[42i64, 7]),
-        distractor: Tensor::from_slice(&[11i64, 19]),
-    };
+    let inputs = AttributionInputs::new(
+        ids(&[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]),
+        ids(&[27, 18, 28, 1, 8, 46, 26, 43, 38, 32]),
+        Tensor::from_slice(&[42i64, 7]),
+        Tensor::from_slice(&[11i64, 19]),
+    );
     let components = ["block_output", "attention_output", "mlp_output", "head_attention_value_output"];
     let options = AttributionOptions {
         components: components.iter().map(|c| c.to_string()).collect(),
@@ -238,12 +287,12 @@ fn saturated_gpt2(factor: f64) -> std::path::PathBuf {
 
 fn two_prompts() -> AttributionInputs {
     let ids = |values: &[i64]| ForwardInputs::from_ids(Tensor::from_slice(values).view([2, 5]));
-    AttributionInputs {
-        clean: ids(&[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]),
-        corrupted: ids(&[27, 18, 28, 1, 8, 46, 26, 43, 38, 32]),
-        target: Tensor::from_slice(&[42i64, 7]),
-        distractor: Tensor::from_slice(&[11i64, 19]),
-    }
+    AttributionInputs::new(
+        ids(&[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]),
+        ids(&[27, 18, 28, 1, 8, 46, 26, 43, 38, 32]),
+        Tensor::from_slice(&[42i64, 7]),
+        Tensor::from_slice(&[11i64, 19]),
+    )
 }
 
 /// `Σ (A' − A) · ∂metric/∂A` at `layer` with the key (or query) of `head` at `position` taken from the corrupted
@@ -276,7 +325,7 @@ fn pattern_exact_estimate(
     let zero = pattern.zeros_like().set_requires_grad(true);
     let output =
         tap.run_with_activations(&inputs.clean, vec![Some(zero.shallow_clone())], &whole(), &Subspaces::None).unwrap();
-    Metric::LogitDiff.of(&output.output.select(1, -1), &inputs.target, &inputs.distractor).backward();
+    Metric::LogitDiff.of(&output.output.select(1, -1), inputs).unwrap().backward();
     let gradient = zero.grad();
     // The clean node tensor with one head's position (in every prompt) taken from the corrupted prompts.
     let source = clean_node.copy();

@@ -3,7 +3,7 @@
 //! gradients of the input edges add up to the whole change, and bad input is refused by name.
 
 use serde_json::json;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 use vene_api::{DTypeSpec, DeviceSpec};
 use vene_host::{
     config::IntervenableConfig,
@@ -12,7 +12,7 @@ use vene_host::{
     model::{ForwardInputs, LoadedModel},
     studies::{
         attribution::{attribute, AttributionInputs, AttributionOptions, Metric},
-        circuit::{find_circuit, CircuitOptions, EdgePatching, Graph},
+        circuit::{find_circuit, CircuitOptions, EdgePatching, Graph, Node},
     },
 };
 
@@ -21,12 +21,12 @@ use crate::common::*;
 fn prompt_pairs(length: i64) -> AttributionInputs {
     let ids =
         |values: &[i64]| ForwardInputs::from_ids(Tensor::from_slice(&values[..2 * length as usize]).view([2, length]));
-    AttributionInputs {
-        clean: ids(&[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]),
-        corrupted: ids(&[27, 18, 28, 1, 8, 46, 26, 43, 38, 32]),
-        target: Tensor::from_slice(&[42i64, 7]),
-        distractor: Tensor::from_slice(&[11i64, 19]),
-    }
+    AttributionInputs::new(
+        ids(&[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]),
+        ids(&[27, 18, 28, 1, 8, 46, 26, 43, 38, 32]),
+        Tensor::from_slice(&[42i64, 7]),
+        Tensor::from_slice(&[11i64, 19]),
+    )
 }
 
 fn options() -> CircuitOptions {
@@ -40,6 +40,7 @@ fn options() -> CircuitOptions {
         sizes: Vec::new(),
         keep: None,
         faithfulness: 0.8,
+        per_head: false,
     }
 }
 
@@ -59,7 +60,7 @@ fn gpt2_f64() -> (vene_host::plugins::PluginSet, LoadedModel) {
 fn edge_scores_add_up_to_node_scores_and_circuits_span_corrupted_to_clean() {
     let (plugins, model) = gpt2_f64();
     let inputs = prompt_pairs(5);
-    let graph = Graph::of(&model).unwrap();
+    let graph = Graph::of(&model, false).unwrap();
     let total = graph.edges().len();
     let options = CircuitOptions { sizes: vec![0, 3, total], ..options() };
     let (circuit, model) = find_circuit(model, &plugins, &inputs, &options).unwrap();
@@ -109,13 +110,14 @@ fn edge_scores_add_up_to_node_scores_and_circuits_span_corrupted_to_clean() {
 /// The metric with `component` of `layer` taken from the corrupted prompts at every position (node patching).
 fn node_patched(model: LoadedModel, inputs: &AttributionInputs, component: &str, layer: usize) -> (f64, LoadedModel) {
     let plugins = plugins(&["vene_gpt2", "vene_llama"]);
+    let unit = if component.starts_with("head_") { "h" } else { "pos" };
     let config: IntervenableConfig = serde_json::from_value(json!({"representations": [
-        {"layer": layer, "component": component, "unit": "pos", "intervention": {"type": "vanilla"}}]}))
+        {"layer": layer, "component": component, "unit": unit, "intervention": {"type": "vanilla"}}]}))
     .unwrap();
     let mut patched = IntervenableModel::new(model, config, &plugins, 0).unwrap();
     let sources = [Some(inputs.corrupted.shallow_clone())];
     let output = patched.run(&inputs.clean, &sources, &UnitLocations::whole(), &Subspaces::None).unwrap().output;
-    let value = Metric::LogitDiff.of(&output.select(1, -1), &inputs.target, &inputs.distractor).double_value(&[]);
+    let value = Metric::LogitDiff.of(&output.select(1, -1), inputs).unwrap().double_value(&[]);
     (value, patched.into_model())
 }
 
@@ -127,12 +129,12 @@ fn patching_all_of_a_senders_edges_is_patching_the_sender() {
         let plugins = plugins(&[plugin]);
         let model = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F64).unwrap();
         let inputs = prompt_pairs(5);
-        let graph = Graph::of(&model).unwrap();
+        let graph = Graph::of(&model, false).unwrap();
         let (corrupted, model) = node_patched(model, &inputs, "block_input", 0);
         let (attention, model) = node_patched(model, &inputs, &graph.attention_site, 1);
         let (mlp, model) = node_patched(model, &inputs, &graph.mlp_site, 0);
-        let mut patching = EdgePatching::new(model, &plugins, &inputs, Metric::LogitDiff).unwrap();
-        let (senders, receivers) = vene_host::studies::circuit::graph::nodes(graph.layers);
+        let mut patching = EdgePatching::new(model, &plugins, &inputs, Metric::LogitDiff, false).unwrap();
+        let (senders, receivers) = vene_host::studies::circuit::graph::nodes(graph.layers, None);
         let without = |patching: &mut EdgePatching, cut: &dyn Fn(usize, usize) -> bool| {
             let kept: Vec<bool> = patching.edges().iter().map(|&(s, r)| !cut(s, r)).collect();
             patching.metric(&inputs, &kept, Metric::LogitDiff).unwrap()
@@ -153,6 +155,76 @@ fn patching_all_of_a_senders_edges_is_patching_the_sender() {
     }
 }
 
+/// Heads as senders: each head's share at `head_attention_output` (collecting it leaves the run bit for bit) adds
+/// up to its layer's attention write less a constant (the output projection's bias), patching every head's share is
+/// patching the write, the heads' edge scores add up to their layer's, and cutting every edge out of a layer's heads
+/// is cutting its attention's — on GPT-2 and on Gemma 3, whose heads share the post-attention norm.
+#[test]
+fn head_senders_split_their_layers_attention() {
+    for (plugin, dir) in [("vene_gpt2", gpt2_dir()), ("vene_llama", fixtures().join("llama/gemma3_text/model"))] {
+        let plugins = plugins(&[plugin]);
+        let model = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F64).unwrap();
+        let inputs = prompt_pairs(5);
+        let graph = Graph::of(&model, true).unwrap();
+        let heads = model.catalog().num_heads as usize;
+        let plain = model.forward_plain(&inputs.clean).unwrap().output;
+        let config = json!({"representations": [
+            {"layer": 1, "component": "head_attention_output", "unit": "h", "intervention": {"type": "collect"}},
+            {"layer": 1, "component": graph.attention_site, "unit": "pos", "intervention": {"type": "collect"}}]});
+        let mut collector =
+            IntervenableModel::new(model, serde_json::from_value(config).unwrap(), &plugins, 0).unwrap();
+        let run = collector.run(&inputs.clean, &[], &UnitLocations::whole(), &Subspaces::None).unwrap();
+        assert_eq!((&run.output - &plain).abs().max().double_value(&[]), 0.0, "{plugin}: collecting changes nothing");
+        assert_eq!(run.collected[0].size()[1], heads as i64);
+        let rest = &run.collected[1] - run.collected[0].sum_dim_intlist(1, false, Kind::Double);
+        let spread = (&rest - rest.select(1, 0).unsqueeze(1)).abs().max().double_value(&[]);
+        assert!(spread < 1e-12, "{plugin}: what no head writes differs by position ({spread})");
+        let (by_write, model) = node_patched(collector.into_model(), &inputs, &graph.attention_site, 1);
+        let (by_heads, model) = node_patched(model, &inputs, "head_attention_output", 1);
+        assert!((by_write - by_heads).abs() < 1e-9, "{plugin}: heads {by_heads} vs write {by_write}");
+
+        let options = CircuitOptions { top_k: 0, random_k: 0, sizes: vec![0], ..options() };
+        let (layer_level, model) = find_circuit(model, &plugins, &inputs, &options).unwrap();
+        let per_head = CircuitOptions { per_head: true, ..options };
+        let (head_level, model) = find_circuit(model, &plugins, &inputs, &per_head).unwrap();
+        assert_eq!(head_level.heads, Some(heads));
+        assert_eq!(head_level.edges.len(), graph.edges().len());
+        for edge in &layer_level.edges {
+            let head_prefix = format!("{}.h", edge.sender);
+            let parts: Vec<f64> = head_level
+                .edges
+                .iter()
+                .filter(|e| {
+                    e.receiver == edge.receiver && (e.sender == edge.sender || e.sender.starts_with(&head_prefix))
+                })
+                .map(|e| e.score)
+                .collect();
+            assert_eq!(parts.len(), if edge.sender.starts_with('a') { heads } else { 1 }, "{edge:?}");
+            let sum: f64 = parts.iter().sum();
+            assert!((sum - edge.score).abs() < 1e-9 * (1.0 + edge.score.abs()), "{plugin} {edge:?}: heads sum {sum}");
+        }
+
+        let layer_graph = Graph::of(&model, false).unwrap();
+        let mut by_layer = EdgePatching::new(model.clone(), &plugins, &inputs, Metric::LogitDiff, false).unwrap();
+        let mut by_head = EdgePatching::new(model, &plugins, &inputs, Metric::LogitDiff, true).unwrap();
+        let kept = |patching: &EdgePatching, keep: &dyn Fn(usize) -> bool| -> Vec<bool> {
+            patching.edges().iter().map(|&(s, _)| keep(s)).collect()
+        };
+        let cut_layer = kept(&by_layer, &|s| layer_graph.sender(s) != Node::Attention(1));
+        let cut_heads = kept(&by_head, &|s| !matches!(graph.sender(s), Node::Head(1, _)));
+        let layer_cut = by_layer.metric(&inputs, &cut_layer, Metric::LogitDiff).unwrap();
+        let heads_cut = by_head.metric(&inputs, &cut_heads, Metric::LogitDiff).unwrap();
+        assert!((layer_cut - heads_cut).abs() < 1e-9, "{plugin}: heads cut {heads_cut} vs layer cut {layer_cut}");
+        assert!((heads_cut - by_write).abs() < 1e-9, "{plugin}: heads cut {heads_cut} vs patching {by_write}");
+        let clean = by_head.metric(&inputs, &vec![true; cut_heads.len()], Metric::LogitDiff).unwrap();
+        let one_head = kept(&by_head, &|s| graph.sender(s) != Node::Head(1, 0));
+        let one = by_head.metric(&inputs, &one_head, Metric::LogitDiff).unwrap();
+        assert!((one - clean).abs() > 1e-6 && (one - heads_cut).abs() > 1e-6, "{plugin}: one head is part of it");
+        let corrupted = by_head.metric(&inputs, &vec![false; cut_heads.len()], Metric::LogitDiff).unwrap();
+        assert!((corrupted - head_level.corrupted).abs() < 1e-9, "{plugin}: nothing kept is the corrupted run");
+    }
+}
+
 /// Integrated gradients: the input's edges add up to the whole change of the metric (completeness), which the
 /// gradient at the clean run alone does not give.
 #[test]
@@ -164,12 +236,26 @@ fn integrated_gradients_of_the_input_edges_add_up_to_the_whole_change() {
     };
     let options = CircuitOptions { top_k: 0, random_k: 0, sizes: vec![0], ..options() };
     let (eap, model) = find_circuit(model, &plugins, &inputs, &options).unwrap();
-    let ig_options = CircuitOptions { ig_steps: 64, ..options };
-    let (ig, _) = find_circuit(model, &plugins, &inputs, &ig_options).unwrap();
+    let ig_options = CircuitOptions { ig_steps: 64, ..options.clone() };
+    let (ig, model) = find_circuit(model, &plugins, &inputs, &ig_options).unwrap();
     let change = ig.corrupted - ig.clean;
     assert_eq!(ig.method, "EAP-IG (64 steps)");
     assert!((input_total(&ig) - change).abs() < 1e-3 * change.abs(), "IG {} vs {change}", input_total(&ig));
     assert!((input_total(&eap) - change).abs() > 1e-2 * change.abs(), "EAP {} vs {change}", input_total(&eap));
+
+    // KL to the clean run: its gradient there is zero, so EAP is refused, and EAP-IG's input edges add up to it.
+    let eap_kl = CircuitOptions { metric: Metric::Kl, ..options };
+    let message = find_circuit(model.clone(), &plugins, &inputs, &eap_kl).err().expect("refused").to_string();
+    assert!(message.contains("EAP takes the metric's gradient at the clean run"), "{message}");
+    let (kl, _) = find_circuit(model, &plugins, &inputs, &CircuitOptions { metric: Metric::Kl, ..ig_options }).unwrap();
+    assert!(kl.clean.abs() < 1e-12 && kl.corrupted > 1e-2, "{} {}", kl.clean, kl.corrupted);
+    assert!((kl.curve[0].metric - kl.corrupted).abs() < 1e-9, "the empty circuit is the corrupted run");
+    assert!(
+        (input_total(&kl) - kl.corrupted).abs() < 1e-3 * kl.corrupted,
+        "IG {} vs {}",
+        input_total(&kl),
+        kl.corrupted
+    );
 }
 
 #[test]
@@ -191,7 +277,7 @@ fn bad_circuit_inputs_are_named() {
     let short = AttributionInputs { corrupted: prompt_pairs(4).corrupted, ..prompt_pairs(5) };
     let message = error(model.clone(), &options(), &short);
     assert!(message.contains("the same shape"), "{message}");
-    let mut patching = EdgePatching::new(model, &plugins, &inputs, Metric::LogitDiff).unwrap();
+    let mut patching = EdgePatching::new(model, &plugins, &inputs, Metric::LogitDiff, false).unwrap();
     let message = patching.metric(&inputs, &[true; 3], Metric::LogitDiff).expect_err("refused").to_string();
     assert!(message.contains("3 kept flags for a graph of"), "{message}");
 

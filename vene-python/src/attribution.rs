@@ -68,7 +68,7 @@ pub fn attribute(
 /// others patched alone exactly, and circuits of the top n edges run with every other edge patched.
 #[pyfunction]
 #[pyo3(signature = (model, prompts_jsonl, metric="logit-diff", ig_steps=0, top_k=20, random_k=10, verify_all=false,
-                    sizes=None, keep=None, faithfulness=0.8, seed=0, out=None, progress=None))]
+                    sizes=None, keep=None, faithfulness=0.8, per_head=false, seed=0, out=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn circuit(
     py: Python<'_>,
@@ -82,6 +82,7 @@ pub fn circuit(
     sizes: Option<Vec<usize>>,
     keep: Option<usize>,
     faithfulness: f64,
+    per_head: bool,
     seed: u64,
     out: Option<PathBuf>,
     progress: Option<Bound<'_, PyAny>>,
@@ -89,7 +90,8 @@ pub fn circuit(
     let prompts = prompt_pairs(prompts_jsonl)?;
     let metric = Metric::parse(metric).or_raise()?;
     let sizes = sizes.unwrap_or_default();
-    let options = CircuitOptions { metric, ig_steps, top_k, random_k, verify_all, seed, sizes, keep, faithfulness };
+    let options =
+        CircuitOptions { metric, ig_steps, top_k, random_k, verify_all, seed, sizes, keep, faithfulness, per_head };
     let result = run_study(py, model, "circuit", progress, |(model, plugins, tokenizer), _| {
         let (inputs, _) = prompt_inputs(tokenizer, &prompts, model.device())?;
         find_circuit(model, plugins, &inputs, &options)

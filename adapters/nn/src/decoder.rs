@@ -89,6 +89,16 @@ impl RmsNorm {
         Ok(Self { gain, eps, offset })
     }
 
+    /// What multiplies `x` here per position and dimension (`gain / rms(x)`), to hold fixed: parts of `x` each
+    /// scaled by it add up to the normalised `x`.
+    pub fn frozen_scale(&self, x: &Tensor) -> Tensor {
+        let wide = match x.kind() {
+            Kind::Half | Kind::BFloat16 => x.to_kind(Kind::Float),
+            _ => x.shallow_clone(),
+        };
+        ((wide.square().mean_dim(-1, true, wide.kind()) + self.eps).rsqrt() * &self.gain).to_kind(x.kind())
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let wide = match x.kind() {
             Kind::Half | Kind::BFloat16 => x.to_kind(Kind::Float),
@@ -103,6 +113,12 @@ impl RmsNorm {
             &self.gain * normed.to_kind(x.kind())
         }
     }
+}
+
+/// An attention layer's output, and with the `head_attention_output` site hooked each head's part of it apart.
+struct AttentionResult {
+    output: Tensor,
+    per_head: Option<Tensor>,
 }
 
 struct Layer {
@@ -202,7 +218,7 @@ impl Decoder {
         context: &PassContext<'_>,
         hooks: &mut Hooks<'_>,
         present: &mut Vec<Tensor>,
-    ) -> PluginResult<Tensor> {
+    ) -> PluginResult<AttentionResult> {
         let s = &self.spec;
         let q = hooks.site(S::QueryOutput as u32, layer, weights.q_proj.forward(x))?;
         let k = hooks.site(S::KeyOutput as u32, layer, weights.k_proj.forward(x))?;
@@ -234,7 +250,9 @@ impl Decoder {
         let merged = hooks.site(S::AttentionValueOutput as u32, layer, merge_heads(&heads_out))?;
         present.push(k);
         present.push(v);
-        Ok(weights.o_proj.forward(&merged))
+        let per_head =
+            hooks.is_active(S::HeadAttentionOutput as u32, layer).then(|| weights.o_proj.per_head(&heads_out));
+        Ok(AttentionResult { output: weights.o_proj.forward(&merged), per_head })
     }
 
     /// Softmax of the scaled (and, for Gemma 2, soft-capped) scores, normalised in f32 for half precision.
@@ -280,12 +298,21 @@ impl Decoder {
             let layer = index as u32;
             h = hooks.site(S::BlockInput as u32, layer, h)?;
             let attn_in = hooks.site(S::AttentionInput as u32, layer, weights.input_norm.forward(&h))?;
-            let attn_out = self.attention(layer, weights, &attn_in, &context, hooks, &mut present)?;
-            let mut attn_out = hooks.site(S::AttentionOutput as u32, layer, attn_out)?;
+            let attention = self.attention(layer, weights, &attn_in, &context, hooks, &mut present)?;
+            let attn_out = hooks.site(S::AttentionOutput as u32, layer, attention.output)?;
+            let mut write = attn_out.shallow_clone();
             if let Some(norm) = &weights.post_attention_norm {
-                attn_out = hooks.site(S::AttentionPostNormOutput as u32, layer, norm.forward(&attn_out))?;
+                write = hooks.site(S::AttentionPostNormOutput as u32, layer, norm.forward(&attn_out))?;
             }
-            let mid = &h + attn_out;
+            if let Some(shares) = attention.per_head {
+                // Gemma 2/3: each head's share of the normalised write, the norm's scale taken from the whole output.
+                let shares = match &weights.post_attention_norm {
+                    Some(norm) => shares * norm.frozen_scale(&attn_out).unsqueeze(1),
+                    None => shares,
+                };
+                write = crate::head_writes(hooks, S::HeadAttentionOutput as u32, layer, shares, write)?;
+            }
+            let mid = &h + write;
             let mut mlp_out = self.mlp(layer, weights, &mid, hooks)?;
             if let Some(norm) = &weights.post_mlp_norm {
                 mlp_out = hooks.site(S::MlpPostNormOutput as u32, layer, norm.forward(&mlp_out))?;
@@ -407,6 +434,7 @@ pub fn components(spec: &DecoderSpec) -> Vec<ComponentInfo> {
         component("head_value_output", Heads, head_dim, None, &[]),
         component("head_query_rotated", Heads, head_dim, None, &[]),
         component("head_key_rotated", Heads, head_dim, None, &[]),
+        component("head_attention_output", Heads, d, None, &[]),
     ];
     if spec.post_norms {
         list.push(component(

@@ -115,6 +115,7 @@ impl Gpt2Body {
         hooks.site(self.site_offset + site as u32, layer, value)
     }
 
+    /// The attention layer's output and, with `head_attention_output` hooked, each head's part of it apart.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -125,7 +126,7 @@ impl Gpt2Body {
         past: Option<(&Tensor, &Tensor)>,
         hooks: &mut Hooks<'_>,
         present: &mut Vec<Tensor>,
-    ) -> PluginResult<Tensor> {
+    ) -> PluginResult<(Tensor, Option<Tensor>)> {
         let heads = self.config.n_head;
         let parts = block.c_attn.forward(&x).split(self.config.n_embd, -1);
         let q = self.site(hooks, Site::QueryOutput, layer, parts[0].shallow_clone())?;
@@ -153,7 +154,10 @@ impl Gpt2Body {
         let merged = self.site(hooks, Site::AttentionValueOutput, layer, merge_heads(&context))?;
         present.push(k);
         present.push(v);
-        Ok(block.attn_proj.forward(&merged))
+        let per_head = hooks
+            .is_active(self.site_offset + Site::HeadAttentionOutput as u32, layer)
+            .then(|| block.attn_proj.per_head(&context));
+        Ok((block.attn_proj.forward(&merged), per_head))
     }
 
     /// The last hidden state (after `ln_f`) and, with `use_cache`, the key/value cache.
@@ -166,9 +170,13 @@ impl Gpt2Body {
             let layer = index as u32;
             h = self.site(hooks, Site::BlockInput, layer, h)?;
             let attn_in = self.site(hooks, Site::AttentionInput, layer, block.ln_1.forward(&h))?;
-            let attn_out =
+            let (attn_out, per_head) =
                 self.attention(layer, block, attn_in, &mask, tokens.layer_past(index), hooks, &mut present)?;
-            let attn_out = self.site(hooks, Site::AttentionOutput, layer, attn_out)?;
+            let mut attn_out = self.site(hooks, Site::AttentionOutput, layer, attn_out)?;
+            if let Some(shares) = per_head {
+                let site = self.site_offset + Site::HeadAttentionOutput as u32;
+                attn_out = crate::head_writes(hooks, site, layer, shares, attn_out)?;
+            }
             // Out of place on purpose: tch's `+=` writes in place, and the host may hold `h` (a getter's activation).
             h = &h + attn_out;
             let mlp_in = self.site(hooks, Site::MlpInput, layer, block.ln_2.forward(&h))?;
@@ -240,5 +248,6 @@ pub fn components(config: &Gpt2Config, prefix: &str) -> Vec<ComponentInfo> {
         component("head_value_output", Heads, head_dim, None, &[]),
         component("head_query_rotated", Heads, head_dim, None, &[]),
         component("head_key_rotated", Heads, head_dim, None, &[]),
+        component("head_attention_output", Heads, d, None, &[]),
     ]
 }

@@ -10,7 +10,7 @@ pub mod lstm;
 pub mod resnet;
 
 use tch::{Kind, Tensor};
-use vene_api::{ModelInputs, PluginError, PluginResult};
+use vene_api::{model::Hooks, ModelInputs, PluginError, PluginResult};
 use vene_checkpoint::{Result, Weights};
 
 /// The hook sites of the transformers (GPT-2, GPT-NeoX, the Llama family), in catalog order: pyvene's components,
@@ -38,6 +38,8 @@ pub enum TransformerSite {
     HeadValueOutput,
     HeadQueryRotated,
     HeadKeyRotated,
+    /// What each head writes into the residual stream, `(b, heads, s, d)`: see [`head_writes`].
+    HeadAttentionOutput,
     AttentionPostNormOutput,
     MlpPostNormOutput,
 }
@@ -81,6 +83,14 @@ impl Linear {
         } else {
             x.linear(&self.weight, self.bias.as_ref())
         }
+    }
+
+    /// `x` `(b, heads, s, head_dim)` through each head's block of this output projection's input columns, apart:
+    /// `(b, heads, s, out)` without the bias. Their sum over heads, plus the bias, is `forward` of the merged heads.
+    pub fn per_head(&self, x: &Tensor) -> Tensor {
+        let (heads, head_dim) = (x.size()[1], x.size()[3]);
+        let in_out = if self.transposed { self.weight.shallow_clone() } else { self.weight.tr() };
+        x.matmul(&in_out.reshape([heads, head_dim, -1]).unsqueeze(0))
     }
 
     /// The weight as stored (`(out, in)`, or `(in, out)` for `Conv1D`).
@@ -179,6 +189,25 @@ pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
 pub fn merge_heads(x: &Tensor) -> Tensor {
     let size = x.size();
     x.permute([0, 2, 1, 3]).contiguous().view([size[0], size[2], -1])
+}
+
+/// The `head_attention_output` site (`component`): `shares` `(b, heads, s, d)`, what each head writes into the
+/// residual stream, offered to the hooks; the attention's residual `write` is rebuilt from what they hand back when
+/// an intervention changed it, keeping the part no head owns (`write − Σ shares`: the output projection's bias).
+pub fn head_writes(
+    hooks: &mut Hooks<'_>,
+    component: u32,
+    layer: u32,
+    shares: Tensor,
+    write: Tensor,
+) -> PluginResult<Tensor> {
+    let after = hooks.site(component, layer, shares.shallow_clone())?;
+    // An untouched site hands back the tensor it was given: the write then stays bit for bit.
+    if after.data_ptr() == shares.data_ptr() && after.size() == shares.size() {
+        return Ok(write);
+    }
+    let kind = write.kind();
+    Ok(write - shares.sum_dim_intlist(1, false, kind) + after.sum_dim_intlist(1, false, kind))
 }
 
 /// Additive attention mask `(1 or b, 1, seq, past + seq)`: causal, plus padding from a `(b, past + seq)` mask of

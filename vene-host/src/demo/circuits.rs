@@ -90,7 +90,7 @@ pub fn attribution(
 /// others patched alone exactly, and a faithfulness curve of circuits of the top n edges.
 pub fn circuit(model: LoadedModel, plugins: &PluginSet, tokenizer: &TextTokenizer) -> Result<(Finding, LoadedModel)> {
     let (inputs, _) = attribution::prompt_inputs(tokenizer, &ioi_prompts()?, model.device())?;
-    let total = Graph::of(&model)?.edges().len();
+    let total = Graph::of(&model, false)?.edges().len();
     let mut sizes: Vec<usize> = [0, 5, 10, 20, 50, 100, 200, 300, 500].into_iter().filter(|&n| n < total).collect();
     sizes.push(total);
     let options = CircuitOptions {
@@ -103,6 +103,7 @@ pub fn circuit(model: LoadedModel, plugins: &PluginSet, tokenizer: &TextTokenize
         sizes,
         keep: Some(50),
         faithfulness: 0.8,
+        per_head: false,
     };
     let (found, model) = find_circuit(model, plugins, &inputs, &options)?;
     let mut table = vec![["edge", "chosen", "EAP-IG score", "exact patching"].map(String::from).to_vec()];

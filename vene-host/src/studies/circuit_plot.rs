@@ -22,6 +22,8 @@ use crate::error::Result;
 pub struct CircuitDrawing {
     pub title: String,
     pub layers: usize,
+    /// With heads as senders, the heads per layer (drawn in a row left of each attention).
+    pub heads: Option<usize>,
     /// The edges drawn: sender, receiver, score.
     pub edges: Vec<(Node, Node, f64)>,
 }
@@ -35,19 +37,40 @@ const WIDTH: u32 = 700;
 const ATTENTION_X: i32 = 250;
 const MLP_X: i32 = 390;
 const MIDDLE_X: i32 = 320;
+/// The span the heads of a layer share, left of its attention.
+const HEADS_LEFT: i32 = 95;
+const HEADS_RIGHT: i32 = 205;
 
 fn height(layers: usize) -> u32 {
     (TOP + ROW * (layers as i32 + 2) + 40) as u32
 }
 
+/// Horizontal distance between neighbouring heads' centres.
+fn head_step(heads: usize) -> i32 {
+    (HEADS_RIGHT - HEADS_LEFT) / (heads.max(2) as i32 - 1)
+}
+
 /// A node's centre: each layer's MLP sits a little above its attention, as it reads the stream after it.
-fn place(node: Node, layers: usize) -> (i32, i32) {
-    let row_y = |layer: usize| TOP + ROW * (layers - layer) as i32;
+fn place(node: Node, drawing: &CircuitDrawing) -> (i32, i32) {
+    let row_y = |layer: usize| TOP + ROW * (drawing.layers - layer) as i32;
     match node {
         Node::Logits => (MIDDLE_X, TOP),
         Node::Input => (MIDDLE_X, row_y(0) + ROW),
         Node::Attention(layer) => (ATTENTION_X, row_y(layer) + 8),
+        Node::Head(layer, head) => (HEADS_LEFT + head as i32 * head_step(drawing.heads.unwrap_or(1)), row_y(layer) + 8),
         Node::Mlp(layer) => (MLP_X, row_y(layer) - 8),
+    }
+}
+
+/// A node's half width and label: heads get what their row leaves them (their number alone when it is narrow).
+fn label(node: Node, heads: Option<usize>) -> (i32, String) {
+    match node {
+        Node::Input | Node::Logits => (30, node.name()),
+        Node::Head(_, head) => {
+            let half = (head_step(heads.unwrap_or(1)) / 2 - 1).min(20);
+            (half, if half >= 15 { node.name() } else { head.to_string() })
+        }
+        _ => (20, node.name()),
     }
 }
 
@@ -93,7 +116,7 @@ where
     edges.sort_by(|a, b| a.2.abs().total_cmp(&b.2.abs()));
     for (sender, receiver, score) in &edges {
         let bow = match sender {
-            Node::Attention(_) => -1.0,
+            Node::Attention(_) | Node::Head(..) => -1.0,
             Node::Mlp(_) => 1.0,
             _ => {
                 if matches!(receiver, Node::Attention(_)) {
@@ -106,20 +129,23 @@ where
         let share = score.abs() / max;
         let colour = if *score < 0.0 { RGBColor(40, 90, 200) } else { RGBColor(210, 50, 50) };
         let style = colour.mix(0.35 + 0.6 * share).stroke_width(1 + (6.0 * share).round() as u32);
-        area.draw(&PathElement::new(curve(place(*sender, layers), place(*receiver, layers), bow), style))?;
+        area.draw(&PathElement::new(curve(place(*sender, drawing), place(*receiver, drawing), bow), style))?;
     }
     let touched = |node: Node| edges.iter().any(|(s, r, _)| *s == node || *r == node);
     let mut nodes = vec![Node::Input, Node::Logits];
     nodes.extend((0..layers).flat_map(|l| [Node::Attention(l), Node::Mlp(l)]));
+    if let Some(heads) = drawing.heads {
+        nodes.extend((0..layers).flat_map(|l| (0..heads).map(move |h| Node::Head(l, h))));
+    }
     for node in nodes {
-        let (x, y) = place(node, layers);
+        let (x, y) = place(node, drawing);
         let (fill, text) =
             if touched(node) { (RGBColor(250, 250, 250), BLACK) } else { (WHITE, RGBColor(190, 190, 190)) };
-        let (w, h) = (if matches!(node, Node::Input | Node::Logits) { 30 } else { 20 }, 10);
+        let ((w, name), h) = (label(node, drawing.heads), 10);
         area.draw(&Rectangle::new([(x - w, y - h), (x + w, y + h)], fill.filled()))?;
         area.draw(&Rectangle::new([(x - w, y - h), (x + w, y + h)], text.stroke_width(1)))?;
         let centred = ("sans-serif", 11).into_font().color(&text).pos(Pos::new(HPos::Center, VPos::Center));
-        area.draw(&Text::new(node.name(), (x, y), centred))?;
+        area.draw(&Text::new(name, (x, y), centred))?;
     }
     for layer in 0..layers {
         let y = TOP + ROW * (layers - layer) as i32;

@@ -35,9 +35,9 @@ pub(super) fn representations(sites: &[(String, SiteLayout, usize)], interventio
 }
 
 /// The metric of a run's output on `inputs`.
-fn metric_of(output: &Tensor, inputs: &ForwardInputs, batch: &AttributionInputs, metric: Metric) -> Tensor {
+fn metric_of(output: &Tensor, inputs: &ForwardInputs, batch: &AttributionInputs, metric: Metric) -> Result<Tensor> {
     let logits = last_logits(output, inputs.attention_mask.as_ref());
-    metric.of(&logits, &batch.target, &batch.distractor)
+    metric.of(&logits, batch)
 }
 
 /// The collected sites of `inputs` and the metric there.
@@ -51,7 +51,7 @@ fn collect(
     let _no_grad = tch::no_grad_guard();
     let mut collector = bind(model, plugins, json!({ "representations": representations }))?;
     let run = collector.run(inputs, &[], &UnitLocations::whole(), &Subspaces::None)?;
-    let value = metric_of(&run.output, inputs, batch, metric).double_value(&[]);
+    let value = metric_of(&run.output, inputs, batch, metric)?.double_value(&[]);
     Ok((run.collected, value, collector.into_model()))
 }
 
@@ -169,7 +169,7 @@ pub(super) fn gradients_at(
     // Collecting representations read no source.
     activations.resize_with(tap.config().representations.len(), || None);
     let run = tap.run_with_activations(&inputs.clean, activations, &UnitLocations::whole(), &Subspaces::None)?;
-    let value = metric_of(&run.output, &inputs.clean, inputs, metric);
+    let value = metric_of(&run.output, &inputs.clean, inputs, metric)?;
     value.backward();
     // A site the metric does not depend on gets no gradient at all: its estimates are zero.
     let gradients = zeros.iter().map(gradient_of).collect();

@@ -132,7 +132,7 @@ pub(super) fn verify(
                 let run =
                     patcher.run_with_activations(&inputs.clean, vec![Some(source)], &locations, &Subspaces::None)?;
                 let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
-                metric.of(&logits, &inputs.target, &inputs.distractor).double_value(&[]) - clean
+                metric.of(&logits, inputs)?.double_value(&[]) - clean
             };
             verified.push((
                 index,

@@ -15,6 +15,8 @@ mod grad_drop;
 mod qk;
 mod report;
 
+use std::cell::OnceCell;
+
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use vene_api::SiteLayout;
@@ -29,6 +31,7 @@ use crate::{
     plugins::PluginSet,
     studies::path_patching::{PathBatch, PathPrompt},
     text::TextTokenizer,
+    train::last_logits,
 };
 
 /// The components attributed to by default, where the model has them.
@@ -79,24 +82,59 @@ pub enum Metric {
     Prob,
     /// log p(target).
     Logprob,
+    /// KL(p_clean ‖ p) of the next-token distribution from the clean run's. Zero at the clean run, as is its
+    /// gradient: only the integrated-gradients form (and the exact checks) can use it.
+    Kl,
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Metric::LogitDiff => "logit-diff",
+            Metric::Prob => "prob",
+            Metric::Logprob => "logprob",
+            Metric::Kl => "kl",
+        })
+    }
 }
 
 impl Metric {
     pub fn parse(text: &str) -> Result<Self> {
         serde_json::from_value(serde_json::Value::String(text.to_string()))
-            .map_err(|_| VeneError::Inputs(format!("metric {text:?} is not one of logit-diff, prob, logprob")))
+            .map_err(|_| VeneError::Inputs(format!("metric {text:?} is not one of logit-diff, prob, logprob, kl")))
     }
 
-    /// The metric of last-position logits `(b, vocab)`, averaged over the batch.
-    pub fn of(self, logits: &Tensor, target: &Tensor, distractor: &Tensor) -> Tensor {
+    /// The metric of last-position logits `(b, vocab)` for `inputs`' prompts, averaged over the batch.
+    pub fn of(self, logits: &Tensor, inputs: &AttributionInputs) -> Result<Tensor> {
         let logits = logits.to_kind(Kind::Double);
         let pick = |values: &Tensor, tokens: &Tensor| values.gather(1, &tokens.unsqueeze(1), false).squeeze_dim(1);
         let per_prompt = match self {
-            Metric::LogitDiff => pick(&logits, target) - pick(&logits, distractor),
-            Metric::Prob => pick(&logits.softmax(-1, Kind::Double), target),
-            Metric::Logprob => pick(&logits.log_softmax(-1, Kind::Double), target),
+            Metric::LogitDiff => pick(&logits, &inputs.target) - pick(&logits, &inputs.distractor),
+            Metric::Prob => pick(&logits.softmax(-1, Kind::Double), &inputs.target),
+            Metric::Logprob => pick(&logits.log_softmax(-1, Kind::Double), &inputs.target),
+            Metric::Kl => {
+                let clean = inputs.clean_log_probs.get().ok_or_else(|| {
+                    VeneError::Inputs(
+                        "the KL metric needs the clean run's distribution: prepare the inputs for it first".to_string(),
+                    )
+                })?;
+                let log_probs = logits.log_softmax(-1, Kind::Double);
+                (clean.exp() * (clean - log_probs)).sum_dim_intlist(-1, false, Kind::Double)
+            }
         };
-        per_prompt.mean(Kind::Double)
+        Ok(per_prompt.mean(Kind::Double))
+    }
+
+    /// Refuses an estimate that linearises `self` at the clean run (`what`) where its gradient there is zero.
+    pub(crate) fn check_gradient_at_clean(self, what: &str) -> Result<()> {
+        if self == Metric::Kl {
+            return Err(VeneError::Inputs(format!(
+                "{what} takes the metric's gradient at the clean run, where the KL divergence to the clean run is at \
+                 its minimum (0) and its gradient is zero, so every estimate would be 0; use integrated gradients \
+                 (ig_steps ≥ 1, e.g. --ig-steps 5) with kl, or another metric"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -106,6 +144,27 @@ pub struct AttributionInputs {
     pub corrupted: ForwardInputs,
     pub target: Tensor,
     pub distractor: Tensor,
+    /// The clean run's last-position log-probabilities `(b, vocab)` in f64, which the KL metric compares with; set
+    /// by [`AttributionInputs::prepare`].
+    pub clean_log_probs: OnceCell<Tensor>,
+}
+
+impl AttributionInputs {
+    pub fn new(clean: ForwardInputs, corrupted: ForwardInputs, target: Tensor, distractor: Tensor) -> Self {
+        Self { clean, corrupted, target, distractor, clean_log_probs: OnceCell::new() }
+    }
+
+    /// Computes what `metric` reads besides a run's logits, once: for KL, the clean run's distribution.
+    pub fn prepare(&self, model: &LoadedModel, metric: Metric) -> Result<()> {
+        if metric != Metric::Kl || self.clean_log_probs.get().is_some() {
+            return Ok(());
+        }
+        let _no_grad = tch::no_grad_guard();
+        let output = model.forward_plain(&self.clean)?.output;
+        let logits = last_logits(&output, self.clean.attention_mask.as_ref());
+        self.clean_log_probs.get_or_init(|| logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double));
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +368,16 @@ fn estimate_nodes(
 ) -> Result<(NodeEstimates, LoadedModel)> {
     check_inputs(inputs)?;
     let sites = check_components(&model, &options.components)?;
+    if options.ig_steps == 0 {
+        options.metric.check_gradient_at_clean("AtP")?;
+    }
+    if options.qk_fix {
+        options.metric.check_gradient_at_clean("the query/key fix")?;
+    }
+    if options.grad_drop {
+        options.metric.check_gradient_at_clean("GradDrop")?;
+    }
+    inputs.prepare(&model, options.metric)?;
     let (estimate::Estimates { scores: mut components, differences, clean, corrupted }, model) =
         estimate::estimates(model, plugins, inputs, &sites, options)?;
     let model =

@@ -103,7 +103,7 @@ fn clean_pass(
     sources.resize_with(reps.len(), || None);
     let run = tap.run_with_activations(&inputs.clean, sources, &UnitLocations::whole(), &Subspaces::None)?;
     let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
-    metric.of(&logits, &inputs.target, &inputs.distractor).backward();
+    metric.of(&logits, inputs)?.backward();
     let mut pass = CleanPass { queries: Vec::new(), keys: Vec::new(), patterns: Vec::new(), gradients: Vec::new() };
     for (layer, collected) in run.collected.chunks(3).enumerate() {
         pass.queries.push(collected[0].detach());

@@ -56,13 +56,13 @@ fn heatmap(result: &Attribution, component: &ComponentScores, grid: &[Vec<Vec<f6
     let (name, title, scale) = if exact {
         (
             format!("exact_{}", component.component),
-            format!("exact patching of {} ({:?})", component.component, result.metric),
+            format!("exact patching of {} ({})", component.component, result.metric),
             "change of the metric",
         )
     } else {
         (
             format!("attribution_{}", component.component),
-            format!("{} estimate of patching {} ({:?})", result.method, component.component, result.metric),
+            format!("{} estimate of patching {} ({})", result.method, component.component, result.metric),
             "estimated change of the metric",
         )
     };
@@ -103,7 +103,7 @@ impl Attribution {
 
     pub fn summary(&self) -> String {
         let mut lines = vec![format!(
-            "{} on {} prompts: {:?} clean {:.4}, corrupted {:.4}",
+            "{} on {} prompts: {} clean {:.4}, corrupted {:.4}",
             self.method, self.prompts, self.metric, self.clean, self.corrupted
         )];
         for v in self.verified.iter().filter(|v| v.chosen == "top").take(10) {

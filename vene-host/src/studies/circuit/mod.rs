@@ -38,6 +38,8 @@ pub struct CircuitOptions {
     /// The circuit drawn: `keep` edges, or else the smallest on the curve recovering `faithfulness`.
     pub keep: Option<usize>,
     pub faithfulness: f64,
+    /// Each attention head a sender of its own (what it writes into the residual stream), not the whole layer.
+    pub per_head: bool,
 }
 
 /// One edge's score and, when patched alone exactly, its exact effect.
@@ -68,6 +70,9 @@ pub struct Circuit {
     pub method: String,
     pub prompts: usize,
     pub layers: usize,
+    /// With heads as senders, the heads per layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
     pub clean: f64,
     pub corrupted: f64,
     /// Every edge, by |score| (largest first).
@@ -115,13 +120,17 @@ pub fn find_circuit(
     options: &CircuitOptions,
 ) -> Result<(Circuit, LoadedModel)> {
     check(inputs, options)?;
-    let graph = Graph::of(&model)?;
+    if options.ig_steps == 0 {
+        options.metric.check_gradient_at_clean("EAP")?;
+    }
+    let graph = Graph::of(&model, options.per_head)?;
+    inputs.prepare(&model, options.metric)?;
     let started = std::time::Instant::now();
     let (Scored { scores, clean, corrupted, corrupted_outputs }, model) =
         edge_scores(model, plugins, &graph, inputs, options)?;
     if (clean - corrupted).abs() < 1e-9 {
         return Err(VeneError::Inputs(format!(
-            "the clean and the corrupted prompts give the same {:?} ({clean:.6}): there is nothing for a circuit to \
+            "the clean and the corrupted prompts give the same {} ({clean:.6}): there is nothing for a circuit to \
              recover",
             options.metric
         )));
@@ -186,6 +195,7 @@ pub fn find_circuit(
         method,
         prompts: inputs.clean.batch_size() as usize,
         layers: graph.layers,
+        heads: graph.heads,
         clean,
         corrupted,
         edges: edges.into_iter().map(|(_, e)| e).collect(),

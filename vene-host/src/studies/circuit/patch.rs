@@ -5,7 +5,9 @@
 //! Each receiver's correction is subtracted where its input leaves the shared stream and added back where the
 //! stream continues: at layer l's block input (for its attention), where the attention's output joins (added back;
 //! the MLP's correction subtracted) and at the MLP's output (added back); the last block's output carries the logits'
-//! correction. One stateful intervention per site, sharing what the senders wrote so far in the pass.
+//! correction. One stateful intervention per site, sharing what the senders wrote so far in the pass. With heads as
+//! senders the attention's part is done at the heads' site: each head's share recorded, and the corrections spread
+//! evenly over the heads (their sum is what joins the stream).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -13,7 +15,7 @@ use serde_json::json;
 use tch::Tensor;
 use vene_api::{Intervention, InterventionTraits, PluginResult};
 
-use super::graph::{Graph, BLOCK_INPUT, BLOCK_OUTPUT};
+use super::graph::{Graph, BLOCK_INPUT, BLOCK_OUTPUT, HEAD_SITE};
 use crate::{
     engine::IntervenableModel,
     error::Result,
@@ -55,11 +57,20 @@ impl Shared {
 }
 
 /// Where an [`EdgePatch`] sits: the site decides which sender it records and which corrections it moves.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Role {
     BlockInput(usize),
-    Attention(usize),
-    Mlp(usize),
+    /// Layer l's attention output as it joins the stream (its senders: the attention, or its heads `(b, h, s, d)`).
+    Attention {
+        layer: usize,
+        senders: std::ops::Range<usize>,
+        heads: bool,
+    },
+    /// Layer l's MLP output (its sender index).
+    Mlp {
+        layer: usize,
+        sender: usize,
+    },
     LastOutput,
 }
 
@@ -75,6 +86,7 @@ impl Intervention for EdgePatch {
 
     fn apply(&mut self, base: &Tensor, _: Option<&Tensor>, _: Option<&[Vec<i64>]>) -> PluginResult<Tensor> {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = &mut *shared;
         let minus = |base: Tensor, correction: &Option<Tensor>| match correction {
             Some(c) => base - c,
             None => base,
@@ -93,16 +105,25 @@ impl Intervention for EdgePatch {
                 shared.pending[2 * layer] = correction;
                 output
             }
-            Role::Attention(layer) => {
-                shared.current[1 + 2 * layer] = Some(base.shallow_clone());
+            Role::Attention { layer, ref senders, heads } => {
+                let per_head = if heads { base.size()[1] } else { 1 };
+                for (head, sender) in senders.clone().enumerate() {
+                    shared.current[sender] =
+                        Some(if heads { base.select(1, head as i64) } else { base.shallow_clone() });
+                }
                 let back = shared.pending[2 * layer].take();
                 let correction = shared.correction(2 * layer + 1);
-                let output = minus(plus(base.shallow_clone(), back), &correction);
+                // The heads' shares add up to what joins the stream: each takes an equal part of the corrections.
+                let spread = |c: Tensor| if heads { c.unsqueeze(1) / per_head as f64 } else { c };
+                let output = minus(
+                    plus(base.shallow_clone(), back.map(spread)),
+                    &correction.as_ref().map(|c| spread(c.shallow_clone())),
+                );
                 shared.pending[2 * layer + 1] = correction;
                 output
             }
-            Role::Mlp(layer) => {
-                shared.current[2 + 2 * layer] = Some(base.shallow_clone());
+            Role::Mlp { layer, sender } => {
+                shared.current[sender] = Some(base.shallow_clone());
                 let back = shared.pending[2 * layer + 1].take();
                 plus(base.shallow_clone(), back)
             }
@@ -125,8 +146,15 @@ pub struct EdgePatching {
 
 impl EdgePatching {
     /// Collects the senders' outputs on the corrupted prompts and binds the edge patches.
-    pub fn new(model: LoadedModel, plugins: &PluginSet, inputs: &AttributionInputs, metric: Metric) -> Result<Self> {
-        let graph = Graph::of(&model)?;
+    pub fn new(
+        model: LoadedModel,
+        plugins: &PluginSet,
+        inputs: &AttributionInputs,
+        metric: Metric,
+        per_head: bool,
+    ) -> Result<Self> {
+        let graph = Graph::of(&model, per_head)?;
+        inputs.prepare(&model, metric)?;
         let (corrupted, _, model) =
             super::score::sender_outputs(model, plugins, &graph, (&inputs.corrupted, inputs), metric)?;
         Self::with_corrupted(model, plugins, &graph, corrupted)
@@ -140,14 +168,25 @@ impl EdgePatching {
         corrupted: Vec<Tensor>,
     ) -> Result<Self> {
         let placeholder = json!({"type": "zero"});
-        let rep = |component: &str, layer: usize| json!({"layer": layer, "component": component, "unit": "pos", "intervention": placeholder});
+        let rep = |component: &str, layer: usize, unit: &str| json!({"layer": layer, "component": component, "unit": unit, "intervention": placeholder});
+        let heads = graph.heads.is_some();
+        let (attention_site, attention_unit) =
+            if heads { (HEAD_SITE, "h") } else { (graph.attention_site.as_str(), "pos") };
         let mut reps = Vec::new();
         let mut roles = Vec::new();
         for layer in 0..graph.layers {
-            reps.extend([rep(BLOCK_INPUT, layer), rep(&graph.attention_site, layer), rep(&graph.mlp_site, layer)]);
-            roles.extend([Role::BlockInput(layer), Role::Attention(layer), Role::Mlp(layer)]);
+            reps.extend([
+                rep(BLOCK_INPUT, layer, "pos"),
+                rep(attention_site, layer, attention_unit),
+                rep(&graph.mlp_site, layer, "pos"),
+            ]);
+            roles.extend([
+                Role::BlockInput(layer),
+                Role::Attention { layer, senders: graph.attention_senders(layer), heads },
+                Role::Mlp { layer, sender: graph.mlp_sender(layer) },
+            ]);
         }
-        reps.push(rep(BLOCK_OUTPUT, graph.layers - 1));
+        reps.push(rep(BLOCK_OUTPUT, graph.layers - 1, "pos"));
         roles.push(Role::LastOutput);
         let shared = Arc::new(Mutex::new(Shared {
             current: corrupted.iter().map(|_| None).collect(),
@@ -190,7 +229,7 @@ impl EdgePatching {
         let _no_grad = tch::no_grad_guard();
         let run = self.model.run(&inputs.clean, &[], &UnitLocations::whole(), &Subspaces::None)?;
         let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
-        Ok(metric.of(&logits, &inputs.target, &inputs.distractor).double_value(&[]))
+        Ok(metric.of(&logits, inputs)?.double_value(&[]))
     }
 
     pub fn into_model(self) -> LoadedModel {

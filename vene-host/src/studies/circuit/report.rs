@@ -13,8 +13,8 @@ use crate::{
 };
 
 /// Every node name in stream order, senders then receivers as the tensor's axes index them.
-fn axis_names(layers: usize) -> (Vec<String>, Vec<String>) {
-    let (senders, receivers) = graph::nodes(layers);
+fn axis_names(layers: usize, heads: Option<usize>) -> (Vec<String>, Vec<String>) {
+    let (senders, receivers) = graph::nodes(layers, heads);
     let names = |nodes: Vec<Node>| nodes.into_iter().map(Node::name).collect();
     (names(senders), names(receivers))
 }
@@ -23,7 +23,7 @@ impl Circuit {
     /// `scores` `(senders, receivers)` in stream order (zero where a receiver comes before its sender) and, where
     /// edges were patched alone, `exact` (NaN elsewhere).
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
-        let (senders, receivers) = axis_names(self.layers);
+        let (senders, receivers) = axis_names(self.layers, self.heads);
         let (s, r) = (senders.len(), receivers.len());
         let mut scores = vec![0.0f64; s * r];
         let mut exact = vec![f64::NAN; s * r];
@@ -48,7 +48,7 @@ impl Circuit {
         let sizes: Vec<String> = self.curve.iter().map(|p| p.edges.to_string()).collect();
         let mut figures = vec![Figure::Lines {
             name: "circuit_faithfulness".to_string(),
-            title: format!("share of the {:?} recovered by the top-n edges ({})", self.metric, self.method),
+            title: format!("share of the {} recovered by the top-n edges ({})", self.metric, self.method),
             x_label: format!("edges kept: {}", sizes.join(", ")),
             series: vec![("faithfulness".to_string(), self.curve.iter().map(|p| p.faithfulness).collect())],
         }];
@@ -70,7 +70,7 @@ impl Circuit {
 
     /// The drawn circuit: its top edges by |score|.
     fn drawing(&self) -> CircuitDrawing {
-        let (senders, receivers) = graph::nodes(self.layers);
+        let (senders, receivers) = graph::nodes(self.layers, self.heads);
         let find = |nodes: &[Node], name: &str| nodes.iter().copied().find(|n| n.name() == name);
         let edges = self
             .edges
@@ -85,12 +85,13 @@ impl Circuit {
         };
         CircuitDrawing {
             title: format!(
-                "{shown} ({}), which recovers {:.0}% of the {:?}",
+                "{shown} ({}), which recovers {:.0}% of the {}",
                 self.method,
                 100.0 * self.circuit.faithfulness,
                 self.metric
             ),
             layers: self.layers,
+            heads: self.heads,
             edges,
         }
     }
@@ -98,7 +99,7 @@ impl Circuit {
     pub fn summary(&self) -> String {
         let total = self.edges.len();
         let mut lines = vec![format!(
-            "{} over {total} edges on {} prompts: {:?} clean {:.4}, corrupted {:.4}",
+            "{} over {total} edges on {} prompts: {} clean {:.4}, corrupted {:.4}",
             self.method, self.prompts, self.metric, self.clean, self.corrupted
         )];
         for edge in self.edges.iter().filter(|e| e.chosen.as_deref() == Some("top")).take(10) {
@@ -119,7 +120,7 @@ impl Circuit {
         let curve: Vec<String> = self.curve.iter().map(|p| format!("{}: {:.2}", p.edges, p.faithfulness)).collect();
         lines.push(format!("faithfulness by edges kept: {}", curve.join(", ")));
         lines.push(format!(
-            "circuit drawn: the top {} edges recover {:.3} ({:?} {:.4})",
+            "circuit drawn: the top {} edges recover {:.3} ({} {:.4})",
             self.circuit.edges, self.circuit.faithfulness, self.metric, self.circuit.metric
         ));
         lines.join("\n")

@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
-use super::graph::{Graph, BLOCK_INPUT, BLOCK_OUTPUT};
+use super::graph::{Graph, BLOCK_INPUT, BLOCK_OUTPUT, HEAD_SITE};
 use crate::{
     engine::IntervenableModel,
     error::Result,
@@ -30,15 +30,33 @@ fn whole(component: &str, layer: usize, intervention: Value) -> Value {
     json!({"layer": layer, "component": component, "unit": "pos", "intervention": intervention})
 }
 
-/// Collecting representations of every sender, in sender order.
+/// Collecting representations of every sender, in sender order (one for all the heads of a layer).
 pub(super) fn sender_collectors(graph: &Graph) -> Vec<Value> {
     let collect = json!({"type": "collect"});
     let mut reps = vec![whole(BLOCK_INPUT, 0, collect.clone())];
     for layer in 0..graph.layers {
-        reps.push(whole(&graph.attention_site, layer, collect.clone()));
+        if graph.heads.is_some() {
+            reps.push(json!({"layer": layer, "component": HEAD_SITE, "unit": "h", "intervention": collect}));
+        } else {
+            reps.push(whole(&graph.attention_site, layer, collect.clone()));
+        }
         reps.push(whole(&graph.mlp_site, layer, collect.clone()));
     }
     reps
+}
+
+/// The collected sites split into one `(b, seq, d)` tensor per sender: a layer's heads `(b, heads, seq, d)` apart.
+fn per_sender(graph: &Graph, collected: Vec<Tensor>) -> Vec<Tensor> {
+    let mut senders = Vec::with_capacity(graph.sender_count());
+    for (index, tensor) in collected.into_iter().enumerate() {
+        let is_heads = graph.heads.is_some() && index % 2 == 1;
+        if is_heads {
+            senders.extend((0..tensor.size()[1]).map(|h| tensor.select(1, h)));
+        } else {
+            senders.push(tensor);
+        }
+    }
+    senders
 }
 
 /// What every sender writes into the residual stream on `inputs` (in sender order, `(b, seq, d)` each), and the
@@ -54,8 +72,8 @@ pub(super) fn sender_outputs(
     let mut collector = bind(model, plugins, json!({ "representations": sender_collectors(graph) }))?;
     let run = collector.run(inputs.0, &[], &UnitLocations::whole(), &Subspaces::None)?;
     let logits = last_logits(&run.output, inputs.0.attention_mask.as_ref());
-    let value = metric.of(&logits, &inputs.1.target, &inputs.1.distractor).double_value(&[]);
-    Ok((run.collected, value, collector.into_model()))
+    let value = metric.of(&logits, inputs.1)?.double_value(&[]);
+    Ok((per_sender(graph, run.collected), value, collector.into_model()))
 }
 
 /// The taps of the module docs, in representation order: per layer its block input (`a_l`, or with `interpolate`
@@ -108,7 +126,7 @@ pub(super) fn receiver_gradients(
     activations.push(Some(leaves[2 * graph.layers].shallow_clone()));
     let run = tap.run_with_activations(&inputs.clean, activations, &UnitLocations::whole(), &Subspaces::None)?;
     let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
-    metric.of(&logits, &inputs.target, &inputs.distractor).backward();
+    metric.of(&logits, inputs)?.backward();
     // A receiver the metric does not depend on gets no gradient: its edges score zero.
     Ok(leaves.iter().map(gradient_of).collect())
 }
@@ -121,6 +139,9 @@ pub(super) fn edge_scores(graph: &Graph, clean: &[Tensor], corrupted: &[Tensor],
     let deltas = flat(corrupted.iter().zip(clean).map(|(c, k)| (c - k).to_kind(Kind::Double)).collect());
     let gradients = flat(gradients.iter().map(Tensor::shallow_clone).collect());
     let scores = deltas.matmul(&gradients.tr());
-    // Sender s reaches receiver r only when s <= r: keep the upper triangle.
-    scores.triu(0).reshape([graph.sender_count() as i64, graph.receiver_count() as i64])
+    let receivers = graph.receiver_count();
+    let mask: Vec<f64> = (0..graph.sender_count())
+        .flat_map(|s| (0..receivers).map(move |r| if r >= graph.first_receiver(s) { 1.0 } else { 0.0 }))
+        .collect();
+    scores * Tensor::from_slice(&mask).view([graph.sender_count() as i64, receivers as i64]).to_device(deltas.device())
 }

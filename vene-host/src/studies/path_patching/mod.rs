@@ -142,12 +142,7 @@ impl PathBatch {
 
     /// The batch as attribution reads it: clean and corrupted inputs, targets and distractors.
     pub fn into_attribution_inputs(self) -> crate::studies::attribution::AttributionInputs {
-        crate::studies::attribution::AttributionInputs {
-            clean: self.clean,
-            corrupted: self.corrupted,
-            target: self.target,
-            distractor: self.distractor,
-        }
+        crate::studies::attribution::AttributionInputs::new(self.clean, self.corrupted, self.target, self.distractor)
     }
 
     /// The activations the senders' runs read, collected by one corrupted and one clean pass the first time.

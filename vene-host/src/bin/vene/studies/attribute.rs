@@ -29,7 +29,8 @@ pub struct PairArgs {
     /// JSON lines {"clean": …, "corrupted": …, "target": …, "distractor": …}; each pair the same number of tokens.
     #[arg(long, value_name = "FILE")]
     pub prompts: PathBuf,
-    /// logit-diff (target − distractor), prob or logprob (of the target), at the last position.
+    /// logit-diff (target − distractor), prob or logprob (of the target), or kl (KL divergence from the clean run's
+    /// next-token distribution; needs --ig-steps ≥ 1, as its gradient at the clean run is zero), at the last position.
     #[arg(long, default_value = "logit-diff")]
     pub metric: String,
     /// Integrated-gradients steps between clean and corrupted input embeddings (0: the gradient at the clean run).

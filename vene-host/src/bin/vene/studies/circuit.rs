@@ -30,6 +30,9 @@ pub struct CircuitArgs {
     /// The share of the clean-minus-corrupted metric the drawn circuit must recover.
     #[arg(long, default_value_t = 0.8)]
     faithfulness: f64,
+    /// Each attention head a sender of its own (what it writes into the residual stream), not the whole layer.
+    #[arg(long)]
+    per_head: bool,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -51,6 +54,7 @@ pub fn run(args: CircuitArgs) -> Result<()> {
         sizes: args.sizes.unwrap_or_default(),
         keep: args.keep,
         faithfulness: args.faithfulness,
+        per_head: args.per_head,
     };
     let (result, _) = find_circuit(model, &plugins, &inputs, &options)?;
     let seconds = result.seconds;
