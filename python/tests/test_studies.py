@@ -147,11 +147,16 @@ def test_circuit_matches_vene_circuit(word_model, tmp_path):
     same_files(tmp_path / "cli_heads", tmp_path / "py_heads", ["circuit.json", "circuit_scores.safetensors"])
     layer_level = {(e["sender"], e["receiver"]): e["score"] for e in vene.circuit(
         vene.load(word_model), PATH_PROMPTS, top_k=0, random_k=0, ig_steps=2, metric="kl", sizes=[0])["edges"]}
-    assert heads["metric"] == "kl" and heads["heads"] >= 2 and abs(heads["clean"]) < 1e-12
+    counts = heads["heads"]
+    assert heads["metric"] == "kl" and counts["query"] >= 2 and abs(heads["clean"]) < 1e-12
+
+    def part_of(part, whole):
+        return part == whole or part.startswith(whole + ".h")
     for (sender, receiver), score in layer_level.items():
-        parts = [e["score"] for e in heads["edges"] if e["receiver"] == receiver
-                 and (e["sender"] == sender or e["sender"].startswith(sender + ".h"))]
-        assert len(parts) == (heads["heads"] if sender.startswith("a") else 1)
+        parts = [e["score"] for e in heads["edges"] if part_of(e["sender"], sender) and part_of(e["receiver"], receiver)]
+        senders = counts["query"] if sender.startswith("a") else 1
+        receivers = counts["query"] + 2 * counts["key_value"] if receiver.startswith("a") else 1
+        assert len(parts) == senders * receivers
         assert abs(sum(parts) - score) < 1e-5 * (1 + abs(score))
 
 

@@ -204,8 +204,9 @@ def circuit(
     |score| (``sender``, ``receiver``, ``score``, and ``exact`` for the top ``top_k`` and ``random_k`` others patched
     alone). ``["curve"]``: circuits of the top n edges (``sizes``) run with every other edge patched from the
     corrupted prompts, with the share of ``clean − corrupted`` each recovers (``faithfulness``); ``["circuit"]`` the
-    one drawn: ``keep`` edges, or the smallest on the curve reaching ``faithfulness``. ``per_head``: each head a
-    sender of its own (``a3.h1``: what it writes into the residual stream) instead of each attention layer.
+    one drawn: ``keep`` edges, or the smallest on the curve reaching ``faithfulness``. ``per_head``: the head-level
+    graph — each head a sender (``a3.h1``: what it writes into the residual stream) and a receiver through its query,
+    key and value inputs (``a3.h1.q``, ``a3.h0.k``, ``a3.h0.v``), instead of one node per attention layer.
     ``metric`` as for :func:`attribute` (``"kl"`` with ``ig_steps`` ≥ 1)."""
     return _result(_native.circuit(model._native, _json_lines(prompts), metric, ig_steps, top_k, random_k, verify_all,
                                    None if sizes is None else [int(n) for n in sizes], keep, faithfulness, per_head,

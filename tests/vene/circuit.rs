@@ -12,7 +12,7 @@ use vene_host::{
     model::{ForwardInputs, LoadedModel},
     studies::{
         attribution::{attribute, AttributionInputs, AttributionOptions, Metric},
-        circuit::{find_circuit, CircuitOptions, EdgePatching, Graph, Node},
+        circuit::{find_circuit, CircuitOptions, EdgePatching, Graph, Node, Qkv},
     },
 };
 
@@ -155,18 +155,20 @@ fn patching_all_of_a_senders_edges_is_patching_the_sender() {
     }
 }
 
-/// Heads as senders: each head's share at `head_attention_output` (collecting it leaves the run bit for bit) adds
-/// up to its layer's attention write less a constant (the output projection's bias), patching every head's share is
-/// patching the write, the heads' edge scores add up to their layer's, and cutting every edge out of a layer's heads
-/// is cutting its attention's — on GPT-2 and on Gemma 3, whose heads share the post-attention norm.
+/// The head-level graph: each head's share at `head_attention_output` (collecting it leaves the run bit for bit)
+/// adds up to its layer's attention write less a constant (the output projection's bias), patching every head's
+/// share is patching the write, the head-level edge scores add up to the layer-level ones (over the sender's heads
+/// and the receiver's query, key and value inputs), and cutting every edge out of a layer's heads, or into them, is
+/// cutting its attention's — on GPT-2 and on Gemma 3 (post-attention norm, grouped-query attention).
 #[test]
-fn head_senders_split_their_layers_attention() {
+fn head_level_edges_split_their_layers_attention() {
     for (plugin, dir) in [("vene_gpt2", gpt2_dir()), ("vene_llama", fixtures().join("llama/gemma3_text/model"))] {
         let plugins = plugins(&[plugin]);
         let model = LoadedModel::load(&plugins, &dir, DeviceSpec::CPU, DTypeSpec::F64).unwrap();
         let inputs = prompt_pairs(5);
         let graph = Graph::of(&model, true).unwrap();
-        let heads = model.catalog().num_heads as usize;
+        let heads = graph.heads.unwrap();
+        assert_eq!(heads.query, model.catalog().num_heads as usize);
         let plain = model.forward_plain(&inputs.clean).unwrap().output;
         let config = json!({"representations": [
             {"layer": 1, "component": "head_attention_output", "unit": "h", "intervention": {"type": "collect"}},
@@ -175,7 +177,7 @@ fn head_senders_split_their_layers_attention() {
             IntervenableModel::new(model, serde_json::from_value(config).unwrap(), &plugins, 0).unwrap();
         let run = collector.run(&inputs.clean, &[], &UnitLocations::whole(), &Subspaces::None).unwrap();
         assert_eq!((&run.output - &plain).abs().max().double_value(&[]), 0.0, "{plugin}: collecting changes nothing");
-        assert_eq!(run.collected[0].size()[1], heads as i64);
+        assert_eq!(run.collected[0].size()[1], heads.query as i64);
         let rest = &run.collected[1] - run.collected[0].sum_dim_intlist(1, false, Kind::Double);
         let spread = (&rest - rest.select(1, 0).unsqueeze(1)).abs().max().double_value(&[]);
         assert!(spread < 1e-12, "{plugin}: what no head writes differs by position ({spread})");
@@ -189,17 +191,18 @@ fn head_senders_split_their_layers_attention() {
         let (head_level, model) = find_circuit(model, &plugins, &inputs, &per_head).unwrap();
         assert_eq!(head_level.heads, Some(heads));
         assert_eq!(head_level.edges.len(), graph.edges().len());
+        let part_of = |part: &str, whole: &str| part == whole || part.starts_with(&format!("{whole}.h"));
+        let inputs_per_layer = heads.query + 2 * heads.key_value;
         for edge in &layer_level.edges {
-            let head_prefix = format!("{}.h", edge.sender);
             let parts: Vec<f64> = head_level
                 .edges
                 .iter()
-                .filter(|e| {
-                    e.receiver == edge.receiver && (e.sender == edge.sender || e.sender.starts_with(&head_prefix))
-                })
+                .filter(|e| part_of(&e.sender, &edge.sender) && part_of(&e.receiver, &edge.receiver))
                 .map(|e| e.score)
                 .collect();
-            assert_eq!(parts.len(), if edge.sender.starts_with('a') { heads } else { 1 }, "{edge:?}");
+            let senders = if edge.sender.starts_with('a') { heads.query } else { 1 };
+            let receivers = if edge.receiver.starts_with('a') { inputs_per_layer } else { 1 };
+            assert_eq!(parts.len(), senders * receivers, "{edge:?}");
             let sum: f64 = parts.iter().sum();
             assert!((sum - edge.score).abs() < 1e-9 * (1.0 + edge.score.abs()), "{plugin} {edge:?}: heads sum {sum}");
         }
@@ -207,17 +210,25 @@ fn head_senders_split_their_layers_attention() {
         let layer_graph = Graph::of(&model, false).unwrap();
         let mut by_layer = EdgePatching::new(model.clone(), &plugins, &inputs, Metric::LogitDiff, false).unwrap();
         let mut by_head = EdgePatching::new(model, &plugins, &inputs, Metric::LogitDiff, true).unwrap();
-        let kept = |patching: &EdgePatching, keep: &dyn Fn(usize) -> bool| -> Vec<bool> {
-            patching.edges().iter().map(|&(s, _)| keep(s)).collect()
+        let kept = |patching: &EdgePatching, keep: &dyn Fn(usize, usize) -> bool| -> Vec<bool> {
+            patching.edges().iter().map(|&(s, r)| keep(s, r)).collect()
         };
-        let cut_layer = kept(&by_layer, &|s| layer_graph.sender(s) != Node::Attention(1));
-        let cut_heads = kept(&by_head, &|s| !matches!(graph.sender(s), Node::Head(1, _)));
+        let into_layer = kept(&by_layer, &|_, r| layer_graph.receiver(r) != Node::Attention(1));
+        let into_heads = kept(&by_head, &|_, r| !matches!(graph.receiver(r), Node::HeadInput(1, ..)));
+        let layer_cut = by_layer.metric(&inputs, &into_layer, Metric::LogitDiff).unwrap();
+        let heads_cut = by_head.metric(&inputs, &into_heads, Metric::LogitDiff).unwrap();
+        assert!((layer_cut - heads_cut).abs() < 1e-9, "{plugin}: into the heads {heads_cut} vs the layer {layer_cut}");
+        let one_input = kept(&by_head, &|_, r| graph.receiver(r) != Node::HeadInput(1, 0, Qkv::Query));
+        let one = by_head.metric(&inputs, &one_input, Metric::LogitDiff).unwrap();
+        assert!((one - layer_cut).abs() > 1e-6, "{plugin}: one head's query is not the whole layer's input");
+        let cut_layer = kept(&by_layer, &|s, _| layer_graph.sender(s) != Node::Attention(1));
+        let cut_heads = kept(&by_head, &|s, _| !matches!(graph.sender(s), Node::Head(1, _)));
         let layer_cut = by_layer.metric(&inputs, &cut_layer, Metric::LogitDiff).unwrap();
         let heads_cut = by_head.metric(&inputs, &cut_heads, Metric::LogitDiff).unwrap();
         assert!((layer_cut - heads_cut).abs() < 1e-9, "{plugin}: heads cut {heads_cut} vs layer cut {layer_cut}");
         assert!((heads_cut - by_write).abs() < 1e-9, "{plugin}: heads cut {heads_cut} vs patching {by_write}");
         let clean = by_head.metric(&inputs, &vec![true; cut_heads.len()], Metric::LogitDiff).unwrap();
-        let one_head = kept(&by_head, &|s| graph.sender(s) != Node::Head(1, 0));
+        let one_head = kept(&by_head, &|s, _| graph.sender(s) != Node::Head(1, 0));
         let one = by_head.metric(&inputs, &one_head, Metric::LogitDiff).unwrap();
         assert!((one - clean).abs() > 1e-6 && (one - heads_cut).abs() > 1e-6, "{plugin}: one head is part of it");
         let corrupted = by_head.metric(&inputs, &vec![false; cut_heads.len()], Metric::LogitDiff).unwrap();

@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 use vene_api::{ComponentInfo, Hooks, PluginResult, SiteLayout};
 use vene_checkpoint::Weights;
 
-use crate::{merge_heads, split_heads, Activation, Linear, Rotary, TokenBatch, TransformerSite as S};
+use crate::{merge_heads, split_heads, split_input, Activation, Linear, Rotary, TokenBatch, TransformerSite as S};
 
 /// Which layers attend to a sliding window of recent tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,15 +214,26 @@ impl Decoder {
         &self,
         layer: u32,
         weights: &Layer,
-        x: &Tensor,
+        (x, residual): (&Tensor, &Tensor),
         context: &PassContext<'_>,
         hooks: &mut Hooks<'_>,
         present: &mut Vec<Tensor>,
     ) -> PluginResult<AttentionResult> {
         let s = &self.spec;
-        let q = hooks.site(S::QueryOutput as u32, layer, weights.q_proj.forward(x))?;
-        let k = hooks.site(S::KeyOutput as u32, layer, weights.k_proj.forward(x))?;
-        let v = hooks.site(S::ValueOutput as u32, layer, weights.v_proj.forward(x))?;
+        // Each of q, k and v from the heads' own copies of the residual stream when those are intervened on.
+        let mut projected = |site: S, heads: i64, proj: &Linear| -> PluginResult<Tensor> {
+            let norm = |t: &Tensor| weights.input_norm.forward(t);
+            let split = split_input(hooks, (site as u32, layer), residual, heads, norm, |t| {
+                proj.per_head_input(t, 0, s.head_dim)
+            })?;
+            Ok(split.map_or_else(|| proj.forward(x), |heads| merge_heads(&heads)))
+        };
+        let q = projected(S::HeadQueryInput, s.heads, &weights.q_proj)?;
+        let k = projected(S::HeadKeyInput, s.kv_heads, &weights.k_proj)?;
+        let v = projected(S::HeadValueInput, s.kv_heads, &weights.v_proj)?;
+        let q = hooks.site(S::QueryOutput as u32, layer, q)?;
+        let k = hooks.site(S::KeyOutput as u32, layer, k)?;
+        let v = hooks.site(S::ValueOutput as u32, layer, v)?;
         let mut q = hooks.site(S::HeadQueryOutput as u32, layer, split_heads(&q, s.heads))?;
         let mut k = hooks.site(S::HeadKeyOutput as u32, layer, split_heads(&k, s.kv_heads))?;
         let mut v = hooks.site(S::HeadValueOutput as u32, layer, split_heads(&v, s.kv_heads))?;
@@ -298,7 +309,7 @@ impl Decoder {
             let layer = index as u32;
             h = hooks.site(S::BlockInput as u32, layer, h)?;
             let attn_in = hooks.site(S::AttentionInput as u32, layer, weights.input_norm.forward(&h))?;
-            let attention = self.attention(layer, weights, &attn_in, &context, hooks, &mut present)?;
+            let attention = self.attention(layer, weights, (&attn_in, &h), &context, hooks, &mut present)?;
             let attn_out = hooks.site(S::AttentionOutput as u32, layer, attention.output)?;
             let mut write = attn_out.shallow_clone();
             if let Some(norm) = &weights.post_attention_norm {
@@ -435,6 +446,9 @@ pub fn components(spec: &DecoderSpec) -> Vec<ComponentInfo> {
         component("head_query_rotated", Heads, head_dim, None, &[]),
         component("head_key_rotated", Heads, head_dim, None, &[]),
         component("head_attention_output", Heads, d, None, &[]),
+        component("head_query_input", Heads, d, None, &[]),
+        component("head_key_input", Heads, d, None, &[]),
+        component("head_value_input", Heads, d, None, &[]),
     ];
     if spec.post_norms {
         list.push(component(

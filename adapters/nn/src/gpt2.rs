@@ -10,8 +10,8 @@ use vene_api::{
 use vene_checkpoint::Weights;
 
 use crate::{
-    additive_causal_mask, attention_probabilities, merge_heads, split_heads, Activation, LayerNorm, Linear, TokenBatch,
-    TransformerSite as Site,
+    additive_causal_mask, attention_probabilities, merge_heads, split_heads, split_input, Activation, LayerNorm,
+    Linear, TokenBatch, TransformerSite as Site,
 };
 
 /// The fields of a transformers `GPT2Config` the GPT-2 body reads.
@@ -121,17 +121,30 @@ impl Gpt2Body {
         &self,
         layer: u32,
         block: &Block,
-        x: Tensor,
+        (x, residual): (Tensor, &Tensor),
         mask: &Tensor,
         past: Option<(&Tensor, &Tensor)>,
         hooks: &mut Hooks<'_>,
         present: &mut Vec<Tensor>,
     ) -> PluginResult<(Tensor, Option<Tensor>)> {
         let heads = self.config.n_head;
-        let parts = block.c_attn.forward(&x).split(self.config.n_embd, -1);
-        let q = self.site(hooks, Site::QueryOutput, layer, parts[0].shallow_clone())?;
-        let k = self.site(hooks, Site::KeyOutput, layer, parts[1].shallow_clone())?;
-        let v = self.site(hooks, Site::ValueOutput, layer, parts[2].shallow_clone())?;
+        let width = self.config.n_embd;
+        let parts = block.c_attn.forward(&x).split(width, -1);
+        // Each of q, k and v from the heads' own copies of the residual stream when those are intervened on.
+        let mut projected = |index: usize, site: Site| -> PluginResult<Tensor> {
+            let norm = |t: &Tensor| block.ln_1.forward(t);
+            let offset = index as i64 * width;
+            let split = split_input(hooks, (self.site_offset + site as u32, layer), residual, heads, norm, |t| {
+                block.c_attn.per_head_input(t, offset, width / heads)
+            })?;
+            Ok(split.map_or_else(|| parts[index].shallow_clone(), |heads| merge_heads(&heads)))
+        };
+        let q = projected(0, Site::HeadQueryInput)?;
+        let k = projected(1, Site::HeadKeyInput)?;
+        let v = projected(2, Site::HeadValueInput)?;
+        let q = self.site(hooks, Site::QueryOutput, layer, q)?;
+        let k = self.site(hooks, Site::KeyOutput, layer, k)?;
+        let v = self.site(hooks, Site::ValueOutput, layer, v)?;
         let q = self.site(hooks, Site::HeadQueryOutput, layer, split_heads(&q, heads))?;
         let k = self.site(hooks, Site::HeadKeyOutput, layer, split_heads(&k, heads))?;
         let mut v = self.site(hooks, Site::HeadValueOutput, layer, split_heads(&v, heads))?;
@@ -171,7 +184,7 @@ impl Gpt2Body {
             h = self.site(hooks, Site::BlockInput, layer, h)?;
             let attn_in = self.site(hooks, Site::AttentionInput, layer, block.ln_1.forward(&h))?;
             let (attn_out, per_head) =
-                self.attention(layer, block, attn_in, &mask, tokens.layer_past(index), hooks, &mut present)?;
+                self.attention(layer, block, (attn_in, &h), &mask, tokens.layer_past(index), hooks, &mut present)?;
             let mut attn_out = self.site(hooks, Site::AttentionOutput, layer, attn_out)?;
             if let Some(shares) = per_head {
                 let site = self.site_offset + Site::HeadAttentionOutput as u32;
@@ -249,5 +262,8 @@ pub fn components(config: &Gpt2Config, prefix: &str) -> Vec<ComponentInfo> {
         component("head_query_rotated", Heads, head_dim, None, &[]),
         component("head_key_rotated", Heads, head_dim, None, &[]),
         component("head_attention_output", Heads, d, None, &[]),
+        component("head_query_input", Heads, d, None, &[]),
+        component("head_key_input", Heads, d, None, &[]),
+        component("head_value_input", Heads, d, None, &[]),
     ]
 }

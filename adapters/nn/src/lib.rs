@@ -40,6 +40,11 @@ pub enum TransformerSite {
     HeadKeyRotated,
     /// What each head writes into the residual stream, `(b, heads, s, d)`: see [`head_writes`].
     HeadAttentionOutput,
+    /// The residual stream as each head's query (key, value) reads it, before the attention's input norm:
+    /// `(b, heads, s, d)`, one copy per head (see [`split_input`]).
+    HeadQueryInput,
+    HeadKeyInput,
+    HeadValueInput,
     AttentionPostNormOutput,
     MlpPostNormOutput,
 }
@@ -91,6 +96,19 @@ impl Linear {
         let (heads, head_dim) = (x.size()[1], x.size()[3]);
         let in_out = if self.transposed { self.weight.shallow_clone() } else { self.weight.tr() };
         x.matmul(&in_out.reshape([heads, head_dim, -1]).unsqueeze(0))
+    }
+
+    /// `x` `(b, heads, s, in)`, each head's own input, through that head's block of `head_dim` output features
+    /// counted from `offset`: `(b, heads, s, head_dim)`, with the bias.
+    pub fn per_head_input(&self, x: &Tensor, offset: i64, head_dim: i64) -> Tensor {
+        let heads = x.size()[1];
+        let in_out = if self.transposed { self.weight.shallow_clone() } else { self.weight.tr() };
+        let blocks = in_out.narrow(1, offset, heads * head_dim).reshape([-1, heads, head_dim]).permute([1, 0, 2]);
+        let y = x.matmul(&blocks.unsqueeze(0));
+        match &self.bias {
+            Some(bias) => y + bias.narrow(0, offset, heads * head_dim).view([heads, 1, head_dim]),
+            None => y,
+        }
     }
 
     /// The weight as stored (`(out, in)`, or `(in, out)` for `Conv1D`).
@@ -208,6 +226,30 @@ pub fn head_writes(
     }
     let kind = write.kind();
     Ok(write - shares.sum_dim_intlist(1, false, kind) + after.sum_dim_intlist(1, false, kind))
+}
+
+/// A split-input site (`component`: `head_query_input`, …): the `residual` stream `(b, s, d)` offered to the hooks as
+/// one copy per head `(b, heads, s, d)`. When an intervention changed the copies, each head's projection is computed
+/// from its own: `project(norm(copies))`, `(b, heads, s, head_dim)`; `None` when the site is not hooked or the
+/// copies came back untouched (the usual computation then stands, bit for bit).
+pub fn split_input(
+    hooks: &mut Hooks<'_>,
+    (component, layer): (u32, u32),
+    residual: &Tensor,
+    heads: i64,
+    norm: impl Fn(&Tensor) -> Tensor,
+    project: impl Fn(&Tensor) -> Tensor,
+) -> PluginResult<Option<Tensor>> {
+    if !hooks.is_active(component, layer) {
+        return Ok(None);
+    }
+    let size = residual.size();
+    let copies = residual.unsqueeze(1).expand([size[0], heads, size[1], size[2]], false);
+    let after = hooks.site(component, layer, copies.shallow_clone())?;
+    if after.data_ptr() == copies.data_ptr() && after.size() == copies.size() && after.stride() == copies.stride() {
+        return Ok(None);
+    }
+    Ok(Some(project(&norm(&after))))
 }
 
 /// Additive attention mask `(1 or b, 1, seq, past + seq)`: causal, plus padding from a `(b, past + seq)` mask of

@@ -12,7 +12,7 @@ use plotters::{
 };
 
 use super::{
-    circuit::Node,
+    circuit::{Heads, Node, Qkv},
     plot::{ensure_font, write_figure},
 };
 use crate::error::Result;
@@ -22,8 +22,8 @@ use crate::error::Result;
 pub struct CircuitDrawing {
     pub title: String,
     pub layers: usize,
-    /// With heads as senders, the heads per layer (drawn in a row left of each attention).
-    pub heads: Option<usize>,
+    /// A head-level graph's heads per layer (drawn in a row, each receiving at its own box).
+    pub heads: Option<Heads>,
     /// The edges drawn: sender, receiver, score.
     pub edges: Vec<(Node, Node, f64)>,
 }
@@ -57,17 +57,46 @@ fn place(node: Node, drawing: &CircuitDrawing) -> (i32, i32) {
         Node::Logits => (MIDDLE_X, TOP),
         Node::Input => (MIDDLE_X, row_y(0) + ROW),
         Node::Attention(layer) => (ATTENTION_X, row_y(layer) + 8),
-        Node::Head(layer, head) => (HEADS_LEFT + head as i32 * head_step(drawing.heads.unwrap_or(1)), row_y(layer) + 8),
+        Node::Head(layer, head) => (head_x(head as f64, drawing), row_y(layer) + 8),
+        // A head receives at its own box; with grouped-query attention the shared key/value heads get boxes of their
+        // own in the attention column.
+        Node::HeadInput(layer, head, kind) if kind == Qkv::Query || !grouped(drawing.heads) => {
+            (head_x(head as f64, drawing), row_y(layer) + 8)
+        }
+        Node::HeadInput(layer, head, _) => {
+            let kv = drawing.heads.map_or(1, |h| h.key_value) as i32;
+            (ATTENTION_X + (2 * head as i32 - (kv - 1)) * kv_half(kv), row_y(layer) + 8)
+        }
         Node::Mlp(layer) => (MLP_X, row_y(layer) - 8),
     }
 }
 
+/// Whether key/value heads are shared by groups of query heads.
+fn grouped(heads: Option<Heads>) -> bool {
+    heads.is_some_and(|h| h.key_value != h.query)
+}
+
+/// Half the width of a key/value head's box when `kv` of them share the attention column.
+fn kv_half(kv: i32) -> i32 {
+    (40 / kv.max(1)).min(22)
+}
+
+/// The centre of query head `head`.
+fn head_x(head: f64, drawing: &CircuitDrawing) -> i32 {
+    HEADS_LEFT + (head * head_step(drawing.heads.map_or(1, |h| h.query)) as f64).round() as i32
+}
+
 /// A node's half width and label: heads get what their row leaves them (their number alone when it is narrow).
-fn label(node: Node, heads: Option<usize>) -> (i32, String) {
+fn label(node: Node, heads: Option<Heads>) -> (i32, String) {
     match node {
         Node::Input | Node::Logits => (30, node.name()),
+        Node::HeadInput(layer, head, _) => {
+            let kv = heads.map_or(1, |h| h.key_value);
+            let half = kv_half(kv as i32) - 1;
+            (half, if kv == 1 { format!("a{layer}.kv") } else { format!("kv{head}") })
+        }
         Node::Head(_, head) => {
-            let half = (head_step(heads.unwrap_or(1)) / 2 - 1).min(20);
+            let half = (head_step(heads.map_or(1, |h| h.query)) / 2 - 1).min(20);
             (half, if half >= 15 { node.name() } else { head.to_string() })
         }
         _ => (20, node.name()),
@@ -108,7 +137,11 @@ where
 {
     area.fill(&WHITE)?;
     area.draw(&Text::new(drawing.title.as_str(), (12, 10), ("sans-serif", 15)))?;
-    let legend = "edge width: |score|; blue: patching the edge lowers the metric, red: raises it";
+    let legend = if drawing.heads.is_some() {
+        "edge width: |score|; blue: patching lowers the metric, red: raises it; edges into a head reach its q, k or v"
+    } else {
+        "edge width: |score|; blue: patching the edge lowers the metric, red: raises it"
+    };
     area.draw(&Text::new(legend, (12, 32), ("sans-serif", 12)))?;
     let layers = drawing.layers;
     let max = drawing.edges.iter().fold(1e-12f64, |m, e| m.max(e.2.abs()));
@@ -116,10 +149,12 @@ where
     edges.sort_by(|a, b| a.2.abs().total_cmp(&b.2.abs()));
     for (sender, receiver, score) in &edges {
         let bow = match sender {
+            // Head to head: into the empty attention column, not off the left edge.
+            Node::Head(..) if matches!(receiver, Node::HeadInput(..)) => 0.5,
             Node::Attention(_) | Node::Head(..) => -1.0,
             Node::Mlp(_) => 1.0,
             _ => {
-                if matches!(receiver, Node::Attention(_)) {
+                if matches!(receiver, Node::Attention(_) | Node::HeadInput(..)) {
                     -0.6
                 } else {
                     0.6
@@ -131,11 +166,22 @@ where
         let style = colour.mix(0.35 + 0.6 * share).stroke_width(1 + (6.0 * share).round() as u32);
         area.draw(&PathElement::new(curve(place(*sender, drawing), place(*receiver, drawing), bow), style))?;
     }
-    let touched = |node: Node| edges.iter().any(|(s, r, _)| *s == node || *r == node);
+    // A head's box also receives its inputs' edges: a node is touched when an edge ends where it is drawn.
+    let touched = |node: Node| {
+        edges.iter().any(|(s, r, _)| [*s, *r].iter().any(|&end| place(end, drawing) == place(node, drawing)))
+    };
     let mut nodes = vec![Node::Input, Node::Logits];
-    nodes.extend((0..layers).flat_map(|l| [Node::Attention(l), Node::Mlp(l)]));
-    if let Some(heads) = drawing.heads {
-        nodes.extend((0..layers).flat_map(|l| (0..heads).map(move |h| Node::Head(l, h))));
+    nodes.extend((0..layers).map(Node::Mlp));
+    match drawing.heads {
+        Some(heads) => {
+            nodes.extend((0..layers).flat_map(|l| (0..heads.query).map(move |h| Node::Head(l, h))));
+            if grouped(drawing.heads) {
+                nodes.extend(
+                    (0..layers).flat_map(|l| (0..heads.key_value).map(move |g| Node::HeadInput(l, g, Qkv::Key))),
+                );
+            }
+        }
+        None => nodes.extend((0..layers).map(Node::Attention)),
     }
     for node in nodes {
         let (x, y) = place(node, drawing);

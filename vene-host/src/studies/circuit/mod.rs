@@ -12,7 +12,7 @@ use rand::{seq::SliceRandom, SeedableRng};
 use serde::Serialize;
 use tch::Tensor;
 
-pub use graph::{Graph, Node};
+pub use graph::{Graph, Heads, Node, Qkv};
 pub use patch::EdgePatching;
 
 use crate::{
@@ -38,7 +38,7 @@ pub struct CircuitOptions {
     /// The circuit drawn: `keep` edges, or else the smallest on the curve recovering `faithfulness`.
     pub keep: Option<usize>,
     pub faithfulness: f64,
-    /// Each attention head a sender of its own (what it writes into the residual stream), not the whole layer.
+    /// The head-level graph: heads as senders and, through their query, key and value inputs, as receivers.
     pub per_head: bool,
 }
 
@@ -70,9 +70,9 @@ pub struct Circuit {
     pub method: String,
     pub prompts: usize,
     pub layers: usize,
-    /// With heads as senders, the heads per layer.
+    /// A head-level graph's heads per layer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub heads: Option<usize>,
+    pub heads: Option<Heads>,
     pub clean: f64,
     pub corrupted: f64,
     /// Every edge, by |score| (largest first).

@@ -5,9 +5,10 @@
 //! Each receiver's correction is subtracted where its input leaves the shared stream and added back where the
 //! stream continues: at layer l's block input (for its attention), where the attention's output joins (added back;
 //! the MLP's correction subtracted) and at the MLP's output (added back); the last block's output carries the logits'
-//! correction. One stateful intervention per site, sharing what the senders wrote so far in the pass. With heads as
-//! senders the attention's part is done at the heads' site: each head's share recorded, and the corrections spread
-//! evenly over the heads (their sum is what joins the stream).
+//! correction. One stateful intervention per site, sharing what the senders wrote so far in the pass. In a
+//! head-level graph each head's query, key and value input is its own copy of the stream, so its correction is
+//! taken off that copy and never put back; the heads' shares are recorded at their site, where the MLP's correction
+//! is spread evenly over them (their sum is what joins the stream).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,7 +16,7 @@ use serde_json::json;
 use tch::Tensor;
 use vene_api::{Intervention, InterventionTraits, PluginResult};
 
-use super::graph::{Graph, BLOCK_INPUT, BLOCK_OUTPUT, HEAD_SITE};
+use super::graph::{Graph, Qkv, BLOCK_INPUT, BLOCK_OUTPUT, HEAD_SITE};
 use crate::{
     engine::IntervenableModel,
     error::Result,
@@ -59,17 +60,29 @@ impl Shared {
 /// Where an [`EdgePatch`] sits: the site decides which sender it records and which corrections it moves.
 #[derive(Clone)]
 enum Role {
-    BlockInput(usize),
-    /// Layer l's attention output as it joins the stream (its senders: the attention, or its heads `(b, h, s, d)`).
+    /// A block's input: records the input sender (`records_input`, layer 0) and, for a layer-level attention
+    /// `receiver`, takes its correction off the stream.
+    BlockInput {
+        records_input: bool,
+        receiver: Option<usize>,
+    },
+    /// The heads' own copies of the stream for one input kind `(b, heads, s, d)`: each head's correction taken off
+    /// its copy (`receivers`, one per head).
+    HeadInputs {
+        receivers: std::ops::Range<usize>,
+    },
+    /// An attention's output as it joins the stream: records its senders (the attention, or its heads
+    /// `(b, h, s, d)`), puts a layer-level attention receiver's correction back and takes the MLP's off.
     Attention {
-        layer: usize,
         senders: std::ops::Range<usize>,
         heads: bool,
+        attention_receiver: Option<usize>,
+        mlp_receiver: usize,
     },
-    /// Layer l's MLP output (its sender index).
+    /// An MLP's output: records its sender and puts its own correction back.
     Mlp {
-        layer: usize,
         sender: usize,
+        receiver: usize,
     },
     LastOutput,
 }
@@ -96,35 +109,48 @@ impl Intervention for EdgePatch {
             None => base,
         };
         let output = match self.role {
-            Role::BlockInput(layer) => {
-                if layer == 0 {
+            Role::BlockInput { records_input, receiver } => {
+                if records_input {
                     shared.current[0] = Some(base.shallow_clone());
                 }
-                let correction = shared.correction(2 * layer);
-                let output = minus(base.shallow_clone(), &correction);
-                shared.pending[2 * layer] = correction;
-                output
+                match receiver {
+                    Some(receiver) => {
+                        let correction = shared.correction(receiver);
+                        let output = minus(base.shallow_clone(), &correction);
+                        shared.pending[receiver] = correction;
+                        output
+                    }
+                    None => base.shallow_clone(),
+                }
             }
-            Role::Attention { layer, ref senders, heads } => {
+            Role::HeadInputs { ref receivers } => {
+                let corrections: Vec<Tensor> = receivers
+                    .clone()
+                    .enumerate()
+                    .map(|(head, r)| shared.correction(r).unwrap_or_else(|| base.select(1, head as i64).zeros_like()))
+                    .collect();
+                base - Tensor::stack(&corrections, 1)
+            }
+            Role::Attention { ref senders, heads, attention_receiver, mlp_receiver } => {
                 let per_head = if heads { base.size()[1] } else { 1 };
                 for (head, sender) in senders.clone().enumerate() {
                     shared.current[sender] =
                         Some(if heads { base.select(1, head as i64) } else { base.shallow_clone() });
                 }
-                let back = shared.pending[2 * layer].take();
-                let correction = shared.correction(2 * layer + 1);
-                // The heads' shares add up to what joins the stream: each takes an equal part of the corrections.
+                let back = attention_receiver.and_then(|r| shared.pending[r].take());
+                let correction = shared.correction(mlp_receiver);
+                // The heads' shares add up to what joins the stream: each takes an equal part of the correction.
                 let spread = |c: Tensor| if heads { c.unsqueeze(1) / per_head as f64 } else { c };
                 let output = minus(
                     plus(base.shallow_clone(), back.map(spread)),
                     &correction.as_ref().map(|c| spread(c.shallow_clone())),
                 );
-                shared.pending[2 * layer + 1] = correction;
+                shared.pending[mlp_receiver] = correction;
                 output
             }
-            Role::Mlp { layer, sender } => {
+            Role::Mlp { sender, receiver } => {
                 shared.current[sender] = Some(base.shallow_clone());
-                let back = shared.pending[2 * layer + 1].take();
+                let back = shared.pending[receiver].take();
                 plus(base.shallow_clone(), back)
             }
             Role::LastOutput => {
@@ -175,15 +201,22 @@ impl EdgePatching {
         let mut reps = Vec::new();
         let mut roles = Vec::new();
         for layer in 0..graph.layers {
-            reps.extend([
-                rep(BLOCK_INPUT, layer, "pos"),
-                rep(attention_site, layer, attention_unit),
-                rep(&graph.mlp_site, layer, "pos"),
-            ]);
+            let attention_receiver = (!heads).then(|| graph.attention_receivers(layer).start);
+            if layer == 0 || !heads {
+                reps.push(rep(BLOCK_INPUT, layer, "pos"));
+                roles.push(Role::BlockInput { records_input: layer == 0, receiver: attention_receiver });
+            }
+            if heads {
+                for kind in Qkv::ALL {
+                    reps.push(rep(kind.site(), layer, "h"));
+                    roles.push(Role::HeadInputs { receivers: graph.input_receivers(layer, kind) });
+                }
+            }
+            let mlp_receiver = graph.mlp_receiver(layer);
+            reps.extend([rep(attention_site, layer, attention_unit), rep(&graph.mlp_site, layer, "pos")]);
             roles.extend([
-                Role::BlockInput(layer),
-                Role::Attention { layer, senders: graph.attention_senders(layer), heads },
-                Role::Mlp { layer, sender: graph.mlp_sender(layer) },
+                Role::Attention { senders: graph.attention_senders(layer), heads, attention_receiver, mlp_receiver },
+                Role::Mlp { sender: graph.mlp_sender(layer), receiver: mlp_receiver },
             ]);
         }
         reps.push(rep(BLOCK_OUTPUT, graph.layers - 1, "pos"));

@@ -3,7 +3,7 @@
 
 use tch::Tensor;
 
-use super::{graph, Circuit, Node};
+use super::{graph, Circuit, Heads, Node};
 use crate::{
     error::Result,
     studies::{
@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Every node name in stream order, senders then receivers as the tensor's axes index them.
-fn axis_names(layers: usize, heads: Option<usize>) -> (Vec<String>, Vec<String>) {
+fn axis_names(layers: usize, heads: Option<Heads>) -> (Vec<String>, Vec<String>) {
     let (senders, receivers) = graph::nodes(layers, heads);
     let names = |nodes: Vec<Node>| nodes.into_iter().map(Node::name).collect();
     (names(senders), names(receivers))

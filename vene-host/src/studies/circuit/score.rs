@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
-use super::graph::{Graph, BLOCK_INPUT, BLOCK_OUTPUT, HEAD_SITE};
+use super::graph::{Graph, Qkv, BLOCK_INPUT, BLOCK_OUTPUT, HEAD_SITE};
 use crate::{
     engine::IntervenableModel,
     error::Result,
@@ -78,16 +78,30 @@ pub(super) fn sender_outputs(
 
 /// The taps of the module docs, in representation order: per layer its block input (`a_l`, or with `interpolate`
 /// for layer 0 the embeddings replaced by a source that carries `a_0`), its attention output (`b_l − a_l`) and its
-/// MLP output (`−b_l`); then the last block's output (`r`).
+/// MLP output (`−b_l`); then the last block's output (`r`). A head-level graph's attention receivers are the heads'
+/// own copies of the stream: a zero added to each (query, key and value inputs) replaces `a_l`, and with
+/// `interpolate` the embeddings are replaced first.
 fn taps(graph: &Graph, interpolate: bool) -> Vec<Value> {
+    let addition = json!({"type": "addition"});
     let mut reps = Vec::new();
+    if graph.heads.is_some() && interpolate {
+        reps.push(whole(BLOCK_INPUT, 0, json!({"type": "vanilla"})));
+    }
     for layer in 0..graph.layers {
-        let input = if interpolate && layer == 0 { "vanilla" } else { "addition" };
-        reps.push(whole(BLOCK_INPUT, layer, json!({ "type": input })));
-        reps.push(whole(&graph.attention_site, layer, json!({"type": "addition"})));
+        if graph.heads.is_some() {
+            reps.extend(
+                Qkv::ALL.map(
+                    |kind| json!({"layer": layer, "component": kind.site(), "unit": "h", "intervention": addition}),
+                ),
+            );
+        } else {
+            let input = if interpolate && layer == 0 { "vanilla" } else { "addition" };
+            reps.push(whole(BLOCK_INPUT, layer, json!({ "type": input })));
+        }
+        reps.push(whole(&graph.attention_site, layer, addition.clone()));
         reps.push(whole(&graph.mlp_site, layer, json!({"type": "subtraction"})));
     }
-    reps.push(whole(BLOCK_OUTPUT, graph.layers - 1, json!({"type": "addition"})));
+    reps.push(whole(BLOCK_OUTPUT, graph.layers - 1, addition));
     reps
 }
 
@@ -111,24 +125,62 @@ pub(super) fn receiver_gradients(
     embeddings: Option<&Tensor>,
     metric: Metric,
 ) -> Result<Vec<Tensor>> {
-    let leaves: Vec<Tensor> = (0..graph.receiver_count()).map(|_| like.zeros_like().set_requires_grad(true)).collect();
-    let (attention, mlp) = (|l: usize| &leaves[2 * l], |l: usize| &leaves[2 * l + 1]);
+    // A zero leaf shaped like the stream, or like `heads` copies of it.
+    let zeros = |heads: Option<usize>| {
+        let mut size = like.size();
+        if let Some(heads) = heads {
+            size.insert(1, heads as i64);
+        }
+        Tensor::zeros(size.as_slice(), (like.kind(), like.device())).set_requires_grad(true)
+    };
+    // Per layer its attention's leaves (one, or one per input kind holding every head's copy) and its MLP's.
+    let mut layer_leaves: Vec<(Vec<Tensor>, Tensor)> = Vec::new();
     let mut activations = Vec::new();
-    for layer in 0..graph.layers {
-        let input = match embeddings {
-            Some(embeddings) if layer == 0 => embeddings + attention(0),
-            _ => attention(layer).shallow_clone(),
-        };
-        activations.push(Some(input));
-        activations.push(Some(mlp(layer) - attention(layer)));
-        activations.push(Some(mlp(layer).shallow_clone()));
+    if let (Some(_), Some(embeddings)) = (graph.heads, embeddings) {
+        activations.push(Some(embeddings.shallow_clone()));
     }
-    activations.push(Some(leaves[2 * graph.layers].shallow_clone()));
+    for layer in 0..graph.layers {
+        let mlp = zeros(None);
+        let attention = match graph.heads {
+            Some(heads) => {
+                let copies: Vec<Tensor> = Qkv::ALL.iter().map(|&kind| zeros(Some(heads.of(kind)))).collect();
+                activations.extend(copies.iter().map(|leaf| Some(leaf.shallow_clone())));
+                activations.push(Some(mlp.shallow_clone()));
+                copies
+            }
+            None => {
+                let leaf = zeros(None);
+                let input = match embeddings {
+                    Some(embeddings) if layer == 0 => embeddings + &leaf,
+                    _ => leaf.shallow_clone(),
+                };
+                activations.push(Some(input));
+                activations.push(Some(&mlp - &leaf));
+                vec![leaf]
+            }
+        };
+        activations.push(Some(mlp.shallow_clone()));
+        layer_leaves.push((attention, mlp));
+    }
+    let logits_leaf = zeros(None);
+    activations.push(Some(logits_leaf.shallow_clone()));
     let run = tap.run_with_activations(&inputs.clean, activations, &UnitLocations::whole(), &Subspaces::None)?;
     let logits = last_logits(&run.output, inputs.clean.attention_mask.as_ref());
     metric.of(&logits, inputs)?.backward();
     // A receiver the metric does not depend on gets no gradient: its edges score zero.
-    Ok(leaves.iter().map(gradient_of).collect())
+    let mut gradients = Vec::with_capacity(graph.receiver_count());
+    for (attention, mlp) in &layer_leaves {
+        for leaf in attention {
+            let gradient = gradient_of(leaf);
+            match graph.heads {
+                Some(_) => gradients.extend((0..leaf.size()[1]).map(|head| gradient.select(1, head))),
+                None => gradients.push(gradient),
+            }
+        }
+        gradients.push(gradient_of(mlp));
+    }
+    gradients.push(gradient_of(&logits_leaf));
+    Ok(gradients)
 }
 
 /// Scores of every (sender, receiver) pair, `(senders, receivers)`: the change of each sender's output dotted with

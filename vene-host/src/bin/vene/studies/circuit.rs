@@ -30,7 +30,8 @@ pub struct CircuitArgs {
     /// The share of the clean-minus-corrupted metric the drawn circuit must recover.
     #[arg(long, default_value_t = 0.8)]
     faithfulness: f64,
-    /// Each attention head a sender of its own (what it writes into the residual stream), not the whole layer.
+    /// The head-level graph: each attention head a sender (what it writes into the residual stream) and a receiver
+    /// through its query, key and value inputs, instead of one node per attention layer.
     #[arg(long)]
     per_head: bool,
     #[command(flatten)]
