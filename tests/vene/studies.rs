@@ -356,10 +356,10 @@ fn real_model_effects(results: &serde_json::Value) {
     assert!(strongest_head["exact"].as_f64().unwrap() < -1.0, "{strongest_head}");
     let correlation = attribution["rank_correlation_verified"].as_f64().unwrap();
     assert!(correlation > 0.5, "estimate vs exact rank correlation {correlation}");
-    // Edge attribution (EAP-IG): the empty circuit is the corrupted run and the whole graph the clean one; the
-    // scores rank the edges patched alone as exact patching does (the full run: 0.97); and among the top edges is
-    // the direct edge to the logits from the attention layer of path patching's strongest head, costing more than
-    // one logit when patched alone.
+    // Edge attribution (EAP-IG, head-level graph): the empty circuit is the corrupted run and the whole graph the
+    // clean one; the scores rank the edges patched alone as exact patching does (the full run: 0.99); and among the
+    // top three edges is the direct edge to the logits from path patching's strongest head, costing more than two
+    // logits when patched alone (the full run: the top edge, a11.h3 → logits, exact -5.53).
     let circuit = &results["circuit"];
     let curve = circuit["curve"].as_array().unwrap();
     let metric = |point: &serde_json::Value| point["metric"].as_f64().unwrap();
@@ -367,12 +367,12 @@ fn real_model_effects(results: &serde_json::Value) {
     assert!((metric(curve.last().unwrap()) - circuit["clean"].as_f64().unwrap()).abs() < 1e-4, "{curve:?}");
     let correlation = circuit["rank_correlation_verified"].as_f64().unwrap();
     assert!(correlation > 0.8, "EAP-IG score vs exact rank correlation {correlation}");
-    let direct = format!("a{}", strongest_sender["layer"]);
+    let direct = format!("a{}.h{}", strongest_sender["layer"], strongest_sender["head"]);
     let edges = circuit["edges"].as_array().unwrap();
-    let top = &edges[..5];
+    let top = &edges[..3];
     let to_logits = top.iter().find(|e| e["sender"] == direct.as_str() && e["receiver"] == "logits");
     let to_logits = to_logits.unwrap_or_else(|| panic!("{direct} → logits among the top edges: {top:?}"));
-    assert!(to_logits["exact"].as_f64().unwrap() < -1.0, "{to_logits}");
+    assert!(to_logits["exact"].as_f64().unwrap() < -2.0, "{to_logits}");
     // Causal tracing: the three facts are known; corrupting the subject destroys them; restoring the last token's
     // final block output gives back exactly the clean probability; the MLPs matter at the last subject token in
     // early layers and attention at the last token in late ones (the peaks the full run finds: MLP layers 2-5,

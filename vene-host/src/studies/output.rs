@@ -24,6 +24,8 @@ pub enum Figure {
     },
     /// One line per named series along `x_label`.
     Lines { name: String, title: String, x_label: String, series: Vec<(String, Vec<f64>)> },
+    /// Points `(x, y)` against `x` on a log scale (from 0), with both axes described.
+    Curve { name: String, title: String, x_label: String, y_label: String, points: Vec<(f64, f64)> },
     /// The top words and their probabilities, on a scale to `max`.
     Bars { name: String, title: String, bars: TopWords, max: f64 },
     /// An input with what was found drawn on it (rendered words, a photograph with an effect grid).
@@ -37,6 +39,7 @@ impl Figure {
         match self {
             Figure::Heatmap { name, .. }
             | Figure::Lines { name, .. }
+            | Figure::Curve { name, .. }
             | Figure::Bars { name, .. }
             | Figure::Picture { name, .. }
             | Figure::Circuit { name, .. } => name,
@@ -50,6 +53,9 @@ impl Figure {
                 plot::heatmap(dir, name, &map)
             }
             Figure::Lines { name, title, x_label, series } => plot::lines(dir, name, title, x_label, series),
+            Figure::Curve { name, title, x_label, y_label, points } => {
+                plot::curve(dir, name, title, (x_label, y_label), points)
+            }
             Figure::Bars { name, title, bars, max } => plot::bars(dir, name, title, bars, *max),
             Figure::Picture { name, picture } => super::picture::write(dir, name, picture),
             Figure::Circuit { name, drawing } => super::circuit_plot::write(dir, name, drawing),

@@ -6,7 +6,11 @@ use std::{path::Path, sync::Once};
 use plotters::{
     coord::Shift,
     prelude::*,
-    style::{register_font, FontStyle},
+    style::{
+        register_font,
+        text_anchor::{HPos, Pos, VPos},
+        FontStyle,
+    },
 };
 
 use crate::error::{Result, VeneError};
@@ -287,6 +291,69 @@ pub fn tick(value: f64, decimals: usize) -> String {
         Some(unsigned) if unsigned.chars().all(|c| c == '0' || c == '.') => unsigned.to_string(),
         _ => text,
     }
+}
+
+/// `points` `(x, y)` joined and marked, against `x` on a log scale — `log10(1 + x)`, so that 0 has a place (an empty
+/// circuit) — ticked at 0 and the powers of ten; writes `stem.png` and `stem.svg`.
+pub fn curve(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    points: &[(f64, f64)],
+) -> Result<()> {
+    ensure_font();
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    let axes = (x_label, y_label);
+    write_figure(&png, |to| draw_curve(BitMapBackend::new(to, (640, 400)).into_drawing_area(), title, axes, points))?;
+    write_figure(&svg, |to| draw_curve(SVGBackend::new(to, (640, 400)).into_drawing_area(), title, axes, points))
+}
+
+fn draw_curve<B: DrawingBackend>(
+    area: DrawingArea<B, Shift>,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    points: &[(f64, f64)],
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    B::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let at = |x: f64| (1.0 + x.max(0.0)).log10();
+    let right = points.iter().map(|p| at(p.0)).fold(1.0, f64::max);
+    let (low, high) = points.iter().fold((0.0f64, 1.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let pad = 0.05 * (high - low);
+    let mut chart = ChartBuilder::on(&area)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..right, (low - pad)..(high + pad))?;
+    let decimals = tick_decimals(high - low);
+    chart
+        .configure_mesh()
+        .x_labels(0)
+        .y_desc(y_label)
+        .y_label_formatter(&|y| tick(*y, decimals))
+        .label_style(("sans-serif", 12))
+        .draw()?;
+    let ticks: Vec<f64> =
+        std::iter::once(0.0).chain((0..8).map(|p| 10f64.powi(p)).take_while(|&n| at(n) <= right + 1e-9)).collect();
+    for &n in &ticks {
+        chart.draw_series(LineSeries::new([(at(n), low - pad), (at(n), high + pad)], RGBColor(225, 225, 225)))?;
+        let (x, y) = chart.backend_coord(&(at(n), low - pad));
+        let centred = ("sans-serif", 12).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+        area.draw(&Text::new(format!("{n}"), (x, y + 6), centred))?;
+    }
+    let (x, y) = chart.backend_coord(&(right / 2.0, low - pad));
+    let centred = ("sans-serif", 12).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+    area.draw(&Text::new(x_label, (x, y + 22), centred))?;
+    let colour = Palette99::pick(0).to_rgba();
+    chart.draw_series(LineSeries::new(points.iter().map(|p| (at(p.0), p.1)), colour.stroke_width(2)))?;
+    chart.draw_series(points.iter().map(|p| Circle::new((at(p.0), p.1), 3, colour.filled())))?;
+    area.present()?;
+    Ok(())
 }
 
 /// Horizontal bars of `(label, value)` in `[0, max]`, top to bottom; writes `stem.png` and `stem.svg`.

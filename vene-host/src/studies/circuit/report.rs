@@ -45,12 +45,12 @@ impl Circuit {
     }
 
     pub fn figures(&self) -> Vec<Figure> {
-        let sizes: Vec<String> = self.curve.iter().map(|p| p.edges.to_string()).collect();
-        let mut figures = vec![Figure::Lines {
+        let mut figures = vec![Figure::Curve {
             name: "circuit_faithfulness".to_string(),
             title: format!("share of the {} recovered by the top-n edges ({})", self.metric, self.method),
-            x_label: format!("edges kept: {}", sizes.join(", ")),
-            series: vec![("faithfulness".to_string(), self.curve.iter().map(|p| p.faithfulness).collect())],
+            x_label: format!("edges kept (of {}, by |score|)", self.edges.len()),
+            y_label: "faithfulness".to_string(),
+            points: self.curve.iter().map(|p| (p.edges as f64, p.faithfulness)).collect(),
         }];
         let verified: Vec<_> = self.edges.iter().filter(|e| e.exact.is_some()).collect();
         if !verified.is_empty() {
