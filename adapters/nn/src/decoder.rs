@@ -92,19 +92,23 @@ impl RmsNorm {
     /// What multiplies `x` here per position and dimension (`gain / rms(x)`), to hold fixed: parts of `x` each
     /// scaled by it add up to the normalised `x`.
     pub fn frozen_scale(&self, x: &Tensor) -> Tensor {
+        let (_, inverse_rms) = self.widened(x);
+        (inverse_rms * &self.gain).to_kind(x.kind())
+    }
+
+    /// `x` in at least f32 (half precision is normalised in f32), and `1 / rms(x)` over the last axis.
+    fn widened(&self, x: &Tensor) -> (Tensor, Tensor) {
         let wide = match x.kind() {
             Kind::Half | Kind::BFloat16 => x.to_kind(Kind::Float),
             _ => x.shallow_clone(),
         };
-        ((wide.square().mean_dim(-1, true, wide.kind()) + self.eps).rsqrt() * &self.gain).to_kind(x.kind())
+        let inverse_rms = (wide.square().mean_dim(-1, true, wide.kind()) + self.eps).rsqrt();
+        (wide, inverse_rms)
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let wide = match x.kind() {
-            Kind::Half | Kind::BFloat16 => x.to_kind(Kind::Float),
-            _ => x.shallow_clone(),
-        };
-        let normed = &wide * (wide.square().mean_dim(-1, true, wide.kind()) + self.eps).rsqrt();
+        let (wide, inverse_rms) = self.widened(x);
+        let normed = wide * inverse_rms;
         if self.offset {
             // Gemma: (x̂ · (1 + w)) in f32, then cast.
             (normed * &self.gain).to_kind(x.kind())

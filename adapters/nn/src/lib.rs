@@ -94,20 +94,28 @@ impl Linear {
     /// `(b, heads, s, out)` without the bias. Their sum over heads, plus the bias, is `forward` of the merged heads.
     pub fn per_head(&self, x: &Tensor) -> Tensor {
         let (heads, head_dim) = (x.size()[1], x.size()[3]);
-        let in_out = if self.transposed { self.weight.shallow_clone() } else { self.weight.tr() };
-        x.matmul(&in_out.reshape([heads, head_dim, -1]).unsqueeze(0))
+        x.matmul(&self.in_out().reshape([heads, head_dim, -1]).unsqueeze(0))
     }
 
     /// `x` `(b, heads, s, in)`, each head's own input, through that head's block of `head_dim` output features
     /// counted from `offset`: `(b, heads, s, head_dim)`, with the bias.
     pub fn per_head_input(&self, x: &Tensor, offset: i64, head_dim: i64) -> Tensor {
         let heads = x.size()[1];
-        let in_out = if self.transposed { self.weight.shallow_clone() } else { self.weight.tr() };
-        let blocks = in_out.narrow(1, offset, heads * head_dim).reshape([-1, heads, head_dim]).permute([1, 0, 2]);
+        let blocks =
+            self.in_out().narrow(1, offset, heads * head_dim).reshape([-1, heads, head_dim]).permute([1, 0, 2]);
         let y = x.matmul(&blocks.unsqueeze(0));
         match &self.bias {
             Some(bias) => y + bias.narrow(0, offset, heads * head_dim).view([heads, 1, head_dim]),
             None => y,
+        }
+    }
+
+    /// The weight as `(in, out)`, whichever way it is stored.
+    fn in_out(&self) -> Tensor {
+        if self.transposed {
+            self.weight.shallow_clone()
+        } else {
+            self.weight.tr()
         }
     }
 
@@ -220,8 +228,7 @@ pub fn head_writes(
     write: Tensor,
 ) -> PluginResult<Tensor> {
     let after = hooks.site(component, layer, shares.shallow_clone())?;
-    // An untouched site hands back the tensor it was given: the write then stays bit for bit.
-    if after.data_ptr() == shares.data_ptr() && after.size() == shares.size() {
+    if untouched(&after, &shares) {
         return Ok(write);
     }
     let kind = write.kind();
@@ -246,10 +253,16 @@ pub fn split_input(
     let size = residual.size();
     let copies = residual.unsqueeze(1).expand([size[0], heads, size[1], size[2]], false);
     let after = hooks.site(component, layer, copies.shallow_clone())?;
-    if after.data_ptr() == copies.data_ptr() && after.size() == copies.size() && after.stride() == copies.stride() {
+    if untouched(&after, &copies) {
         return Ok(None);
     }
     Ok(Some(project(&norm(&after))))
+}
+
+/// Whether a site handed back the very tensor it was given (no intervention changed it), so the usual computation
+/// can stand bit for bit.
+fn untouched(after: &Tensor, given: &Tensor) -> bool {
+    after.data_ptr() == given.data_ptr() && after.size() == given.size() && after.stride() == given.stride()
 }
 
 /// Additive attention mask `(1 or b, 1, seq, past + seq)`: causal, plus padding from a `(b, past + seq)` mask of
